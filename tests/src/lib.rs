@@ -1,0 +1,1 @@
+//! Shared helpers of lamina's cross-crate tests.
