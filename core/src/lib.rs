@@ -13,3 +13,9 @@
 #![deny(unsafe_code)]
 
 pub mod crc;
+pub mod lsn;
+pub mod record;
+pub mod segment;
+
+pub use lsn::{Lsn, SegmentId};
+pub mod decode;
