@@ -18,4 +18,6 @@ pub mod record;
 pub mod segment;
 
 pub use lsn::{Lsn, SegmentId};
+pub mod commit;
 pub mod decode;
+pub mod io;

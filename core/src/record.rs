@@ -275,7 +275,10 @@ pub fn check_body(seed: &Seed, frame: &[u8]) -> bool {
     else {
         return false;
     };
-    let stored = u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]);
+    let Ok(stored) = <[u8; 4]>::try_from(stored) else {
+        return false;
+    };
+    let stored = u32::from_le_bytes(stored);
     checksum_matches(stored, seed.0.update(covered).finish())
 }
 

@@ -212,10 +212,8 @@ impl fmt::Display for SegmentHeader {
 
 fn take<const N: usize>(h: &[u8], range: core::ops::Range<usize>) -> [u8; N] {
     let mut out = [0u8; N];
-    if let Some(src) = h.get(range) {
-        if src.len() == N {
-            out.copy_from_slice(src);
-        }
+    if let Some(src) = h.get(range).filter(|src| src.len() == N) {
+        out.copy_from_slice(src);
     }
     out
 }
