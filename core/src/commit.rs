@@ -305,9 +305,21 @@ pub struct Resume {
     pub next_lsn: Lsn,
     /// The epoch in force.
     pub epoch: u64,
-    /// The segment has a torn tail at `offset`: seal it there and continue in a new segment, so
-    /// frames a crash left beyond the cut can never come back.
-    pub seal_at_cut: bool,
+    /// How the segment ends.
+    pub tail: ResumeTail,
+}
+
+/// How the last segment of a recovered log ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResumeTail {
+    /// Its records end cleanly at the resume offset: appends continue there.
+    Open,
+    /// A torn tail was cut at the resume offset: a seal is written there and the log continues
+    /// in a new segment, so frames a crash left beyond the cut can never come back.
+    Torn,
+    /// It ends with a seal (the log was closed, or rolled before its successor was created):
+    /// the log continues in a new segment.
+    Sealed,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -442,9 +454,10 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
     /// # Errors
     /// [`ConfigError`] as for [`Self::create`], or when the offset is outside the segment.
     pub fn resume(buf: &'b mut [u8], config: Config, resume: Resume) -> Result<Self, ConfigError> {
+        // A segment written under a larger `segment_size` may already be past this one's: the
+        // next append then rolls at once.
         if resume.offset < segment::HEADER_LEN as u64
             || !resume.offset.is_multiple_of(record::ALIGN as u64)
-            || resume.offset + SEAL_LEN as u64 > config.segment_size
         {
             return Err(ConfigError::ResumePosition);
         }
@@ -457,10 +470,12 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
             segment: resume.header.sequence,
             durable: resume.next_lsn.prev(),
         };
-        if resume.seal_at_cut {
+        match resume.tail {
+            ResumeTail::Open => {}
             // The seal's watermark claims the recovered records durable: true once the recovery
             // sync completes, and no write is issued before it does.
-            p.roll(resume.next_lsn.prev());
+            ResumeTail::Torn => p.roll(resume.next_lsn.prev()),
+            ResumeTail::Sealed => p.start_successor(Lsn::ZERO),
         }
         Ok(p)
     }
@@ -570,7 +585,8 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
         if self.seg_offset + (len + SEAL_LEN) as u64 > self.config.segment_size {
             // Room for the seal is always kept, so the seal fits here; the record goes into the
             // next segment.
-            if !self.has_room(SEAL_LEN) || !self.can_cut() {
+            // One roll at a time: the successor must be created (durably) before it is rolled.
+            if !self.can_roll() || !self.has_room(SEAL_LEN) || !self.can_cut() {
                 return Err(AppendError::Full);
             }
             self.roll(self.durable);
@@ -952,15 +968,25 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
         self.flush_wanted = false;
         let seal = self.frame(Kind::Seal, &[], watermark);
         self.cut();
+        self.rolled_from = Some(self.header.sequence);
+        self.start_successor(seal);
+    }
+
+    /// Switches appends to the successor of the current segment, created once `seal` is durable.
+    fn start_successor(&mut self, seal: Lsn) {
         let old = self.header.sequence;
-        let nonce =
-            splitmix(self.config.nonce_seed ^ self.header.sequence.next().0.rotate_left(32));
+        let nonce = splitmix(self.config.nonce_seed ^ old.next().0.rotate_left(32));
         self.header = self.header.successor(nonce, self.next_lsn, self.epoch);
         self.seed = self.header.seed();
         self.seg_offset = segment::HEADER_LEN as u64;
-        self.rolled_from = Some(old);
         self.rolled = Some((old, self.header.sequence));
         self.seg_state = SegState::AwaitSeal { seal };
+    }
+
+    fn can_roll(&self) -> bool {
+        self.seg_state == SegState::Ready
+            && self.rolled_from.is_none()
+            && self.recovery == RecoverySync::Done
     }
 
     fn can_cut(&self) -> bool {

@@ -10,8 +10,9 @@
 //! path, so a backend that completes later blocks on its own runtime for them.
 //!
 //! The rules each backend keeps (the conformance suite checks them):
-//! * `Create`: the segment exists, holding `header` at offset 0, and is otherwise empty or
-//!   zero-filled. Its name is durable only after a later `SyncNamespace` completes.
+//! * `Create`: the segment exists, holding `header` at offset 0 durably (written and synced),
+//!   and is otherwise empty or zero-filled. Its name is durable only after a later
+//!   `SyncNamespace` completes. (A header is never torn under records: see `core/FORMAT.md`.)
 //! * `Write`: `data` is at `offset` once complete (a short write is the backend's to finish;
 //!   the completion covers all of `data`). Not durable until a `Sync` issued after this
 //!   completion completes. The caller keeps `data` unchanged until the completion is polled.

@@ -20,4 +20,6 @@ pub mod segment;
 pub use lsn::{Lsn, SegmentId};
 pub mod commit;
 pub mod decode;
+pub mod drive;
 pub mod io;
+pub mod recover;
