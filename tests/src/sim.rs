@@ -143,6 +143,27 @@ impl SimStorage {
     /// and creates and deletes not made durable are undone. Returns how many unsynced sectors
     /// survived.
     pub fn crash(&mut self) -> usize {
+        let mut rng = self.rng.clone();
+        let survived = self.crash_with(&mut |_, _, sector_len| {
+            let roll = rng.below(100);
+            if roll < 45 {
+                0
+            } else if roll < 90 {
+                sector_len
+            } else {
+                // Torn: a prefix of the new bytes.
+                rng.below(sector_len as u64) as usize
+            }
+        });
+        self.rng = rng;
+        survived
+    }
+
+    /// A power cut where `keep(segment, offset, len)` says how many bytes of each unsynced
+    /// piece (a write's part within one sector, starting at `offset`) reach the device: 0, all
+    /// (`len`) or a torn prefix. Pieces are offered in a random order. Returns how many pieces
+    /// kept something.
+    pub fn crash_with(&mut self, keep: &mut dyn FnMut(SegmentId, usize, usize) -> usize) -> usize {
         if std::env::var("LAMINA_SIM_TRACE").is_ok() {
             eprintln!("crash; durable names {:?}", self.durable_names);
         }
@@ -178,7 +199,7 @@ impl SimStorage {
         for id in &names {
             self.files.entry(*id).or_default();
         }
-        for file in self.files.values_mut() {
+        for (segment, file) in self.files.iter_mut() {
             let mut image = file.durable.clone();
             let mut unsynced = std::mem::take(&mut file.unsynced);
             // Any order: later writes may land and earlier ones not.
@@ -193,15 +214,7 @@ impl SimStorage {
                 while pos < end {
                     let sector_end = ((pos / SECTOR) + 1) * SECTOR;
                     let chunk_end = sector_end.min(end);
-                    let roll = self.rng.below(100);
-                    let keep = if roll < 45 {
-                        0
-                    } else if roll < 90 {
-                        chunk_end - pos
-                    } else {
-                        // Torn: a prefix of the new bytes.
-                        self.rng.below((chunk_end - pos) as u64) as usize
-                    };
+                    let keep = keep(*segment, pos, chunk_end - pos).min(chunk_end - pos);
                     if keep > 0 {
                         survived += 1;
                         if image.len() < pos + keep {

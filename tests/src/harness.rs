@@ -1,0 +1,46 @@
+//! Helpers for driving a log on the simulated device in tests.
+
+use crate::sim::SimStorage;
+use lamina_core::decode::{Mode, min_window};
+use lamina_core::io::Failure;
+use lamina_core::record::Kind;
+use lamina_core::recover::{self, RecoverError, Recovered, Replay};
+use lamina_core::segment::SegmentHeader;
+use lamina_core::{Lsn, SegmentId};
+
+/// The largest payload the test logs use.
+pub const MAX_PAYLOAD: u32 = 300;
+
+/// The first segment header of a test log.
+pub fn first_header(log_id: u64) -> SegmentHeader {
+    SegmentHeader {
+        core: 0,
+        log_id,
+        sequence: SegmentId(0),
+        nonce: 7,
+        first_lsn: Lsn::FIRST,
+        epoch: 0,
+        prev_nonce: 0,
+    }
+}
+
+/// Recovers in `mode`, returning the outcome and the data records read (LSN, payload).
+///
+/// # Errors
+/// What [`recover::recover`] returns.
+pub fn recover_log(
+    storage: &mut SimStorage,
+    mode: Mode,
+) -> Result<(Recovered, Vec<(u64, Vec<u8>)>), RecoverError<Failure>> {
+    let mut ids = [SegmentId(0); 512];
+    let mut window = vec![0u8; min_window(MAX_PAYLOAD as usize)];
+    let mut records = Vec::new();
+    let recovered = recover::recover(storage, &mut ids, &mut window, mode, &mut |r| {
+        if let Replay::Record(r) = r
+            && r.header.kind == Kind::Data
+        {
+            records.push((r.header.lsn.0, r.payload.to_vec()));
+        }
+    })?;
+    Ok((recovered, records))
+}
