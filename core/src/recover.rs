@@ -298,13 +298,24 @@ pub fn recover<S: SegmentStorage>(
     let mut blanks_since: Option<(SegmentId, u64)> = None;
 
     for &id in ids {
-        let scanned = scan_segment(storage, id, window, mode, &mut report, replay)?;
+        // Checked when the header is read, before any of the segment's records is replayed.
+        let check = |header: &SegmentHeader| chain_damage(tail.as_ref(), blanks_since, header, id);
+        let scanned = scan_segment(storage, id, window, mode, &check, &mut report, replay)?;
         let (header, end, epoch) = match scanned {
             Scanned::Blank => {
                 let (first, n) = blanks_since.unwrap_or((id, 0));
                 blanks_since = Some((first, n + 1));
                 continue;
             }
+            Scanned::Broken(damage) => match mode {
+                Mode::Strict => return Err(RecoverError::Corrupt(damage)),
+                // Damage at a segment's start: the log ends before the segment (or before the
+                // blank ones that precede it).
+                Mode::PointInTime | Mode::SkipCorrupt => {
+                    let from = blanks_since.map_or(id, |(first, _)| first);
+                    return finish_cut_before(from, tail, damage, report);
+                }
+            },
             Scanned::BadHeader(error) => {
                 let damage = DamageReport {
                     segment: id,
@@ -324,50 +335,7 @@ pub fn recover<S: SegmentStorage>(
             }
             Scanned::Segment { header, end, epoch } => (header, end, epoch),
         };
-        // A real segment: every blank before it was damage (a segment lost its header).
-        if let Some((first, _)) = blanks_since.take() {
-            let damage = DamageReport {
-                segment: first,
-                offset: 0,
-                expected_lsn: tail.map_or(Lsn::ZERO, |t| next_after(&t.end)),
-                damage: Damage::Header(HeaderError::Blank),
-            };
-            match mode {
-                Mode::Strict => return Err(RecoverError::Corrupt(damage)),
-                Mode::PointInTime => return finish_cut_before(first, tail, damage, report),
-                Mode::SkipCorrupt => {
-                    report.damage.get_or_insert(damage);
-                    report.skipped += 1;
-                }
-            }
-        }
-        if let Some(prev) = tail {
-            if let Some(damage) = link_damage(&prev, &header, id) {
-                match mode {
-                    Mode::Strict => return Err(RecoverError::Corrupt(damage)),
-                    Mode::PointInTime => return finish_cut_before(id, Some(prev), damage, report),
-                    Mode::SkipCorrupt => {
-                        report.damage.get_or_insert(damage);
-                        report.skipped += 1;
-                    }
-                }
-            }
-        } else if header.sequence != id {
-            let damage = DamageReport {
-                segment: id,
-                offset: 0,
-                expected_lsn: header.first_lsn,
-                damage: Damage::Sequence {
-                    expected: id,
-                    found: header.sequence,
-                },
-            };
-            if mode != Mode::SkipCorrupt {
-                return Err(RecoverError::Corrupt(damage));
-            }
-            report.damage.get_or_insert(damage);
-            report.skipped += 1;
-        }
+        blanks_since = None;
         tail = Some(Tail { header, end, epoch });
         // Damage inside a segment: corruption stops Strict here; PointInTime cuts here.
         if let End::Corrupt(c) = end {
@@ -392,6 +360,38 @@ pub fn recover<S: SegmentStorage>(
         report.discard_from.get_or_insert(first);
     }
     Ok(finish(tail, None, report))
+}
+
+/// Damage in how a segment with `header`, stored as `id`, continues the log: blank segments
+/// before it (a segment that lost its header), or a link to `prev` that does not hold.
+fn chain_damage(
+    prev: Option<&Tail>,
+    blanks_before: Option<(SegmentId, u64)>,
+    header: &SegmentHeader,
+    id: SegmentId,
+) -> Option<DamageReport> {
+    let expected_lsn = prev.map_or(header.first_lsn, |t| next_after(&t.end));
+    if let Some((first, _)) = blanks_before {
+        return Some(DamageReport {
+            segment: first,
+            offset: 0,
+            expected_lsn,
+            damage: Damage::Header(HeaderError::Blank),
+        });
+    }
+    match prev {
+        Some(prev) => link_damage(prev, header, id),
+        None if header.sequence != id => Some(DamageReport {
+            segment: id,
+            offset: 0,
+            expected_lsn,
+            damage: Damage::Sequence {
+                expected: id,
+                found: header.sequence,
+            },
+        }),
+        None => None,
+    }
 }
 
 /// Says whether `header` continues `prev` correctly, where `id` is the id it is stored under.
@@ -529,6 +529,8 @@ fn finish(tail: Option<Tail>, discard: Option<SegmentId>, mut report: RecoveryRe
 enum Scanned {
     /// Never started (all zero), or a creation that never completed.
     Blank,
+    /// The header is valid but does not continue the chain.
+    Broken(DamageReport),
     BadHeader(HeaderError),
     Segment {
         header: SegmentHeader,
@@ -542,6 +544,7 @@ fn scan_segment<S: SegmentStorage>(
     id: SegmentId,
     window: &mut [u8],
     mode: Mode,
+    check: &dyn Fn(&SegmentHeader) -> Option<DamageReport>,
     report: &mut RecoveryReport,
     replay: &mut dyn FnMut(Replay<'_>),
 ) -> Result<Scanned, RecoverError<S::Error>> {
@@ -569,6 +572,14 @@ fn scan_segment<S: SegmentStorage>(
                 }
             }
             Decoded::Header(h) => {
+                if let Some(damage) = check(&h) {
+                    if mode != Mode::SkipCorrupt {
+                        return Ok(Scanned::Broken(damage));
+                    }
+                    // Salvage: the segment is read all the same, after a reported gap.
+                    report.damage.get_or_insert(damage);
+                    report.skipped += 1;
+                }
                 epoch = h.epoch;
                 header = Some(h);
                 replay(Replay::Segment(&h));

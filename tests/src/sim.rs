@@ -87,11 +87,11 @@ enum Pending {
 /// Faults to inject.
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
-    /// Fail the Nth write submitted (1-based) with this failure.
+    /// Fail the Nth write submitted from now (1-based) with this failure.
     pub fail_write: Option<(u64, Failure)>,
-    /// Fail the Nth sync submitted (1-based) with this failure.
+    /// Fail the Nth sync submitted from now (1-based) with this failure.
     pub fail_sync: Option<(u64, Failure)>,
-    /// Fail the Nth read (1-based) with EIO.
+    /// Fail the Nth read from now (1-based) with EIO.
     pub fail_read: Option<u64>,
 }
 
@@ -110,9 +110,6 @@ pub struct SimStorage {
     pub reorder: bool,
     /// Faults to inject.
     pub faults: Faults,
-    writes: u64,
-    syncs: u64,
-    reads: u64,
 }
 
 impl SimStorage {
@@ -127,9 +124,6 @@ impl SimStorage {
             next_write_id: 1,
             reorder: true,
             faults: Faults::default(),
-            writes: 0,
-            syncs: 0,
-            reads: 0,
         }
     }
 
@@ -244,6 +238,21 @@ impl SimStorage {
         }
     }
 
+    /// Replaces the bytes of `segment` (live and durable), creating it durably if needed.
+    pub fn set_bytes(&mut self, segment: SegmentId, bytes: Vec<u8>) {
+        let file = self.files.entry(segment).or_default();
+        file.live = bytes.clone();
+        file.durable = bytes;
+        file.unsynced.clear();
+        self.durable_names.insert(segment);
+    }
+
+    /// Removes `segment` at once, durably.
+    pub fn remove(&mut self, segment: SegmentId) {
+        self.files.remove(&segment);
+        self.durable_names.remove(&segment);
+    }
+
     /// The live bytes of `segment`.
     pub fn bytes(&self, segment: SegmentId) -> Option<&[u8]> {
         self.files.get(&segment).map(|f| f.live.as_slice())
@@ -352,10 +361,7 @@ impl SegmentStorage for SimStorage {
                 data,
                 sync,
             } => {
-                self.writes += 1;
-                if let Some((n, f)) = self.faults.fail_write
-                    && n == self.writes
-                {
+                if let Some((_, f)) = countdown(&mut self.faults.fail_write) {
                     self.failed.push((token, f));
                     return Ok(());
                 }
@@ -367,10 +373,7 @@ impl SegmentStorage for SimStorage {
                 }
             }
             SegmentOp::Sync { segment } => {
-                self.syncs += 1;
-                if let Some((n, f)) = self.faults.fail_sync
-                    && n == self.syncs
-                {
+                if let Some((_, f)) = countdown(&mut self.faults.fail_sync) {
                     self.failed.push((token, f));
                     return Ok(());
                 }
@@ -414,9 +417,11 @@ impl SegmentStorage for SimStorage {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<usize, Failure> {
-        self.reads += 1;
-        if self.faults.fail_read == Some(self.reads) {
-            return Err(Failure::Io);
+        if let Some(n) = self.faults.fail_read {
+            self.faults.fail_read = n.checked_sub(1).filter(|n| *n > 0);
+            if n <= 1 {
+                return Err(Failure::Io);
+            }
         }
         let file = self.files.get(&segment).ok_or(Failure::NotFound)?;
         let start = (offset as usize).min(file.live.len());
@@ -430,5 +435,17 @@ impl SegmentStorage for SimStorage {
             *slot = *id;
         }
         Ok(self.files.len())
+    }
+}
+
+/// Counts a fault down; returns it when it is due (and clears it).
+fn countdown(fault: &mut Option<(u64, Failure)>) -> Option<(u64, Failure)> {
+    let (n, f) = (*fault)?;
+    if n <= 1 {
+        *fault = None;
+        Some((n, f))
+    } else {
+        *fault = Some((n - 1, f));
+        None
     }
 }
