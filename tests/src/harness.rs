@@ -24,6 +24,9 @@ pub fn first_header(log_id: u64) -> SegmentHeader {
     }
 }
 
+/// Records as a test sees them: (LSN, payload).
+pub type Records = Vec<(u64, Vec<u8>)>;
+
 /// Recovers in `mode`, returning the outcome and the data records read (LSN, payload).
 ///
 /// # Errors
@@ -31,7 +34,7 @@ pub fn first_header(log_id: u64) -> SegmentHeader {
 pub fn recover_log(
     storage: &mut SimStorage,
     mode: Mode,
-) -> Result<(Recovered, Vec<(u64, Vec<u8>)>), RecoverError<Failure>> {
+) -> Result<(Recovered, Records), RecoverError<Failure>> {
     let mut ids = [SegmentId(0); 512];
     let mut window = vec![0u8; min_window(MAX_PAYLOAD as usize)];
     let mut records = Vec::new();
