@@ -706,11 +706,19 @@ mod tests {
     #[test]
     fn crash_at_every_byte_is_a_torn_or_clean_tail() {
         // Watermark lags by 3: the writer acknowledges in batches.
-        let (bytes, ends) = segment(60, |l| l.saturating_sub(3));
+        let (bytes, ends) = segment(300, |l| l.saturating_sub(3));
+        let mut noise = 0x2545_F491_4F6C_DD1Du64;
         for cut in segment::HEADER_LEN..=bytes.len() {
-            for fill in [0u8, 0xA5] {
+            for random_tail in [false, true] {
                 let mut damaged = bytes[..cut].to_vec();
-                damaged.resize(bytes.len() + 64, fill);
+                // What lies past the cut: zeros (pre-zeroed space) or noise (reused space).
+                while damaged.len() < bytes.len() + 64 {
+                    noise ^= noise << 13;
+                    noise ^= noise >> 7;
+                    noise ^= noise << 17;
+                    damaged.push(if random_tail { noise as u8 } else { 0 });
+                }
+                let fill = u8::from(random_tail);
                 let (lsns, _, end) = decode(&damaged, 61, Mode::Strict);
                 // A frame survives when its bytes are unchanged (a zero fill can rewrite padding
                 // with what it held).

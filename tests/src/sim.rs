@@ -100,6 +100,8 @@ pub struct Faults {
 pub struct SimStorage {
     rng: Rng,
     files: BTreeMap<SegmentId, File>,
+    /// Files deleted since the last namespace sync.
+    deleted: BTreeMap<SegmentId, File>,
     /// Segments whose existence is durable.
     durable_names: BTreeSet<SegmentId>,
     pending: Vec<(u64, Pending)>,
@@ -118,6 +120,7 @@ impl SimStorage {
         SimStorage {
             rng: Rng::new(seed),
             files: BTreeMap::new(),
+            deleted: BTreeMap::new(),
             durable_names: BTreeSet::new(),
             pending: Vec::new(),
             failed: Vec::new(),
@@ -190,6 +193,12 @@ impl SimStorage {
         }
         let names = self.durable_names.clone();
         self.files.retain(|id, _| names.contains(id));
+        // Deletes that no namespace sync made durable are undone, with the file's contents.
+        for (id, file) in std::mem::take(&mut self.deleted) {
+            if names.contains(&id) {
+                self.files.insert(id, file);
+            }
+        }
         for id in &names {
             self.files.entry(*id).or_default();
         }
@@ -299,10 +308,14 @@ impl SimStorage {
             }
             Pending::SyncNamespace => {
                 self.durable_names = self.files.keys().copied().collect();
+                self.deleted.clear();
                 Ok(())
             }
             Pending::Delete { segment } => {
-                self.files.remove(&segment);
+                // Gone for readers; back after a crash until a namespace sync.
+                if let Some(file) = self.files.remove(&segment) {
+                    self.deleted.insert(segment, file);
+                }
                 Ok(())
             }
         }

@@ -317,3 +317,28 @@ fn frames_of_another_use_of_the_file_after_the_end_are_a_clean_end() {
     assert_eq!(r.report.cut, None, "stale frames are not a torn tail");
     assert_eq!(r.resume.map(|r| r.offset), Some(end as u64));
 }
+
+#[test]
+fn a_delete_that_no_namespace_sync_made_durable_comes_back_after_a_crash() {
+    use lamina_core::io::{SegmentOp, SegmentStorage};
+    let mut storage = SimStorage::new(10);
+    write_durably(&mut storage, 1, 60, 2048);
+    let before = storage.bytes(SegmentId(3)).unwrap().to_vec();
+    storage
+        .submit(
+            1,
+            SegmentOp::Delete {
+                segment: SegmentId(3),
+            },
+        )
+        .unwrap();
+    assert!(storage.poll_completion().unwrap().1.is_ok());
+    assert_eq!(storage.bytes(SegmentId(3)), None);
+    storage.crash();
+    assert_eq!(storage.bytes(SegmentId(3)), Some(&before[..]));
+    // After a namespace sync the delete holds.
+    let mut ids = [SegmentId(0); 64];
+    recover::discard(&mut storage, &mut ids, SegmentId(3)).unwrap();
+    storage.crash();
+    assert_eq!(storage.bytes(SegmentId(3)), None);
+}
