@@ -1105,3 +1105,401 @@ fn seeded_random_interleavings_follow_the_durability_rule() {
         assert_eq!(sim.p.durable_lsn(), sim.p.next_lsn().prev(), "seed {seed}");
     }
 }
+
+// ------------------------------------------------------------------------------------------------
+// 3. Sync policies
+// ------------------------------------------------------------------------------------------------
+
+/// The LSNs of each write issued so far, in issue order.
+fn write_lsns<const S: usize>(sim: &Sim<'_, S>) -> Vec<Vec<u64>> {
+    sim.history
+        .iter()
+        .filter_map(|h| match h {
+            Hist::Issued {
+                token,
+                kind: OpKind::Write,
+                ..
+            } => Some(sim.frames[token].iter().map(|f| f.lsn.0).collect()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_record_policy_cuts_each_record() {
+    let mut buf = vec![0u8; 4096];
+    let mut sim = Sim::<8>::create(&mut buf, config(SyncPolicy::EveryRecord));
+    sim.ready();
+    for i in 0..3 {
+        sim.append(&payload(i, 10)).unwrap();
+        let issued = sim.pump();
+        assert_eq!(issued.len(), 1, "each append is written at once");
+    }
+    assert_eq!(write_lsns(&sim), vec![vec![1], vec![2], vec![3]]);
+    sim.settle();
+    assert_eq!(sim.p.durable_lsn(), Lsn(3));
+}
+
+#[test]
+fn batch_policy_cuts_at_max_records() {
+    let mut buf = vec![0u8; 4096];
+    let policy = SyncPolicy::Batch {
+        max_records: 3,
+        max_bytes: 1 << 20,
+        max_delay: 1 << 40,
+    };
+    let mut sim = Sim::<8>::create(&mut buf, config(policy));
+    sim.ready();
+    for round in 0..2u64 {
+        for i in 0..2 {
+            sim.append(&payload(i, 10)).unwrap();
+            assert!(sim.pump().is_empty(), "cut before max_records");
+        }
+        sim.append(b"third").unwrap();
+        let issued = sim.pump();
+        assert_eq!(issued.len(), 1);
+        let first = round * 3 + 1;
+        assert_eq!(sim.frames[&issued[0].token].len(), 3);
+        assert_eq!(sim.frames[&issued[0].token][0].lsn, Lsn(first));
+    }
+    sim.settle();
+    assert_eq!(sim.p.durable_lsn(), Lsn(6));
+}
+
+#[test]
+fn batch_policy_cuts_at_max_bytes() {
+    let mut buf = vec![0u8; 4096];
+    // Frames of an 8-byte payload take 40 bytes: the third reaches 120 >= 96.
+    let policy = SyncPolicy::Batch {
+        max_records: u32::MAX,
+        max_bytes: 96,
+        max_delay: 1 << 40,
+    };
+    let mut sim = Sim::<8>::create(&mut buf, config(policy));
+    sim.ready();
+    sim.append(&[1; 8]).unwrap();
+    sim.append(&[2; 8]).unwrap();
+    assert!(sim.pump().is_empty(), "80 bytes stay open");
+    sim.append(&[3; 8]).unwrap();
+    let issued = sim.pump();
+    assert_eq!(issued.len(), 1);
+    let Op::Write { range, .. } = &issued[0].op else {
+        panic!("{issued:?}")
+    };
+    // The batch is cut by the frame that reaches max_bytes: it may exceed it by less than a frame.
+    assert_eq!(range.len(), 120);
+    // One frame of max_bytes (a 64-byte payload) is a batch on its own.
+    sim.append(&[4; 64]).unwrap();
+    let issued = sim.pump();
+    assert_eq!(issued.len(), 1);
+    assert_eq!(sim.frames[&issued[0].token].len(), 1);
+    sim.settle();
+    assert_eq!(sim.p.durable_lsn(), Lsn(4));
+}
+
+#[test]
+fn batch_policy_cuts_at_max_delay_with_the_virtual_clock() {
+    let mut buf = vec![0u8; 4096];
+    let policy = SyncPolicy::Batch {
+        max_records: 100,
+        max_bytes: 1 << 20,
+        max_delay: 1_000,
+    };
+    let mut sim = Sim::<8>::create(&mut buf, config(policy));
+    sim.ready();
+    sim.advance(5_000);
+    assert_eq!(sim.p.poll_timeout(), None, "no batch, no timer");
+    sim.append(b"a").unwrap();
+    assert_eq!(sim.p.poll_timeout(), Some(6_000));
+    sim.advance(500);
+    // A later record does not push the deadline back.
+    sim.append(b"b").unwrap();
+    assert_eq!(sim.p.poll_timeout(), Some(6_000));
+    sim.advance(499);
+    assert!(sim.pump().is_empty(), "cut before the delay passed");
+    // Told an earlier time than the deadline: nothing happens.
+    sim.p.handle_timeout(5_999);
+    assert!(sim.pump().is_empty());
+    sim.advance(1);
+    let issued = sim.pump();
+    assert_eq!(issued.len(), 1);
+    assert_eq!(sim.frames[&issued[0].token].len(), 2);
+    assert_eq!(sim.p.poll_timeout(), None);
+    sim.settle();
+    assert_eq!(sim.p.durable_lsn(), Lsn(2));
+    // The next batch gets its own deadline from its first record.
+    sim.append(b"c").unwrap();
+    assert_eq!(sim.p.poll_timeout(), Some(sim.now + 1_000));
+    sim.advance(1_000);
+    assert_eq!(sim.pump().len(), 1);
+    sim.settle();
+    assert_eq!(sim.p.durable_lsn(), Lsn(3));
+}
+
+#[test]
+fn batch_delay_that_passes_with_every_slot_busy_cuts_when_a_slot_frees() {
+    let mut buf = vec![0u8; 4096];
+    let policy = SyncPolicy::Batch {
+        max_records: 1,
+        max_bytes: 1 << 20,
+        max_delay: 1_000,
+    };
+    let mut cfg = config(policy);
+    cfg.max_writes_in_flight = 2;
+    let mut sim = Sim::<2>::create(&mut buf, cfg);
+    sim.ready();
+    sim.append(b"a").unwrap();
+    sim.append(b"b").unwrap();
+    assert_eq!(sim.pump().len(), 2);
+    // Both slots busy: the third record waits in the open batch, its delay passes.
+    sim.append(b"c").unwrap();
+    sim.advance(2_000);
+    assert_eq!(sim.p.poll_timeout(), None);
+    assert!(sim.pump().is_empty());
+    sim.settle();
+    assert_eq!(sim.p.durable_lsn(), Lsn(3));
+}
+
+#[test]
+fn manual_policy_cuts_only_on_flush() {
+    let mut buf = vec![0u8; 4096];
+    let mut sim = Sim::<8>::create(&mut buf, config(SyncPolicy::Manual));
+    sim.ready();
+    for i in 0..20 {
+        sim.append(&payload(i, 30)).unwrap();
+        sim.advance(1_000_000_000);
+        assert!(sim.pump().is_empty());
+    }
+    assert_eq!(sim.p.poll_timeout(), None);
+    sim.flush();
+    let issued = sim.pump();
+    assert_eq!(issued.len(), 1);
+    assert_eq!(sim.frames[&issued[0].token].len(), 20);
+    sim.settle();
+    assert_eq!(sim.p.durable_lsn(), Lsn(20));
+    // A flush with nothing open does nothing.
+    sim.flush();
+    assert!(sim.pump().is_empty());
+}
+
+// ------------------------------------------------------------------------------------------------
+// 4. Linked mode
+// ------------------------------------------------------------------------------------------------
+
+#[test]
+fn linked_writes_carry_their_own_sync_and_are_durable_on_completion() {
+    let mut buf = vec![0u8; 4096];
+    let mut cfg = config(SyncPolicy::EveryRecord);
+    cfg.linked = true;
+    cfg.segment_size = 1024;
+    let mut sim = Sim::<8>::create(&mut buf, cfg);
+    sim.ready();
+    sim.append(b"one").unwrap();
+    sim.append(b"two").unwrap();
+    let w = sim.pump();
+    assert_eq!(w.len(), 2);
+    assert!(
+        w.iter()
+            .all(|f| matches!(f.op, Op::Write { sync: true, .. }))
+    );
+    // The second completes first: durable on the disk, but LSN 1 is not yet.
+    sim.complete(w[1].token, Ok(()));
+    assert!(sim.pump().is_empty(), "no separate sync in linked mode");
+    assert_eq!(sim.p.durable_lsn(), Lsn::ZERO);
+    sim.complete(w[0].token, Ok(()));
+    assert_eq!(sim.p.durable_lsn(), Lsn(2));
+    assert!(sim.pump().is_empty());
+    // Many more, across several roll-overs.
+    for i in 0..60 {
+        sim.append(&payload(i, (i as usize * 7) % 60)).unwrap();
+        sim.pump();
+        if i % 3 == 0 {
+            sim.settle();
+        }
+    }
+    sim.settle();
+    assert_eq!(sim.p.durable_lsn(), sim.p.next_lsn().prev());
+    assert!(sim.segs.len() > 3, "rolled over");
+    assert!(
+        sim.issued_kinds().iter().all(|(k, _)| *k != OpKind::Sync),
+        "no Sync request in linked mode"
+    );
+}
+
+#[test]
+fn failed_linked_write_poisons() {
+    for failure in [Failure::Io, Failure::NoSpace, Failure::Cancelled] {
+        let mut buf = vec![0u8; 4096];
+        let mut cfg = config(SyncPolicy::EveryRecord);
+        cfg.linked = true;
+        let mut sim = Sim::<8>::create(&mut buf, cfg);
+        sim.ready();
+        for i in 0..3 {
+            sim.append(&payload(i, 5)).unwrap();
+        }
+        let w = sim.pump();
+        assert_eq!(w.len(), 3);
+        sim.complete(w[0].token, Ok(()));
+        assert_eq!(sim.p.durable_lsn(), Lsn(1));
+        sim.complete(w[1].token, Err(failure));
+        sim.complete(w[2].token, Ok(()));
+        assert_eq!(sim.p.durable_lsn(), Lsn(1));
+        assert_eq!(
+            sim.events.last(),
+            Some(&Event::Poisoned(Poison {
+                op: OpKind::Write,
+                segment: SegmentId(0),
+                failure
+            }))
+        );
+        assert!(matches!(sim.append(b"x"), Err(AppendError::Poisoned(_))));
+        assert_eq!(sim.durable_events(), vec![Lsn(1)]);
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// 5. Poisoning
+// ------------------------------------------------------------------------------------------------
+
+/// After the poisoning failure: the event, refused appends and close, no request, and nothing
+/// more durable whatever completes.
+fn assert_poisoned<const S: usize>(
+    sim: &mut Sim<'_, S>,
+    op: OpKind,
+    segment: u64,
+    failure: Failure,
+) {
+    let poison = Poison {
+        op,
+        segment: SegmentId(segment),
+        failure,
+    };
+    assert_eq!(sim.p.poisoned(), Some(poison));
+    assert!(sim.events.contains(&Event::Poisoned(poison)));
+    let durable = sim.p.durable_lsn();
+    let reported = sim.durable_events().len();
+    assert_eq!(sim.append(b"after"), Err(AppendError::Poisoned(poison)));
+    assert_eq!(sim.close(), Err(AppendError::Poisoned(poison)));
+    sim.flush();
+    sim.advance(1 << 40);
+    assert!(sim.pump().is_empty());
+    // Everything else in flight completes successfully: still nothing.
+    sim.settle();
+    assert!(sim.p.poll_io().is_none());
+    assert_eq!(sim.p.durable_lsn(), durable);
+    assert_eq!(sim.durable_events().len(), reported);
+    assert_eq!(sim.p.poll_event(), None);
+}
+
+const FAILURES: [Failure; 2] = [Failure::Io, Failure::NoSpace];
+
+#[test]
+fn failed_write_poisons_and_nothing_after_it_is_durable() {
+    for failure in FAILURES {
+        let mut buf = vec![0u8; 4096];
+        let mut sim = Sim::<8>::create(&mut buf, config(SyncPolicy::EveryRecord));
+        sim.ready();
+        sim.append(b"durable before").unwrap();
+        sim.settle();
+        assert_eq!(sim.p.durable_lsn(), Lsn(1));
+        for i in 0..3 {
+            sim.append(&payload(i, 9)).unwrap();
+        }
+        let w = sim.pump();
+        assert_eq!(w.len(), 3);
+        // W2 completes and a sync covering it goes out; W3 fails.
+        sim.complete(w[0].token, Ok(()));
+        let s = sim.pump();
+        assert_eq!(s.len(), 1);
+        sim.complete(w[1].token, Err(failure));
+        // The sync covered LSN 2 on the disk; it must not be reported after the failure.
+        sim.complete(s[0].token, Ok(()));
+        assert!(sim.proven() >= Lsn(2));
+        sim.complete(w[2].token, Ok(()));
+        assert_eq!(sim.p.durable_lsn(), Lsn(1));
+        assert_poisoned(&mut sim, OpKind::Write, 0, failure);
+    }
+}
+
+#[test]
+fn failed_sync_poisons_and_nothing_after_it_is_durable() {
+    for failure in FAILURES {
+        let mut buf = vec![0u8; 4096];
+        let mut sim = Sim::<8>::create(&mut buf, config(SyncPolicy::EveryRecord));
+        sim.ready();
+        sim.append(b"durable before").unwrap();
+        sim.settle();
+        sim.append(b"b").unwrap();
+        sim.append(b"c").unwrap();
+        let w = sim.pump();
+        sim.complete(w[0].token, Ok(()));
+        let s = sim.pump();
+        assert_eq!(s[0].op, Op::Sync { seg: 0 });
+        sim.complete(s[0].token, Err(failure));
+        sim.complete(w[1].token, Ok(()));
+        assert_eq!(sim.p.durable_lsn(), Lsn(1));
+        assert_poisoned(&mut sim, OpKind::Sync, 0, failure);
+    }
+}
+
+#[test]
+fn failed_create_poisons() {
+    for failure in FAILURES {
+        let mut buf = vec![0u8; 4096];
+        let mut sim = Sim::<8>::create(&mut buf, config(SyncPolicy::EveryRecord));
+        let c = sim.pump();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].op, Op::Create { seg: 0 });
+        sim.append(b"waits for the segment").unwrap();
+        assert!(sim.pump().is_empty());
+        sim.complete(c[0].token, Err(failure));
+        assert_eq!(sim.p.durable_lsn(), Lsn::ZERO);
+        assert_poisoned(&mut sim, OpKind::Create, 0, failure);
+    }
+}
+
+#[test]
+fn failed_create_of_a_rolled_segment_poisons() {
+    for failure in FAILURES {
+        let mut buf = vec![0u8; 256];
+        let mut cfg = config(SyncPolicy::EveryRecord);
+        cfg.segment_size = 512;
+        let mut sim = Sim::<8>::create(&mut buf, cfg);
+        sim.ready();
+        let mut i = 0;
+        while sim.oldest(OpKind::Create).is_none() {
+            sim.append(&payload(i, 40)).unwrap();
+            i += 1;
+            for _ in 0..4 {
+                sim.pump();
+                if sim.oldest(OpKind::Create).is_some() {
+                    break;
+                }
+                if let Some(f) = sim.inflight.first() {
+                    sim.complete(f.token, Ok(()));
+                }
+            }
+        }
+        let durable = sim.p.durable_lsn();
+        let c = sim.oldest(OpKind::Create).unwrap();
+        sim.append(b"into the new segment").unwrap();
+        sim.complete(c, Err(failure));
+        assert_eq!(sim.p.durable_lsn(), durable);
+        assert_poisoned(&mut sim, OpKind::Create, 1, failure);
+    }
+}
+
+#[test]
+fn failed_namespace_sync_poisons() {
+    for failure in FAILURES {
+        let mut buf = vec![0u8; 4096];
+        let mut sim = Sim::<8>::create(&mut buf, config(SyncPolicy::EveryRecord));
+        let c = sim.pump()[0].token;
+        sim.complete(c, Ok(()));
+        let n = sim.pump();
+        assert_eq!(n[0].op, Op::SyncNamespace);
+        sim.append(b"a").unwrap();
+        sim.complete(n[0].token, Err(failure));
+        assert_poisoned(&mut sim, OpKind::SyncNamespace, 0, failure);
+    }
+}
