@@ -1503,3 +1503,333 @@ fn failed_namespace_sync_poisons() {
         assert_poisoned(&mut sim, OpKind::SyncNamespace, 0, failure);
     }
 }
+
+// ------------------------------------------------------------------------------------------------
+// 6. Roll-over
+// ------------------------------------------------------------------------------------------------
+
+/// 512-byte segments: five 72-byte frames, then the seal (at 432..464); the buffer is smaller
+/// than a segment's record space (see `roll_while_the_first_segment_is_being_created_keeps_its_create`).
+fn small_segments(policy: SyncPolicy) -> Config {
+    Config {
+        segment_size: 512,
+        ..config(policy)
+    }
+}
+
+#[test]
+fn roll_over_seals_the_old_segment_and_links_the_new_one() {
+    let mut buf = vec![0u8; 300];
+    let mut sim = Sim::<8>::create(&mut buf, small_segments(SyncPolicy::EveryRecord));
+    sim.ready();
+    let mut lsns = Vec::new();
+    for i in 0..12 {
+        lsns.push(sim.append(&payload(i, 40)).unwrap());
+        sim.settle();
+    }
+    // LSN 6 is segment 0's seal, 12 segment 1's; LSNs continue across segments.
+    assert_eq!(
+        lsns,
+        [1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 13, 14].map(Lsn).to_vec()
+    );
+    assert_eq!(sim.p.durable_lsn(), Lsn(14));
+    assert_eq!(
+        sim.decoded(0).end,
+        End::Sealed {
+            last_lsn: Lsn(6),
+            offset: 464
+        }
+    );
+    let h0 = sim.segs[&0].header.unwrap();
+    let h1 = sim.decoded(1).header.unwrap();
+    assert_eq!(h1.sequence, SegmentId(1));
+    assert_eq!(h1.first_lsn, Lsn(7));
+    assert_eq!(h1.prev_nonce, h0.nonce);
+    assert_eq!(h1.log_id, h0.log_id);
+    assert_eq!(
+        sim.decoded(1).end,
+        End::Sealed {
+            last_lsn: Lsn(12),
+            offset: 464
+        }
+    );
+    assert_eq!(sim.decoded(2).header.unwrap().prev_nonce, h1.nonce);
+    assert_eq!(sim.p.segment().sequence, SegmentId(2));
+    let rolled: Vec<Event> = sim
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Rolled { .. }))
+        .copied()
+        .collect();
+    assert_eq!(
+        rolled,
+        vec![
+            Event::Rolled {
+                from: SegmentId(0),
+                to: SegmentId(1)
+            },
+            Event::Rolled {
+                from: SegmentId(1),
+                to: SegmentId(2)
+            }
+        ]
+    );
+}
+
+#[test]
+fn new_segment_waits_for_the_durable_seal_and_its_namespace_sync() {
+    let mut buf = vec![0u8; 300];
+    let mut sim = Sim::<8>::create(&mut buf, small_segments(SyncPolicy::EveryRecord));
+    sim.ready();
+    for i in 0..5 {
+        sim.append(&payload(i, 40)).unwrap();
+        sim.settle();
+    }
+    // The sixth does not fit: the seal is framed, the record goes to segment 1.
+    assert_eq!(sim.append(&payload(5, 40)), Ok(Lsn(7)));
+    assert_eq!(sim.p.segment().sequence, SegmentId(1));
+    let issued = sim.pump();
+    assert_eq!(issued.len(), 1, "{issued:?}");
+    let seal = issued[0].token;
+    assert_eq!(sim.frames[&seal].len(), 1);
+    assert_eq!(sim.frames[&seal][0].kind, Kind::Seal);
+    assert_eq!(sim.frames[&seal][0].lsn, Lsn(6));
+    sim.append(b"more").unwrap();
+    assert!(
+        sim.pump().is_empty(),
+        "nothing for segment 1 while the seal is in flight"
+    );
+    sim.complete(seal, Ok(()));
+    let sync = sim.pump();
+    assert_eq!(sync.len(), 1);
+    assert_eq!(sync[0].op, Op::Sync { seg: 0 });
+    assert!(
+        sim.oldest(OpKind::Create).is_none(),
+        "create before the seal is durable"
+    );
+    sim.complete(sync[0].token, Ok(()));
+    assert_eq!(sim.p.durable_lsn(), Lsn(6));
+    let create = sim.pump();
+    assert_eq!(create.len(), 1, "only the create: {create:?}");
+    assert_eq!(create[0].op, Op::Create { seg: 1 });
+    sim.complete(create[0].token, Ok(()));
+    let ns = sim.pump();
+    assert_eq!(ns.len(), 1, "only the namespace sync: {ns:?}");
+    assert_eq!(ns[0].op, Op::SyncNamespace);
+    assert!(!sim.events.iter().any(|e| matches!(e, Event::Rolled { .. })));
+    sim.complete(ns[0].token, Ok(()));
+    assert!(sim.events.contains(&Event::Rolled {
+        from: SegmentId(0),
+        to: SegmentId(1)
+    }));
+    let writes = sim.pump();
+    assert!(!writes.is_empty());
+    assert!(
+        writes
+            .iter()
+            .all(|f| matches!(f.op, Op::Write { seg: 1, .. }))
+    );
+    sim.settle();
+    assert_eq!(sim.p.durable_lsn(), Lsn(8));
+    let order = sim.issued_kinds();
+    let create = order
+        .iter()
+        .position(|r| *r == (OpKind::Create, 1))
+        .unwrap();
+    assert!(order[..create].iter().all(|(_, seg)| *seg != 1));
+    assert_eq!(order[create + 1], (OpKind::SyncNamespace, u64::MAX));
+    assert_eq!(order[create + 2], (OpKind::Write, 1));
+}
+
+#[test]
+#[ignore = "bug: a roll while the segment's create (or namespace sync) is in flight drops it; writes go to an uncreated segment"]
+fn roll_while_the_first_segment_is_being_created_keeps_its_create() {
+    // A buffer larger than a segment's record space lets appends fill segment 0 before it exists.
+    let mut buf = vec![0u8; 1024];
+    let mut sim = Sim::<8>::create(&mut buf, small_segments(SyncPolicy::EveryRecord));
+    let create = sim.pump();
+    assert_eq!(create[0].op, Op::Create { seg: 0 });
+    for i in 0..6 {
+        // The sixth needs a roll; refusing it (Full) until segment 0 is ready is fine.
+        let _ = sim.append(&payload(i, 40));
+    }
+    // No write may go to segment 0 before its create and namespace sync completed (the harness
+    // checks), and the create's completion must still be recognised.
+    sim.pump();
+    assert_eq!(
+        sim.p.handle_completion(create[0].token, Ok(())),
+        Ok(()),
+        "the create's completion is no longer recognised"
+    );
+}
+
+#[test]
+#[ignore = "bug: a second roll before the first roll's segment is created writes to a segment that does not exist"]
+fn second_roll_before_the_new_segment_is_created_waits() {
+    let mut buf = vec![0u8; 1024];
+    let mut sim = Sim::<8>::create(&mut buf, small_segments(NEVER));
+    sim.ready();
+    for i in 0..5 {
+        sim.append(&payload(i, 40)).unwrap();
+    }
+    sim.flush();
+    sim.settle();
+    // Nothing completes: segment 1 (roll on the first append) fills up in the buffer and a second
+    // roll seals it before it was ever created.
+    for i in 0..12 {
+        let _ = sim.append(&payload(i, 8));
+    }
+    sim.pump();
+    sim.settle();
+    assert_eq!(sim.p.durable_lsn(), sim.p.next_lsn().prev());
+}
+
+// ------------------------------------------------------------------------------------------------
+// 7. Back-pressure and the ring
+// ------------------------------------------------------------------------------------------------
+
+#[test]
+fn full_buffer_refuses_appends_and_never_touches_bytes_in_flight() {
+    let mut buf = vec![0u8; 300];
+    let mut cfg = config(SyncPolicy::EveryRecord);
+    cfg.max_writes_in_flight = 2;
+    let mut sim = Sim::<4>::create(&mut buf, cfg);
+    sim.ready();
+    let mut appended = 0;
+    loop {
+        match sim.append(&payload(appended, 40)) {
+            Ok(_) => appended += 1,
+            Err(AppendError::Full) => break,
+            Err(e) => panic!("{e}"),
+        }
+        sim.pump();
+        assert!(appended < 10, "the buffer never filled");
+    }
+    assert_eq!(appended, 4, "four 72-byte frames fill 300 bytes");
+    assert_eq!(
+        sim.tokens_of(OpKind::Write).len(),
+        2,
+        "max_writes_in_flight"
+    );
+    let next = sim.p.next_lsn();
+    assert_eq!(sim.append(b"x"), Err(AppendError::Full));
+    assert_eq!(sim.p.next_lsn(), next, "nothing framed");
+    // Complete one request at a time; the first append that fits wraps to the buffer's start
+    // while later writes are still in flight (the harness checks their bytes at every step).
+    let mut steps = 0;
+    loop {
+        let t = sim.inflight[0].token;
+        sim.complete(t, Ok(()));
+        sim.pump();
+        steps += 1;
+        if sim.append(&payload(appended, 40)).is_ok() {
+            break;
+        }
+        assert!(steps < 20);
+    }
+    assert!(
+        !sim.inflight.is_empty(),
+        "room came back before everything was durable"
+    );
+    sim.pump();
+    let last = sim
+        .history
+        .iter()
+        .rev()
+        .find_map(|h| match h {
+            Hist::Issued {
+                token,
+                kind: OpKind::Write,
+                ..
+            } => Some(*token),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(sim.wraps, 1, "the new frame went to the buffer's start");
+    assert_eq!(sim.frames[&last][0].lsn, Lsn(5));
+    sim.settle();
+    assert_eq!(sim.p.durable_lsn(), Lsn(5));
+}
+
+#[test]
+fn ring_wraps_many_times_and_every_record_reaches_the_durable_image() {
+    for seed in 0..3u64 {
+        let mut rng = Rng(seed ^ 0xfeed);
+        let policy = match seed {
+            0 => SyncPolicy::EveryRecord,
+            1 => SyncPolicy::Batch {
+                max_records: 3,
+                max_bytes: 160,
+                max_delay: 5_000,
+            },
+            _ => SyncPolicy::Manual,
+        };
+        let mut cfg = config(policy);
+        cfg.segment_size = 8 * 1024;
+        cfg.max_writes_in_flight = 3;
+        let mut buf = vec![0u8; 400];
+        let mut sim = Sim::<6>::create(&mut buf, cfg);
+        let mut appended = 0u64;
+        let mut full = 0;
+        while appended < 2_000 {
+            sim.pump();
+            match rng.below(8) {
+                0..=3 => match sim.append(&payload(appended, rng.below(65) as usize)) {
+                    Ok(_) => appended += 1,
+                    Err(AppendError::Full) => {
+                        full += 1;
+                        sim.flush();
+                    }
+                    Err(e) => panic!("{e}"),
+                },
+                4 => sim.advance(rng.below(3_000)),
+                5 if policy == SyncPolicy::Manual => sim.flush(),
+                _ => {
+                    if !sim.inflight.is_empty() {
+                        let k = rng.below(sim.inflight.len() as u64) as usize;
+                        sim.complete(sim.inflight[k].token, Ok(()));
+                    }
+                }
+            }
+        }
+        sim.flush();
+        sim.settle();
+        let last = sim.p.next_lsn().prev();
+        assert_eq!(sim.p.durable_lsn(), last);
+        assert_eq!(
+            sim.proven(),
+            last,
+            "every record, intact, in the durable images"
+        );
+        assert!(sim.wraps >= 100, "seed {seed}: only {} wraps", sim.wraps);
+        assert!(full > 0, "seed {seed}: the buffer never filled");
+        assert!(
+            sim.segs.len() > 10,
+            "seed {seed}: rolled {} times",
+            sim.segs.len()
+        );
+    }
+}
+
+#[test]
+#[ignore = "bug: with Manual (or a batch larger than the buffer) a full buffer never cuts its open batch: Full forever"]
+fn manual_policy_full_buffer_cuts_the_open_batch() {
+    let mut buf = vec![0u8; 512];
+    let mut sim = Sim::<4>::create(&mut buf, config(SyncPolicy::Manual));
+    sim.ready();
+    let mut appended = 0;
+    while sim.append(&payload(appended, 40)).is_ok() {
+        appended += 1;
+        sim.pump();
+    }
+    assert_eq!(appended, 7);
+    // Nothing is in flight and nothing will be: unless the full buffer cuts its batch (as the
+    // policy's documentation says), no completion can ever make room.
+    let issued = sim.pump();
+    assert!(
+        !issued.is_empty(),
+        "Full with nothing in flight: a deadlock without flush()"
+    );
+    sim.settle();
+    assert!(sim.append(b"fits again").is_ok());
+}
