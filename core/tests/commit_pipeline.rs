@@ -1833,3 +1833,413 @@ fn manual_policy_full_buffer_cuts_the_open_batch() {
     sim.settle();
     assert!(sim.append(b"fits again").is_ok());
 }
+
+// ------------------------------------------------------------------------------------------------
+// 8. Resume and close
+// ------------------------------------------------------------------------------------------------
+
+#[test]
+fn resume_syncs_the_recovered_segment_before_reporting_anything_durable() {
+    let rec = recovered(5, false);
+    let mut buf = vec![0u8; 4096];
+    let mut sim = Sim::<8>::resume(&mut buf, config(SyncPolicy::EveryRecord), &rec, false);
+    assert_eq!(sim.p.durable_lsn(), Lsn::ZERO);
+    assert_eq!(sim.p.next_lsn(), Lsn(6));
+    let first = sim.pump();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].op, Op::Sync { seg: 0 });
+    // Appends are framed but nothing is written before the recovery sync completes.
+    assert_eq!(sim.append(b"six"), Ok(Lsn(6)));
+    assert!(sim.pump().is_empty());
+    assert_eq!(sim.p.durable_lsn(), Lsn::ZERO);
+    assert!(sim.events.is_empty());
+    assert!(!sim.p.is_idle());
+    sim.complete(first[0].token, Ok(()));
+    assert_eq!(sim.durable_events(), vec![Lsn(5)]);
+    let w = sim.pump();
+    assert_eq!(w.len(), 1);
+    let Op::Write { seg: 0, offset, .. } = w[0].op else {
+        panic!("{w:?}")
+    };
+    assert_eq!(offset, rec.cut, "appends continue where the records end");
+    sim.settle();
+    assert_eq!(sim.p.durable_lsn(), Lsn(6));
+    assert!(sim.p.is_idle());
+}
+
+#[test]
+fn resume_with_seal_at_cut_seals_the_torn_tail_and_continues_in_a_new_segment() {
+    let rec = recovered(4, true);
+    let mut buf = vec![0u8; 4096];
+    let mut sim = Sim::<8>::resume(&mut buf, config(SyncPolicy::EveryRecord), &rec, true);
+    let first = sim.pump();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].op, Op::Sync { seg: 0 });
+    // The seal takes LSN 5; the next append LSN 6 in segment 1.
+    assert_eq!(sim.append(b"after the cut"), Ok(Lsn(6)));
+    assert!(
+        sim.pump().is_empty(),
+        "the seal waits for the recovery sync"
+    );
+    assert_eq!(sim.p.durable_lsn(), Lsn::ZERO);
+    sim.complete(first[0].token, Ok(()));
+    assert_eq!(sim.p.durable_lsn(), Lsn(4));
+    // The recovered image still ends in the torn frame.
+    assert!(matches!(sim.decoded(0).end, End::Torn { offset, .. } if offset == rec.cut));
+    let seal = sim.pump();
+    assert_eq!(seal.len(), 1, "{seal:?}");
+    let Op::Write {
+        seg: 0,
+        offset,
+        ref data,
+        ..
+    } = seal[0].op
+    else {
+        panic!("{seal:?}")
+    };
+    assert_eq!((offset, data.len()), (rec.cut, SEAL_LEN));
+    assert_eq!(sim.frames[&seal[0].token][0].kind, Kind::Seal);
+    assert_eq!(sim.frames[&seal[0].token][0].watermark, Lsn(4));
+    sim.complete(seal[0].token, Ok(()));
+    let sync = sim.pump();
+    assert_eq!(sync[0].op, Op::Sync { seg: 0 });
+    sim.complete(sync[0].token, Ok(()));
+    assert_eq!(
+        sim.decoded(0).end,
+        End::Sealed {
+            last_lsn: Lsn(5),
+            offset: rec.cut + SEAL_LEN as u64
+        }
+    );
+    let create = sim.pump();
+    assert_eq!(create[0].op, Op::Create { seg: 1 });
+    sim.settle();
+    let h1 = sim.segs[&1].header.unwrap();
+    assert_eq!((h1.first_lsn, h1.prev_nonce), (Lsn(6), rec.header.nonce));
+    assert!(sim.events.contains(&Event::Rolled {
+        from: SegmentId(0),
+        to: SegmentId(1)
+    }));
+    assert_eq!(sim.p.durable_lsn(), Lsn(6));
+}
+
+#[test]
+#[ignore = "bug: a failed recovery sync still moves durable_lsn() to the recovered records"]
+fn failed_recovery_sync_does_not_make_recovered_records_durable() {
+    for seal_at_cut in [false, true] {
+        let rec = recovered(5, seal_at_cut);
+        let mut buf = vec![0u8; 4096];
+        let mut sim =
+            Sim::<8>::resume(&mut buf, config(SyncPolicy::EveryRecord), &rec, seal_at_cut);
+        let sync = sim.pump();
+        // The harness checks that durable_lsn() stays at 0: the recovered records were never
+        // proven durable.
+        sim.complete(sync[0].token, Err(Failure::Io));
+        assert_eq!(sim.p.durable_lsn(), Lsn::ZERO);
+    }
+}
+
+#[test]
+fn close_writes_a_final_seal_once_everything_is_durable() {
+    let mut buf = vec![0u8; 4096];
+    let policy = SyncPolicy::Batch {
+        max_records: 10,
+        max_bytes: 1 << 20,
+        max_delay: 1 << 40,
+    };
+    let mut sim = Sim::<8>::create(&mut buf, config(policy));
+    sim.ready();
+    sim.append(b"a").unwrap();
+    sim.append(b"b").unwrap();
+    assert_eq!(sim.close(), Ok(()));
+    assert_eq!(sim.append(b"c"), Err(AppendError::Closed));
+    assert_eq!(sim.close(), Ok(()), "closing twice is harmless");
+    // The open batch is cut at once; the seal is not in it.
+    let w = sim.pump();
+    assert_eq!(w.len(), 1);
+    assert!(sim.frames[&w[0].token].iter().all(|f| f.kind == Kind::Data));
+    sim.complete(w[0].token, Ok(()));
+    let s = sim.pump();
+    assert_eq!(s[0].op, Op::Sync { seg: 0 });
+    sim.complete(s[0].token, Ok(()));
+    assert_eq!(sim.p.durable_lsn(), Lsn(2));
+    // Only now the seal, vouching for both.
+    let seal = sim.pump();
+    assert_eq!(seal.len(), 1);
+    let frames = &sim.frames[&seal[0].token];
+    assert_eq!(frames.len(), 1);
+    assert_eq!(
+        (frames[0].kind, frames[0].lsn, frames[0].watermark),
+        (Kind::Seal, Lsn(3), Lsn(2))
+    );
+    assert!(!sim.events.iter().any(|e| matches!(e, Event::Closed { .. })));
+    sim.settle();
+    assert_eq!(sim.closed, Some(Lsn(3)));
+    assert_eq!(sim.events.last(), Some(&Event::Closed { last: Lsn(3) }));
+    assert_eq!(
+        sim.decoded(0).end,
+        End::Sealed {
+            last_lsn: Lsn(3),
+            offset: HEADER + 2 * 40 + SEAL_LEN as u64
+        }
+    );
+    assert!(sim.p.is_idle());
+    assert!(sim.pump().is_empty());
+}
+
+#[test]
+fn close_of_a_new_log_and_close_during_a_roll() {
+    // Nothing appended: the log is created and holds only its seal.
+    let mut buf = vec![0u8; 4096];
+    let mut sim = Sim::<8>::create(&mut buf, config(SyncPolicy::EveryRecord));
+    sim.close().unwrap();
+    sim.settle();
+    assert_eq!(sim.closed, Some(Lsn(1)));
+    // Closed while the new segment waits for the old one's seal.
+    let mut buf = vec![0u8; 300];
+    let mut sim = Sim::<8>::create(&mut buf, small_segments(SyncPolicy::EveryRecord));
+    sim.ready();
+    for i in 0..5 {
+        sim.append(&payload(i, 40)).unwrap();
+        sim.settle();
+    }
+    sim.append(&payload(5, 40)).unwrap();
+    sim.close().unwrap();
+    sim.settle();
+    assert_eq!(sim.closed, Some(Lsn(8)));
+    assert_eq!(
+        sim.decoded(1).end,
+        End::Sealed {
+            last_lsn: Lsn(8),
+            offset: HEADER + 72 + 32
+        }
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// 9. Misuse
+// ------------------------------------------------------------------------------------------------
+
+/// What a driver can observe of the pipeline without changing it.
+fn observable<const S: usize>(sim: &Sim<'_, S>) -> (Lsn, Lsn, Option<Poison>, bool, Option<u64>) {
+    (
+        sim.p.durable_lsn(),
+        sim.p.next_lsn(),
+        sim.p.poisoned(),
+        sim.p.is_idle(),
+        sim.p.poll_timeout(),
+    )
+}
+
+/// Reports a completion the pipeline must refuse, and checks that nothing changed.
+fn refuse<const S: usize>(sim: &mut Sim<'_, S>, token: u64, result: Result<(), Failure>) {
+    let before = observable(sim);
+    assert_eq!(
+        sim.p.handle_completion(token, result),
+        Err(UnknownCompletion { token })
+    );
+    assert_eq!(
+        observable(sim),
+        before,
+        "an unknown completion changed the pipeline"
+    );
+    assert_eq!(sim.p.poll_event(), None);
+}
+
+#[test]
+fn unknown_completion_tokens_are_refused_and_change_nothing() {
+    let mut buf = vec![0u8; 4096];
+    let mut cfg = config(SyncPolicy::EveryRecord);
+    cfg.max_writes_in_flight = 1;
+    let mut sim = Sim::<8>::create(&mut buf, cfg);
+    refuse(&mut sim, 0, Ok(()));
+    refuse(&mut sim, 12_345, Err(Failure::Io));
+    let create = sim.pump()[0].token;
+    sim.complete(create, Ok(()));
+    refuse(&mut sim, create, Ok(()));
+    let ns = sim.pump()[0].token;
+    sim.complete(ns, Ok(()));
+    refuse(&mut sim, ns, Err(Failure::Io));
+    sim.append(b"a").unwrap();
+    sim.append(b"b").unwrap();
+    let w1 = sim.pump();
+    assert_eq!(w1.len(), 1, "one write in flight at most");
+    let w1 = w1[0].token;
+    // The second batch is cut (its token taken) but not issued: not in flight.
+    let queued = w1 + 1;
+    refuse(&mut sim, queued, Ok(()));
+    refuse(&mut sim, queued, Err(Failure::NoSpace));
+    sim.complete(w1, Ok(()));
+    refuse(&mut sim, w1, Ok(()));
+    let next = sim.pump();
+    let sync = next
+        .iter()
+        .find(|f| f.op.kind() == OpKind::Sync)
+        .unwrap()
+        .token;
+    let w2 = next
+        .iter()
+        .find(|f| f.op.kind() == OpKind::Write)
+        .unwrap()
+        .token;
+    assert_eq!(w2, queued, "the refused token was that of the queued write");
+    sim.complete(sync, Ok(()));
+    refuse(&mut sim, sync, Ok(()));
+    refuse(&mut sim, sync, Err(Failure::Io));
+    sim.settle();
+    assert_eq!(sim.p.durable_lsn(), Lsn(2));
+    assert!(sim.p.poisoned().is_none());
+    refuse(&mut sim, u64::MAX, Ok(()));
+}
+
+#[test]
+#[ignore = "bug: after a failed create (or namespace sync) its token stays known: a duplicate completion is accepted"]
+fn duplicate_completion_of_a_failed_create_is_unknown() {
+    let mut buf = vec![0u8; 4096];
+    let mut sim = Sim::<8>::create(&mut buf, config(SyncPolicy::EveryRecord));
+    let create = sim.pump()[0].token;
+    sim.complete(create, Err(Failure::Io));
+    refuse(&mut sim, create, Ok(()));
+}
+
+#[test]
+fn impossible_configs_are_refused() {
+    fn refused<const S: usize>(buf_len: usize, cfg: Config) -> Option<ConfigError> {
+        let mut buf = vec![0u8; buf_len];
+        Pipeline::<S>::create(&mut buf, cfg, first_header()).err()
+    }
+    let ok = config(SyncPolicy::EveryRecord);
+    // max_payload 64: the largest frame is 96 bytes.
+    let needed = 2 * record::frame_len(64) + 2 * SEAL_LEN;
+    assert_eq!(needed, 256);
+    assert_eq!(refused::<4>(needed, ok), None);
+    assert_eq!(
+        refused::<4>(needed - 1, ok),
+        Some(ConfigError::BufferTooSmall { needed })
+    );
+    assert_eq!(
+        refused::<4>(
+            4096,
+            Config {
+                max_writes_in_flight: 0,
+                ..ok
+            }
+        ),
+        Some(ConfigError::WritesInFlight)
+    );
+    assert_eq!(
+        refused::<4>(
+            4096,
+            Config {
+                max_writes_in_flight: 5,
+                ..ok
+            }
+        ),
+        Some(ConfigError::WritesInFlight)
+    );
+    assert_eq!(
+        refused::<4>(
+            4096,
+            Config {
+                max_writes_in_flight: 4,
+                ..ok
+            }
+        ),
+        None
+    );
+    let seg_needed = (segment::HEADER_LEN + record::frame_len(64) + SEAL_LEN) as u64;
+    assert_eq!(
+        refused::<4>(
+            4096,
+            Config {
+                segment_size: seg_needed - 1,
+                ..ok
+            }
+        ),
+        Some(ConfigError::SegmentTooSmall { needed: seg_needed })
+    );
+    assert_eq!(
+        refused::<4>(
+            4096,
+            Config {
+                segment_size: seg_needed,
+                ..ok
+            }
+        ),
+        None
+    );
+    assert_eq!(
+        refused::<4>(
+            4096,
+            Config {
+                max_payload: record::MAX_PAYLOAD + 1,
+                ..ok
+            }
+        ),
+        Some(ConfigError::PayloadLimit)
+    );
+    // The format's limit itself is allowed; it only needs a buffer for it.
+    assert!(matches!(
+        refused::<4>(
+            4096,
+            Config {
+                max_payload: record::MAX_PAYLOAD,
+                ..ok
+            }
+        ),
+        Some(ConfigError::BufferTooSmall { .. })
+    ));
+    assert_eq!(
+        refused::<4>(
+            4096,
+            config(SyncPolicy::Batch {
+                max_records: 0,
+                max_bytes: 1,
+                max_delay: 1
+            })
+        ),
+        Some(ConfigError::Policy)
+    );
+    // Resume positions outside the segment.
+    let rec = recovered(2, false);
+    for offset in [
+        0,
+        HEADER - 8,
+        rec.cut + 1,
+        ok.segment_size - SEAL_LEN as u64 + 8,
+    ] {
+        let mut buf = vec![0u8; 4096];
+        let resume = Resume {
+            header: rec.header,
+            offset,
+            next_lsn: Lsn(3),
+            epoch: 0,
+            seal_at_cut: false,
+        };
+        assert_eq!(
+            Pipeline::<4>::resume(&mut buf, ok, resume).err(),
+            Some(ConfigError::ResumePosition),
+            "offset {offset}"
+        );
+    }
+}
+
+#[test]
+fn oversized_payload_is_refused_with_nothing_framed() {
+    let mut buf = vec![0u8; 4096];
+    let mut sim = Sim::<8>::create(&mut buf, config(SyncPolicy::EveryRecord));
+    sim.ready();
+    assert_eq!(sim.append(&[7; 65]), Err(AppendError::TooLarge { len: 65 }));
+    assert_eq!(sim.p.next_lsn(), Lsn(1));
+    assert!(sim.pump().is_empty());
+    assert_eq!(sim.append_kind(Kind::Seal, b""), Err(AppendError::SealKind));
+    assert!(sim.pump().is_empty());
+    assert_eq!(sim.append(&[7; 64]), Ok(Lsn(1)));
+    assert_eq!(
+        sim.append_kind(Kind::Checkpoint, &9u64.to_le_bytes()),
+        Ok(Lsn(2))
+    );
+    assert_eq!(sim.append_epoch(3), Ok(Lsn(3)));
+    sim.settle();
+    assert_eq!(sim.p.durable_lsn(), Lsn(3));
+}
