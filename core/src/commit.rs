@@ -41,8 +41,9 @@ use heapless::Deque;
 pub enum SyncPolicy {
     /// Every record is its own batch.
     EveryRecord,
-    /// A batch is cut when it holds `max_records` records or `max_bytes` bytes, or `max_delay`
-    /// nanoseconds after its first record was appended, whichever comes first.
+    /// A batch is cut once it holds `max_records` records or at least `max_bytes` bytes (so it
+    /// may pass `max_bytes` by one frame), or `max_delay` nanoseconds after its first record was
+    /// appended, whichever comes first.
     Batch {
         /// Records per batch at most (at least 1).
         max_records: u32,
@@ -136,7 +137,8 @@ impl fmt::Display for ConfigError {
 
 impl core::error::Error for ConfigError {}
 
-/// Why an append was refused. Nothing was framed.
+/// Why an append was refused. The record was not framed (a seal that rolled the segment may
+/// have been).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AppendError {
@@ -587,12 +589,12 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
             // next segment.
             // One roll at a time: the successor must be created (durably) before it is rolled.
             if !self.can_roll() || !self.has_room(SEAL_LEN) || !self.can_cut() {
-                return Err(AppendError::Full);
+                return Err(self.full());
             }
             self.roll(self.durable);
         }
         if !self.has_room(len) {
-            return Err(AppendError::Full);
+            return Err(self.full());
         }
         let lsn = self.frame(kind, payload, self.durable);
         if self.batch_records == 1
@@ -602,6 +604,13 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
         }
         self.cut_if_due();
         Ok(lsn)
+    }
+
+    /// The answer to an append that finds no room: the open batch is cut (whatever the policy),
+    /// so that writing it frees the room.
+    fn full(&mut self) -> AppendError {
+        self.flush();
+        AppendError::Full
     }
 
     /// Cuts the open batch now (or as soon as a slot frees), so that everything appended so far
@@ -753,7 +762,9 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
         token: u64,
         result: Result<(), Failure>,
     ) -> Result<(), UnknownCompletion> {
-        let (op, segment) = self.complete(token).ok_or(UnknownCompletion { token })?;
+        let (op, segment) = self
+            .complete(token, result.is_ok())
+            .ok_or(UnknownCompletion { token })?;
         if let Err(failure) = result {
             if self.poison.is_none() {
                 self.poison = Some(Poison {
@@ -768,26 +779,25 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
             // Nothing is durable after a failure, whatever completes.
             return Ok(());
         }
-        match op {
-            OpKind::Create => self.seg_state = SegState::Created,
-            OpKind::SyncNamespace => {
-                self.seg_state = SegState::Ready;
-                self.rolled_ready = self.rolled.is_some();
-            }
-            OpKind::Write | OpKind::Sync => {}
+        if op == OpKind::SyncNamespace {
+            self.rolled_ready = self.rolled.is_some();
         }
         self.advance_durable();
         self.seal_if_closing();
         Ok(())
     }
 
-    /// Marks the request `token` as ended and says what it was.
-    fn complete(&mut self, token: u64) -> Option<(OpKind, SegmentId)> {
+    /// Marks the request `token` as ended (successfully when `ok`, and only if nothing failed
+    /// before) and says what it was. A token is known once: its state moves on here.
+    fn complete(&mut self, token: u64, ok: bool) -> Option<(OpKind, SegmentId)> {
+        let ok = ok && self.poison.is_none();
         match self.seg_state {
             SegState::Creating { token: t } if t == token => {
+                self.seg_state = SegState::Created;
                 return Some((OpKind::Create, self.header.sequence));
             }
             SegState::SyncingNamespace { token: t } if t == token => {
+                self.seg_state = SegState::Ready;
                 return Some((OpKind::SyncNamespace, self.header.sequence));
             }
             _ => {}
@@ -800,7 +810,7 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
             && t == token
         {
             self.recovery = RecoverySync::Done;
-            if self.poison.is_none() {
+            if ok {
                 // The recovered records are durable now.
                 self.durable = self.durable.max(durable);
             }
@@ -809,17 +819,16 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
         if self.sync_token == Some(token) {
             self.sync_token = None;
             let mut segment = self.header.sequence;
-            let poisoned = self.poison.is_some();
             for slot in self
                 .slots
                 .iter_mut()
                 .filter(|s| s.state == SlotState::Syncing)
             {
                 segment = slot.segment;
-                slot.state = if poisoned {
-                    SlotState::Written
-                } else {
+                slot.state = if ok {
                     SlotState::Durable
+                } else {
+                    SlotState::Written
                 };
             }
             return Some((OpKind::Sync, segment));
@@ -829,7 +838,7 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
             .slots
             .iter_mut()
             .find(|s| s.token == token && s.state == SlotState::Writing)?;
-        slot.state = if linked {
+        slot.state = if linked && ok {
             SlotState::Durable
         } else {
             SlotState::Written
@@ -867,16 +876,17 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
     /// * `None`: after [`Self::handle_completion`].
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
+        // Durability proven before a failure is still reported, first.
+        if self.durable > self.durable_reported {
+            self.durable_reported = self.durable;
+            return Some(Event::Durable { upto: self.durable });
+        }
         if let Some(p) = self.poison {
             if !self.poison_reported {
                 self.poison_reported = true;
                 return Some(Event::Poisoned(p));
             }
             return None;
-        }
-        if self.durable > self.durable_reported {
-            self.durable_reported = self.durable;
-            return Some(Event::Durable { upto: self.durable });
         }
         if self.rolled_ready {
             self.rolled_ready = false;
