@@ -455,7 +455,7 @@ fn segments_roll_round_the_partitions_and_recycled_partitions_hide_their_old_rec
 fn random_run(seed: u64, rounds: u64) {
     let mut rng = Rng::new(seed);
     let size = 1024 + 512 * rng.below(4) as usize;
-    let flash = Flash::new(4, size, seed ^ 0xF1A5);
+    let flash = Flash::new(6, size, seed ^ 0xF1A5);
     flash.chip().short_writes = true;
     flash.chip().short_reads = true;
     let mut expected: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
@@ -478,7 +478,7 @@ fn random_run(seed: u64, rounds: u64) {
         cfg.max_writes_in_flight = 1 + rng.below(8) as usize;
         cfg.linked = rng.chance(20);
         let mut buf = vec![0u8; 1024 + rng.below(4096) as usize];
-        let mut storage = flash.storage::<4>();
+        let mut storage = flash.storage::<6>();
         let opened = open(&mut storage, &mut buf, cfg);
         let (mut log, _, got) = match opened {
             Ok(opened) => opened,
@@ -486,7 +486,7 @@ fn random_run(seed: u64, rounds: u64) {
                 // The last round filled the device: truncate, as the owner would, and go on.
                 assert_eq!(poison.failure, Failure::NoSpace, "{what}");
                 assert_eq!(cause, Some(EioError::NoFreePartition), "{what}");
-                let mut fix = flash.storage::<4>();
+                let mut fix = flash.storage::<6>();
                 assert!(fix.delete_before(acked.next()).expect("delete_before") > 0);
                 from = kept_from(&mut fix);
                 continue;
@@ -534,8 +534,8 @@ fn random_run(seed: u64, rounds: u64) {
                     }
                     Err(e) => panic!("{what}: sync: {e}"),
                 }
-                if rng.chance(60) {
-                    let upto = Lsn(acked.0.saturating_sub(rng.below(40)));
+                if rng.chance(80) {
+                    let upto = Lsn(acked.0.saturating_sub(rng.below(20)));
                     log.truncate_before(upto).expect("truncate");
                     from = from.max(kept_from_log(&log));
                 }
@@ -582,7 +582,7 @@ fn random_run(seed: u64, rounds: u64) {
             flash.power_cut();
         }
     }
-    let mut storage = flash.storage::<4>();
+    let mut storage = flash.storage::<6>();
     let mut buf = vec![0u8; 8192];
     match open(&mut storage, &mut buf, config(SyncPolicy::Manual, 1024, 5)) {
         Ok((_, _, got)) => {
