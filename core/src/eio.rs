@@ -428,8 +428,10 @@ where
         self.last_error
     }
 
-    /// The devices.
+    /// The devices. What the storage knows of them is read again at the next operation, since a
+    /// write through them may have changed a header.
     pub fn devices_mut(&mut self) -> &mut [D; N] {
+        self.scanned = false;
         &mut self.devices
     }
 
