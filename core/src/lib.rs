@@ -21,5 +21,6 @@ pub use lsn::{Lsn, SegmentId};
 pub mod commit;
 pub mod decode;
 pub mod drive;
+pub mod eio;
 pub mod io;
 pub mod recover;
