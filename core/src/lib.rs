@@ -13,3 +13,5 @@
 #![deny(unsafe_code)]
 
 pub mod crc;
+pub mod spsc;
+mod sync;
