@@ -41,7 +41,8 @@
 //! # How it works
 //!
 //! `head` (next slot to read) is written only by the consumer, `tail` (next slot to write) only by
-//! the producer. Both count modulo `2 * N` rather than modulo `N`, so that `head == tail` means
+//! the producer; each half keeps its own index in a plain field and only ever stores it to the
+//! shared atomic. Both count modulo `2 * N` rather than modulo `N`, so that `head == tail` means
 //! empty and `tail - head == N` (mod `2N`) means full, and all `N` slots are usable; slot `i` lives
 //! at `i mod N`. Each side caches the other side's index and reloads it only when the cached value
 //! says full (producer) or empty (consumer), which keeps the two cache lines from bouncing on
@@ -53,7 +54,9 @@
 //! - the consumer moves an item out of a slot, then stores `head` with `Release`; the producer
 //!   loads `head` with `Acquire` before reusing the slot, so the read is over before the overwrite.
 //!
-//! Each side reads its own index with `Relaxed`: no other thread writes it.
+//! A stale view of the other side's index is always safe, which is what makes the caches sound:
+//! indices only move forward, so an old `head` shows the producer fewer free slots than there
+//! are, and an old `tail` shows the consumer fewer items.
 //!
 //! Under `cfg(loom)` the atomics and cells are loom's (see the `sync` module) and the models in
 //! `lamina-loom-tests` check these claims; [`Queue::new`] is then not `const`.
@@ -141,10 +144,12 @@ impl<T, const N: usize> Queue<T, N> {
         (
             Producer {
                 queue,
+                tail,
                 cached_head: head,
             },
             Consumer {
                 queue,
+                head,
                 cached_tail: tail,
             },
         )
@@ -204,6 +209,9 @@ impl<T, const N: usize> fmt::Debug for Queue<T, N> {
 /// The pushing half of a [`Queue`]; there is one per [`Queue::split`].
 pub struct Producer<'a, T, const N: usize> {
     queue: &'a Queue<T, N>,
+    /// The producer's own index, the value it last stored to `queue.tail`. Kept here so that
+    /// pushing never reads the shared atomic (only this producer writes it).
+    tail: usize,
     /// A past value of `head`. `head` only moves forward, so this undercounts the free slots and
     /// is safe to trust; it is refreshed only when it says the queue is full.
     cached_head: usize,
@@ -226,8 +234,7 @@ impl<T, const N: usize> Producer<'_, T, N> {
     #[inline]
     pub fn push(&mut self, item: T) -> Result<(), T> {
         let queue = self.queue;
-        // Relaxed: only this producer writes `tail`.
-        let tail = queue.tail.0.load(Ordering::Relaxed);
+        let tail = self.tail;
         if distance::<N>(self.cached_head, tail) == N {
             // Acquire: pairs with the consumer's Release store of `head`, so its move out of the
             // slot we are about to reuse is complete before we overwrite it.
@@ -247,8 +254,9 @@ impl<T, const N: usize> Producer<'_, T, N> {
             // gives out one producer only, so no one else writes it.
             unsafe { ptr.write(MaybeUninit::new(item)) }
         });
+        self.tail = next::<N>(tail);
         // Release: pairs with the consumer's Acquire load of `tail`, publishing the write above.
-        queue.tail.0.store(next::<N>(tail), Ordering::Release);
+        queue.tail.0.store(self.tail, Ordering::Release);
         Ok(())
     }
 
@@ -258,8 +266,7 @@ impl<T, const N: usize> Producer<'_, T, N> {
     #[inline]
     pub fn len(&self) -> usize {
         // Relaxed: a snapshot; `push` does its own Acquire before reusing a slot.
-        let head = self.queue.head.0.load(Ordering::Relaxed);
-        distance::<N>(head, self.queue.tail.0.load(Ordering::Relaxed))
+        distance::<N>(self.queue.head.0.load(Ordering::Relaxed), self.tail)
     }
 
     /// Whether the queue holds no item (it may gain one only through this producer).
@@ -296,6 +303,9 @@ impl<T, const N: usize> fmt::Debug for Producer<'_, T, N> {
 /// The popping half of a [`Queue`]; there is one per [`Queue::split`].
 pub struct Consumer<'a, T, const N: usize> {
     queue: &'a Queue<T, N>,
+    /// The consumer's own index, the value it last stored to `queue.head`. Kept here so that
+    /// popping never reads the shared atomic (only this consumer writes it).
+    head: usize,
     /// A past value of `tail`. `tail` only moves forward, so this undercounts the items and is
     /// safe to trust; it is refreshed only when it says the queue is empty.
     cached_tail: usize,
@@ -317,8 +327,7 @@ impl<T, const N: usize> Consumer<'_, T, N> {
     #[inline]
     pub fn pop(&mut self) -> Option<T> {
         let queue = self.queue;
-        // Relaxed: only this consumer writes `head`.
-        let head = queue.head.0.load(Ordering::Relaxed);
+        let head = self.head;
         if head == self.cached_tail {
             // Acquire: pairs with the producer's Release store of `tail`, so the item is fully
             // written before we read it.
@@ -335,9 +344,10 @@ impl<T, const N: usize> Consumer<'_, T, N> {
             // so the item is moved out exactly once.
             unsafe { ptr.read().assume_init() }
         });
+        self.head = next::<N>(head);
         // Release: pairs with the producer's Acquire load of `head`, so our read of the slot is
         // over before it is overwritten.
-        queue.head.0.store(next::<N>(head), Ordering::Release);
+        queue.head.0.store(self.head, Ordering::Release);
         Some(item)
     }
 
@@ -348,28 +358,30 @@ impl<T, const N: usize> Consumer<'_, T, N> {
     /// handed to `f` are then gone from the queue, the others stay).
     pub fn pop_batch(&mut self, max: usize, mut f: impl FnMut(T)) -> usize {
         let queue = self.queue;
-        // Relaxed: only this consumer writes `head`.
-        let head = queue.head.0.load(Ordering::Relaxed);
         // Acquire: as in `pop`, for every item up to `tail`. Always reloaded: a batch wants all
         // there is.
         self.cached_tail = queue.tail.0.load(Ordering::Acquire);
-        let available = distance::<N>(head, self.cached_tail).min(max);
-        let mut release = ReleaseHead {
-            head: &queue.head.0,
-            index: head,
+        let available = distance::<N>(self.head, self.cached_tail).min(max);
+        if available == 0 {
+            // Nothing to free: skip the store, which would only dirty the producer's cache line.
+            return 0;
+        }
+        let release = ReleaseHead {
+            shared: &queue.head.0,
+            index: &mut self.head,
         };
         let mut popped = 0;
         while popped < available {
-            let Some(slot) = queue.slot(release.index) else {
+            let Some(slot) = queue.slot(*release.index) else {
                 break;
             };
             let item = slot.with(|ptr| {
-                // SAFETY: as in `pop`: `release.index` lies in `head..tail`, the Acquire load of
+                // SAFETY: as in `pop`: `*release.index` lies in `head..tail`, the Acquire load of
                 // `tail` above made the item visible, and the index moves past it before `f` can
                 // unwind, so the guard never frees a slot twice or keeps a moved-out one.
                 unsafe { ptr.read().assume_init() }
             });
-            release.index = next::<N>(release.index);
+            *release.index = next::<N>(*release.index);
             popped += 1;
             f(item);
         }
@@ -381,8 +393,7 @@ impl<T, const N: usize> Consumer<'_, T, N> {
     #[inline]
     pub fn peek(&self) -> Option<&T> {
         let queue = self.queue;
-        // Relaxed: only this consumer writes `head`.
-        let head = queue.head.0.load(Ordering::Relaxed);
+        let head = self.head;
         let tail = if head == self.cached_tail {
             // Acquire: as in `pop`. Not cached: `&self` here, and `pop` reloads anyway.
             queue.tail.0.load(Ordering::Acquire)
@@ -407,8 +418,7 @@ impl<T, const N: usize> Consumer<'_, T, N> {
     #[inline]
     pub fn len(&self) -> usize {
         // Relaxed: a snapshot; `pop` does its own Acquire before reading a slot.
-        let tail = self.queue.tail.0.load(Ordering::Relaxed);
-        distance::<N>(self.queue.head.0.load(Ordering::Relaxed), tail)
+        distance::<N>(self.head, self.queue.tail.0.load(Ordering::Relaxed))
     }
 
     /// Whether the queue is empty. `false` stays true until this consumer pops: only it removes.
@@ -438,14 +448,16 @@ impl<T, const N: usize> fmt::Debug for Consumer<'_, T, N> {
 /// Stores the consumer's progress when dropped, so `pop_batch` frees its slots once, on return or
 /// on unwind.
 struct ReleaseHead<'a> {
-    head: &'a AtomicUsize,
-    index: usize,
+    /// The queue's `head`.
+    shared: &'a AtomicUsize,
+    /// The consumer's own copy of `head`, advanced past each item as it is moved out.
+    index: &'a mut usize,
 }
 
 impl Drop for ReleaseHead<'_> {
     fn drop(&mut self) {
         // Release: as in `pop`, our reads of the freed slots are over before they are reused.
-        self.head.store(self.index, Ordering::Release);
+        self.shared.store(*self.index, Ordering::Release);
     }
 }
 
