@@ -12,15 +12,17 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 #![deny(unsafe_code)]
 
-pub mod crc;
-pub mod lsn;
-pub mod record;
-pub mod segment;
-
-pub use lsn::{Lsn, SegmentId};
 pub mod commit;
+pub mod crc;
 pub mod decode;
 pub mod drive;
 pub mod eio;
 pub mod io;
+pub mod lsn;
+pub mod record;
 pub mod recover;
+pub mod segment;
+pub mod spsc;
+mod sync;
+
+pub use lsn::{Lsn, SegmentId};
