@@ -450,7 +450,7 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
 
     /// A pipeline that continues a recovered log. The first request syncs the recovered
     /// segment, so that what recovery found is durable before anything is built on it; with
-    /// [`Resume::seal_at_cut`] a seal is written at the cut next and the log continues in a new
+    /// [`ResumeTail::Torn`] a seal is written at the cut next and the log continues in a new
     /// segment.
     ///
     /// # Errors
@@ -735,10 +735,11 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
             .find(|s| s.state == SlotState::Written)?
             .segment;
         let token = self.token();
+        // A sync covers one segment's writes (fdatasync is per file), so only those.
         for slot in self
             .slots
             .iter_mut()
-            .filter(|s| s.state == SlotState::Written)
+            .filter(|s| s.state == SlotState::Written && s.segment == segment)
         {
             slot.state = SlotState::Syncing;
         }

@@ -84,9 +84,9 @@ pub struct Skipped {
 pub struct Beyond {
     /// How many.
     pub frames: u64,
-    /// The lowest LSN among them (`Lsn::ZERO` when none).
+    /// The LSN of the first of them found (`Lsn::ZERO` when none).
     pub first_lsn: Lsn,
-    /// The highest LSN among them (`Lsn::ZERO` when none).
+    /// The LSN of the last of them found (`Lsn::ZERO` when none).
     pub last_lsn: Lsn,
     /// Where the last of them ends (the damage offset when none).
     pub extent: u64,
@@ -376,6 +376,15 @@ impl<'w> SegmentDecoder<'w> {
     }
 
     fn poll_header(&mut self) -> Decoded<'_> {
+        if self.window.len() < segment::HEADER_LEN {
+            let error = DecodeError::WindowTooSmall {
+                offset: 0,
+                lsn: Lsn::ZERO,
+                needed: segment::HEADER_LEN,
+            };
+            self.state = State::Done(Outcome::Error(error));
+            return Decoded::Error(error);
+        }
         let have = self.end - self.start;
         if have < segment::HEADER_LEN && !self.finished {
             return Decoded::NeedMore;
@@ -518,7 +527,16 @@ impl<'w> SegmentDecoder<'w> {
             };
             let len = header.frame_len();
             if len > self.window.len() {
-                // Cannot be checked whole: not evidence of anything.
+                if header.lsn >= lost {
+                    // It may be the witness that decides torn against corrupt: guessing either
+                    // way could cut acknowledged data, so the window must grow.
+                    self.state = State::Done(Outcome::Error(DecodeError::WindowTooSmall {
+                        offset: candidate,
+                        lsn: header.lsn,
+                        needed: len,
+                    }));
+                    return None;
+                }
                 self.consume(record::ALIGN);
                 continue;
             }

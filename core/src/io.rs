@@ -10,9 +10,11 @@
 //! path, so a backend that completes later blocks on its own runtime for them.
 //!
 //! The rules each backend keeps (the conformance suite checks them):
-//! * `Create`: the segment exists, holding `header` at offset 0 durably (written and synced),
-//!   and is otherwise empty or zero-filled. Its name is durable only after a later
-//!   `SyncNamespace` completes. (A header is never torn under records: see `core/FORMAT.md`.)
+//! * `Create`: the segment exists, holding `header` at offset 0 durably (written and synced).
+//!   The rest may be empty, zeros, or stale bytes of an earlier use of the space: frames are
+//!   seeded with the new header's identity, so stale ones never validate. Its name is durable
+//!   only after a later `SyncNamespace` completes. (A header is never torn under records: see
+//!   `core/FORMAT.md`.)
 //! * `Write`: `data` is at `offset` once complete (a short write is the backend's to finish;
 //!   the completion covers all of `data`). Not durable until a `Sync` issued after this
 //!   completion completes. The caller keeps `data` unchanged until the completion is polled.
@@ -23,6 +25,9 @@
 //!   directory fsync).
 //! * `Delete`: the segment is gone; durable after a later `SyncNamespace`.
 //! * After any failure, the caller stops trusting the backend's state (the log is poisoned).
+//!
+//! A backend accepts at least `max_writes_in_flight + 2` operations in flight before the driver
+//! polls completions: the pipeline's writes, one sync, and one create or namespace sync.
 
 use crate::lsn::SegmentId;
 use core::fmt;

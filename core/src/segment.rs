@@ -87,7 +87,8 @@ pub enum HeaderError {
         /// The version found.
         version: u16,
     },
-    /// The header's checksum or a reserved field does not validate: the header is damaged.
+    /// The header's checksum, a reserved field or the first LSN (never 0) does not validate: the
+    /// header is damaged.
     Damaged,
 }
 
@@ -105,7 +106,9 @@ impl fmt::Display for HeaderError {
                 f,
                 "segment format version {version} is not supported (this build reads {VERSION})"
             ),
-            HeaderError::Damaged => f.write_str("segment header checksum mismatch"),
+            HeaderError::Damaged => {
+                f.write_str("segment header damaged (checksum mismatch or invalid field)")
+            }
         }
     }
 }
@@ -143,12 +146,17 @@ impl SegmentHeader {
         {
             return Err(HeaderError::Damaged);
         }
+        let first_lsn = Lsn(u64::from_le_bytes(take(h, field::FIRST_LSN)));
+        if first_lsn == Lsn::ZERO {
+            // No record takes LSN 0: a writer never starts a segment there.
+            return Err(HeaderError::Damaged);
+        }
         Ok(SegmentHeader {
             core: u32::from_le_bytes(take(h, field::CORE)),
             log_id: u64::from_le_bytes(take(h, field::LOG_ID)),
             sequence: SegmentId(u64::from_le_bytes(take(h, field::SEQUENCE))),
             nonce: u64::from_le_bytes(take(h, field::NONCE)),
-            first_lsn: Lsn(u64::from_le_bytes(take(h, field::FIRST_LSN))),
+            first_lsn,
             epoch: u64::from_le_bytes(take(h, field::EPOCH)),
             prev_nonce: u64::from_le_bytes(take(h, field::PREV_NONCE)),
         })
