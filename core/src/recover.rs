@@ -311,9 +311,14 @@ pub fn recover<S: SegmentStorage>(
                 Mode::Strict => return Err(RecoverError::Corrupt(damage)),
                 // Damage at a segment's start: the log ends before the segment (or before the
                 // blank ones that precede it).
-                Mode::PointInTime | Mode::SkipCorrupt => {
+                Mode::PointInTime => {
                     let from = blanks_since.map_or(id, |(first, _)| first);
                     return finish_cut_before(from, tail, damage, report);
+                }
+                Mode::SkipCorrupt => {
+                    report.damage.get_or_insert(damage);
+                    report.skipped += 1;
+                    continue;
                 }
             },
             Scanned::BadHeader(error) => {
@@ -573,10 +578,13 @@ fn scan_segment<S: SegmentStorage>(
             }
             Decoded::Header(h) => {
                 if let Some(damage) = check(&h) {
-                    if mode != Mode::SkipCorrupt {
+                    // Salvage reads a segment that does not link as long as it is this log's
+                    // and moves the LSNs forward (the gap is reported); another log's segment,
+                    // or one that would replay LSNs already read, is skipped whole.
+                    let foreign = matches!(damage.damage, Damage::Foreign { .. });
+                    if mode != Mode::SkipCorrupt || foreign || h.first_lsn < damage.expected_lsn {
                         return Ok(Scanned::Broken(damage));
                     }
-                    // Salvage: the segment is read all the same, after a reported gap.
                     report.damage.get_or_insert(damage);
                     report.skipped += 1;
                 }

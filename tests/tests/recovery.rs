@@ -342,3 +342,33 @@ fn a_delete_that_no_namespace_sync_made_durable_comes_back_after_a_crash() {
     storage.crash();
     assert_eq!(storage.bytes(SegmentId(3)), None);
 }
+
+#[test]
+fn skip_corrupt_reads_past_a_missing_segment_and_skips_a_foreign_one() {
+    let mut storage = SimStorage::new(11);
+    let (_, appended) = write_durably_listing(&mut storage, 1, 60, 2048);
+    let mut other = SimStorage::new(11);
+    write_durably(&mut other, 2, 60, 2048);
+    let lost: Vec<u64> = {
+        // Records of segment 2 go with it.
+        let seg2 = storage.bytes(SegmentId(2)).unwrap().to_vec();
+        let first = u64::from_le_bytes(seg2[40..48].try_into().unwrap());
+        let seg3 = storage.bytes(SegmentId(3)).unwrap();
+        let next = u64::from_le_bytes(seg3[40..48].try_into().unwrap());
+        (first..next).collect()
+    };
+    storage.remove(SegmentId(2));
+    storage.set_bytes(SegmentId(4), other.bytes(SegmentId(4)).unwrap().to_vec());
+    let (r, got) = recover_log(&mut storage, Mode::SkipCorrupt).unwrap();
+    let got_lsns: Vec<u64> = got.iter().map(|g| g.0).collect();
+    assert!(got_lsns.windows(2).all(|w| w[0] < w[1]), "LSNs go forward");
+    for (lsn, payload) in &got {
+        let want = appended
+            .iter()
+            .find(|a| a.0 == *lsn)
+            .expect("only this log's records");
+        assert_eq!(&want.1, payload);
+    }
+    assert!(lost.iter().all(|l| !got_lsns.contains(l)));
+    assert!(r.report.skipped >= 2, "{:?}", r.report);
+}
