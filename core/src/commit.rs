@@ -91,6 +91,14 @@ impl Default for Config {
     }
 }
 
+/// The last LSN an append may take: the few above it are kept for the seals of a roll and a
+/// close, and [`Lsn::MAX`] is never a record's.
+pub const LAST_APPENDABLE: Lsn = Lsn(u64::MAX - 4);
+
+/// The largest offset a resumed segment may end at (2^62): beyond any real segment, and far
+/// enough from `u64::MAX` that offset arithmetic cannot overflow.
+pub const MAX_SEGMENT_OFFSET: u64 = 1 << 62;
+
 /// Bytes of a seal frame (it has no payload).
 pub const SEAL_LEN: usize = record::frame_len(0);
 
@@ -155,6 +163,8 @@ pub enum AppendError {
     Closed,
     /// A seal is written by [`Pipeline::close`] and by roll-over, not appended.
     SealKind,
+    /// The log has used up its LSNs ([`LAST_APPENDABLE`]).
+    LsnExhausted,
 }
 
 impl fmt::Display for AppendError {
@@ -165,6 +175,7 @@ impl fmt::Display for AppendError {
             AppendError::Poisoned(p) => write!(f, "log poisoned by an earlier failure: {p}"),
             AppendError::Closed => f.write_str("log closed"),
             AppendError::SealKind => f.write_str("seal records cannot be appended"),
+            AppendError::LsnExhausted => f.write_str("the log has used up its LSNs"),
         }
     }
 }
@@ -460,6 +471,7 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
         // next append then rolls at once.
         if resume.offset < segment::HEADER_LEN as u64
             || !resume.offset.is_multiple_of(record::ALIGN as u64)
+            || resume.offset > MAX_SEGMENT_OFFSET
         {
             return Err(ConfigError::ResumePosition);
         }
@@ -489,7 +501,11 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
         seg_offset: u64,
         next_lsn: Lsn,
     ) -> Result<Self, ConfigError> {
-        if next_lsn == Lsn::ZERO || header.first_lsn == Lsn::ZERO {
+        if next_lsn == Lsn::ZERO
+            || next_lsn == Lsn::MAX
+            || header.first_lsn == Lsn::ZERO
+            || header.first_lsn == Lsn::MAX
+        {
             return Err(ConfigError::ResumePosition);
         }
         if config.max_writes_in_flight == 0 || config.max_writes_in_flight > SLOTS {
@@ -584,7 +600,10 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
             return Err(AppendError::TooLarge { len: payload.len() });
         }
         let len = record::frame_len(payload.len());
-        if self.seg_offset + (len + SEAL_LEN) as u64 > self.config.segment_size {
+        if self.next_lsn > LAST_APPENDABLE {
+            return Err(AppendError::LsnExhausted);
+        }
+        if self.seg_offset.saturating_add((len + SEAL_LEN) as u64) > self.config.segment_size {
             // Room for the seal is always kept, so the seal fits here; the record goes into the
             // next segment.
             // One roll at a time: the successor must be created (durably) before it is rolled.
@@ -596,7 +615,9 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
         if !self.has_room(len) {
             return Err(self.full());
         }
-        let lsn = self.frame(kind, payload, self.durable);
+        let lsn = self
+            .frame(kind, payload, self.durable)
+            .ok_or(AppendError::LsnExhausted)?;
         if self.batch_records == 1
             && let SyncPolicy::Batch { max_delay, .. } = self.config.policy
         {
@@ -646,8 +667,8 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
             && self.head == self.batch_start
             && self.durable == self.next_lsn.prev()
             && self.has_room(SEAL_LEN)
+            && let Some(last) = self.frame(Kind::Seal, &[], self.durable)
         {
-            let last = self.frame(Kind::Seal, &[], self.durable);
             self.closing = Closing::Sealed(last);
             self.flush_wanted = true;
         }
@@ -960,24 +981,27 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
     }
 
     /// Frames a record at `head` (room checked by the caller) and returns its LSN.
-    fn frame(&mut self, kind: Kind, payload: &[u8], watermark: Lsn) -> Lsn {
+    /// Frames a record at `head` (room checked by the caller) and returns its LSN; `None`, with
+    /// nothing framed, only when the LSN space is used up.
+    fn frame(&mut self, kind: Kind, payload: &[u8], watermark: Lsn) -> Option<Lsn> {
         let lsn = self.next_lsn;
         let watermark = watermark.min(lsn.prev());
         let out = self.buf.get_mut(self.head..).unwrap_or(&mut []);
-        // Room and sizes were checked, so this cannot fail; a failure would leave the LSN unused.
-        if let Ok(len) = record::encode(out, &self.seed, lsn, watermark, kind, payload) {
-            self.head += len;
-            self.seg_offset += len as u64;
-            self.batch_records += 1;
-            self.next_lsn = lsn.next();
-        }
-        lsn
+        let len = record::encode(out, &self.seed, lsn, watermark, kind, payload).ok()?;
+        self.head += len;
+        self.seg_offset = self.seg_offset.saturating_add(len as u64);
+        self.batch_records += 1;
+        self.next_lsn = lsn.next();
+        Some(lsn)
     }
 
     /// Seals the current segment at its end and switches appends to its successor.
     fn roll(&mut self, watermark: Lsn) {
         self.flush_wanted = false;
-        let seal = self.frame(Kind::Seal, &[], watermark);
+        // Appends stop short of the LSN space's end so that a seal always has its LSN.
+        let Some(seal) = self.frame(Kind::Seal, &[], watermark) else {
+            return;
+        };
         self.cut();
         self.rolled_from = Some(self.header.sequence);
         self.start_successor(seal);

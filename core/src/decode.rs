@@ -282,7 +282,7 @@ impl<'w> SegmentDecoder<'w> {
 
     /// Reports that the first `n` bytes of [`Self::space`] now hold the segment's next bytes.
     pub fn fill(&mut self, n: usize) {
-        self.end = (self.end + n).min(self.window.len());
+        self.end = self.end.saturating_add(n).min(self.window.len());
     }
 
     /// Copies as much of `data` as fits into the window and returns how much it took.
@@ -454,8 +454,15 @@ impl<'w> SegmentDecoder<'w> {
                     self.start_scan(seed, at, next, Damage::Torn, extent);
                     return Step::Continue;
                 };
-                if !record::check_body(&seed, frame) || header.lsn != next {
+                if !record::check_body(&seed, frame) {
                     self.start_scan(seed, at, next, Damage::Torn, at + len as u64);
+                    return Step::Continue;
+                }
+                if header.lsn != next {
+                    // A whole frame with another LSN: the damage is the gap before it, and the
+                    // frame itself is the first thing the scan looks at (it may vouch for the
+                    // gap, or be where SkipCorrupt resumes).
+                    self.start_scan_at_damage(seed, at, next, Damage::Torn, at);
                     return Step::Continue;
                 }
                 Step::Record(header, len)
@@ -464,6 +471,19 @@ impl<'w> SegmentDecoder<'w> {
     }
 
     fn start_scan(&mut self, seed: Seed, at: u64, lost: Lsn, damage: Damage, extent: u64) {
+        self.start_scan_at_damage(seed, at, lost, damage, extent);
+        // The damaged candidate itself is not a frame; look from the next aligned offset.
+        self.consume(record::ALIGN);
+    }
+
+    fn start_scan_at_damage(
+        &mut self,
+        seed: Seed,
+        at: u64,
+        lost: Lsn,
+        damage: Damage,
+        extent: u64,
+    ) {
         self.state = State::Scanning {
             seed,
             at,
@@ -475,8 +495,6 @@ impl<'w> SegmentDecoder<'w> {
             },
             extent,
         };
-        // The damaged candidate itself is never a frame; look from the next aligned offset.
-        self.consume(record::ALIGN);
     }
 
     /// Looks at candidate offsets until the window runs out; `None` means the state changed.
@@ -556,9 +574,26 @@ impl<'w> SegmentDecoder<'w> {
                 self.consume(record::ALIGN);
                 continue;
             };
-            if !record::check_body(&seed, frame) || header.lsn < lost {
+            if !record::check_body(&seed, frame) {
                 self.consume(record::ALIGN);
                 continue;
+            }
+            if header.lsn < lost {
+                // LSNs only grow along a segment: a whole frame of this segment with a lower
+                // LSN than the damage's is something no crash explains.
+                if self.mode == Mode::SkipCorrupt {
+                    self.consume(len);
+                    continue;
+                }
+                self.state = State::Done(Outcome::End(End::Corrupt(Corruption {
+                    offset: at,
+                    expected_lsn: lost,
+                    witness_lsn: header.lsn,
+                    witness_offset: candidate,
+                    witness_watermark: header.watermark,
+                    beyond,
+                })));
+                return None;
             }
             if self.mode == Mode::SkipCorrupt {
                 // Resume at this frame; the gap is reported.
@@ -581,7 +616,7 @@ impl<'w> SegmentDecoder<'w> {
             beyond.extent = candidate + len as u64;
             beyond.max_watermark = beyond.max_watermark.max(header.watermark);
             extent = extent.max(beyond.extent);
-            if header.watermark >= lost && header.kind != record::Kind::Padding {
+            if header.watermark >= lost {
                 self.state = State::Done(Outcome::End(End::Corrupt(Corruption {
                     offset: at,
                     expected_lsn: lost,

@@ -128,10 +128,14 @@ impl RecordHeader {
     }
 }
 
-/// Bytes a frame with a `payload_len`-byte payload takes: header, payload, padding to [`ALIGN`].
+/// Bytes a frame with a `payload_len`-byte payload takes: header, payload, padding to [`ALIGN`]
+/// (`usize::MAX` for a length no buffer could hold).
 #[must_use]
 pub const fn frame_len(payload_len: usize) -> usize {
-    HEADER_LEN + payload_len.next_multiple_of(ALIGN)
+    match payload_len.checked_next_multiple_of(ALIGN) {
+        Some(padded) => padded.saturating_add(HEADER_LEN),
+        None => usize::MAX,
+    }
 }
 
 /// Why a record could not be framed.
@@ -188,7 +192,7 @@ pub fn encode(
         .ok()
         .filter(|len| *len <= MAX_PAYLOAD)
         .ok_or(EncodeError::PayloadTooLarge { len: payload.len() })?;
-    if lsn == Lsn::ZERO || watermark >= lsn {
+    if lsn == Lsn::ZERO || lsn == Lsn::MAX || watermark >= lsn {
         return Err(EncodeError::BadLsn);
     }
     let total = frame_len(payload.len());
@@ -254,6 +258,7 @@ pub fn check_header(seed: &Seed, header: &[u8; HEADER_LEN]) -> HeaderCheck {
     if header[field::RESERVED].iter().any(|b| *b != 0)
         || len > MAX_PAYLOAD
         || lsn == Lsn::ZERO
+        || lsn == Lsn::MAX
         || watermark >= lsn
     {
         return HeaderCheck::Invalid;
@@ -286,7 +291,7 @@ pub fn check_body(seed: &Seed, frame: &[u8]) -> bool {
 #[must_use]
 pub fn payload<'f>(header: &RecordHeader, frame: &'f [u8]) -> &'f [u8] {
     frame
-        .get(HEADER_LEN..HEADER_LEN + header.len as usize)
+        .get(HEADER_LEN..HEADER_LEN.saturating_add(header.len as usize))
         .unwrap_or(&[])
 }
 

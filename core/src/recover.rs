@@ -5,7 +5,9 @@
 //! caller window, hands every record to the caller as it goes (replay), and returns a
 //! [`Recovered`]: a [`RecoveryReport`] and a [`Resume`] for the commit pipeline. It changes
 //! nothing; the cut of a torn tail is made durable by the pipeline it resumes (a seal at the
-//! cut), and segments to discard are named in the report ([`discard`] deletes them).
+//! cut), and segments to discard are named in the report ([`discard`] deletes them): every
+//! segment stored after the last one that holds the log (blank, damaged, skipped or cut off),
+//! since the log's next segment would collide with it.
 //!
 //! What each mode does at each kind of damage is in `core/FORMAT.md` ("Recovery modes"). In
 //! short: a torn tail is cut in every mode; damage that a watermark proves, a segment that is not
@@ -330,7 +332,10 @@ pub fn recover<S: SegmentStorage>(
                 };
                 match mode {
                     Mode::Strict => return Err(RecoverError::Corrupt(damage)),
-                    Mode::PointInTime => return finish_cut_before(id, tail, damage, report),
+                    Mode::PointInTime => {
+                        let from = blanks_since.map_or(id, |(first, _)| first);
+                        return finish_cut_before(from, tail, damage, report);
+                    }
                     Mode::SkipCorrupt => {
                         report.damage.get_or_insert(damage);
                         report.skipped += 1;
@@ -364,7 +369,13 @@ pub fn recover<S: SegmentStorage>(
         report.blank_segments = n;
         report.discard_from.get_or_insert(first);
     }
-    Ok(finish(tail, None, report))
+    // Whatever is stored after the last segment that holds the log (blank, damaged or skipped
+    // segments) is not part of it, and would collide with the successor the log creates.
+    let after_tail = match tail {
+        Some(t) => next_segment(ids, t.header.sequence),
+        None => ids.first().copied(),
+    };
+    Ok(finish(tail, after_tail, report))
 }
 
 /// Damage in how a segment with `header`, stored as `id`, continues the log: blank segments
@@ -581,8 +592,14 @@ fn scan_segment<S: SegmentStorage>(
                     // Salvage reads a segment that does not link as long as it is this log's
                     // and moves the LSNs forward (the gap is reported); another log's segment,
                     // or one that would replay LSNs already read, is skipped whole.
+                    // A segment stored under another id than its own is skipped too: resuming
+                    // would name it by the wrong file.
                     let foreign = matches!(damage.damage, Damage::Foreign { .. });
-                    if mode != Mode::SkipCorrupt || foreign || h.first_lsn < damage.expected_lsn {
+                    if mode != Mode::SkipCorrupt
+                        || foreign
+                        || h.sequence != id
+                        || h.first_lsn < damage.expected_lsn
+                    {
                         return Ok(Scanned::Broken(damage));
                     }
                     report.damage.get_or_insert(damage);
@@ -676,7 +693,7 @@ pub fn discard<S: SegmentStorage>(
     let ids = ids
         .get(..count)
         .ok_or(RecoverError::TooManySegments { count })?;
-    let mut token = 0;
+    let mut token = RESERVED_TOKENS;
     for &id in ids.iter().filter(|id| **id >= from) {
         token += 1;
         run_blocking(storage, token, SegmentOp::Delete { segment: id }).map_err(|error| {
@@ -694,8 +711,12 @@ pub fn discard<S: SegmentStorage>(
     })
 }
 
+/// Tokens from here up are recovery's own ([`discard`]); a pipeline's never reach them.
+pub const RESERVED_TOKENS: u64 = 1 << 63;
+
 /// Submits one operation and waits for its completion (polling: meant for backends that complete
-/// at once or make progress inside `poll_completion`).
+/// at once or make progress inside `poll_completion`). Completions of other tokens (requests of a
+/// dropped pipeline still in flight) are consumed and ignored.
 fn run_blocking<S: SegmentStorage>(
     storage: &mut S,
     token: u64,

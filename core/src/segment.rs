@@ -87,8 +87,8 @@ pub enum HeaderError {
         /// The version found.
         version: u16,
     },
-    /// The header's checksum, a reserved field or the first LSN (never 0) does not validate: the
-    /// header is damaged.
+    /// The header's checksum, a reserved field or the first LSN (never 0 or `Lsn::MAX`) does not
+    /// validate: the header is damaged.
     Damaged,
 }
 
@@ -147,8 +147,8 @@ impl SegmentHeader {
             return Err(HeaderError::Damaged);
         }
         let first_lsn = Lsn(u64::from_le_bytes(take(h, field::FIRST_LSN)));
-        if first_lsn == Lsn::ZERO {
-            // No record takes LSN 0: a writer never starts a segment there.
+        if first_lsn == Lsn::ZERO || first_lsn == Lsn::MAX {
+            // No record takes LSN 0 or Lsn::MAX: a writer never starts a segment there.
             return Err(HeaderError::Damaged);
         }
         Ok(SegmentHeader {

@@ -4,13 +4,12 @@
 //!
 //! Every test checks the rules that are not negotiable: no panic, termination in a number of
 //! polls bounded by the input, and a classification of damage that follows the durable
-//! watermark rule of `decode.rs`. Tests marked `#[ignore = "bug: ..."]` prove a bug that is not
-//! fixed yet: run them with `cargo test -- --ignored`. `PROPTEST_CASES=N` runs the property
+//! watermark rule of `decode.rs`. `PROPTEST_CASES=N` runs the property
 //! tests longer.
 
 use lamina_core::commit::{
-    AppendError, Config, ConfigError, Event, IoRequest, Pipeline, Resume, ResumeTail, SEAL_LEN,
-    SyncPolicy, UnknownCompletion,
+    AppendError, Config, ConfigError, Event, IoRequest, LAST_APPENDABLE, Pipeline, Resume,
+    ResumeTail, SEAL_LEN, SyncPolicy, UnknownCompletion,
 };
 use lamina_core::decode::{
     Corruption, DecodeError, Decoded, End, Mode, SegmentDecoder, Skipped, min_window,
@@ -515,8 +514,6 @@ fn zeroed_record_vouched_by_a_later_one_is_corruption_not_a_clean_end() {
 }
 
 #[test]
-#[ignore = "bug: a Padding frame's watermark is not taken as a witness, although the writer \
-            frames it with its durable watermark like any other record"]
 fn padding_frame_watermark_vouches_for_earlier_damage() {
     // Records 1..=5 were framed before anything was durable; padding 6 after all five were.
     let mut seg = Seg::new(1);
@@ -531,8 +528,6 @@ fn padding_frame_watermark_vouches_for_earlier_damage() {
 }
 
 #[test]
-#[ignore = "bug: a valid frame at the damage offset with a higher LSN is never looked at: in \
-            Strict its own watermark is not taken as a witness and it is not reported in `beyond`"]
 fn frame_that_skips_an_lsn_and_vouches_for_it_is_corruption() {
     // Records 1..=5, then a frame with LSN 7 whose watermark says 6 was acknowledged; no byte is
     // damaged, LSN 6 is simply missing.
@@ -549,8 +544,6 @@ fn frame_that_skips_an_lsn_and_vouches_for_it_is_corruption() {
 }
 
 #[test]
-#[ignore = "bug: SkipCorrupt drops an intact frame whose LSN is higher than expected when it \
-            sits at the damage offset, and reports it as lost"]
 fn skip_corrupt_keeps_an_intact_frame_after_an_lsn_gap() {
     let mut seg = Seg::new(1);
     seg.data(1..=5, |l| l - 1, |_| 16);
@@ -648,27 +641,24 @@ fn header_with_first_lsn_zero_replays_nothing() {
 }
 
 #[test]
-fn lsn_u64_max_is_the_last_record_a_segment_can_hold() {
-    let mut seg = Seg::new(u64::MAX - 1);
-    seg.data([u64::MAX - 1, u64::MAX], |l| l - 1, |_| 8);
-    // A frame of the wrapped LSN cannot be framed at all.
+fn lsn_u64_max_is_never_a_record_and_the_lsn_before_it_is_the_last() {
+    let mut seg = Seg::new(u64::MAX - 2);
+    seg.data([u64::MAX - 2, u64::MAX - 1], |l| l - 1, |_| 8);
+    // Neither LSN 0 nor Lsn::MAX can be framed: the LSN after any record exists.
     let mut out = [0u8; 64];
-    assert!(
-        record::encode(
-            &mut out,
-            &seg.header.seed(),
-            Lsn(0),
-            Lsn(0),
-            Kind::Data,
-            b""
-        )
-        .is_err()
-    );
+    for lsn in [Lsn(0), Lsn::MAX] {
+        let framed = record::encode(&mut out, &seg.header.seed(), lsn, Lsn(0), Kind::Data, b"");
+        assert!(framed.is_err(), "{lsn:?} was framed");
+    }
     let r = run(&seg.bytes, BIG, 11, Mode::Strict);
-    assert_eq!(r.lsns(), vec![u64::MAX - 1, u64::MAX]);
-    // The LSN after u64::MAX does not exist; nothing wraps into a record. (The end reports the
-    // next LSN as `Lsn::next(u64::MAX)`, which is 0: see `append_after_lsn_u64_max_is_refused`.)
-    assert!(matches!(r.outcome, Outcome::End(End::Clean { .. })));
+    assert_eq!(r.lsns(), vec![u64::MAX - 2, u64::MAX - 1]);
+    assert!(matches!(
+        r.outcome,
+        Outcome::End(End::Clean {
+            next_lsn: Lsn::MAX,
+            ..
+        })
+    ));
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -735,7 +725,6 @@ fn fill_more_than_the_space_given_is_clamped_to_the_window() {
 }
 
 #[test]
-#[ignore = "bug: SegmentDecoder::fill computes `end + n` unchecked: fill(usize::MAX) overflows"]
 fn fill_usize_max_does_not_overflow() {
     let mut win = vec![0u8; 80];
     let mut d = SegmentDecoder::new(&mut win, Mode::Strict);
@@ -758,8 +747,6 @@ fn min_window_and_frame_len_of_format_sizes() {
 }
 
 #[test]
-#[ignore = "bug: frame_len and min_window overflow (`next_multiple_of`, `HEADER_LEN +`) for \
-            lengths near usize::MAX instead of saturating or refusing"]
 fn frame_len_of_a_huge_length_does_not_overflow() {
     let huge = std::hint::black_box(usize::MAX - 3);
     let w = std::panic::catch_unwind(|| min_window(huge));
@@ -1300,36 +1287,48 @@ fn buffer_of_exactly_the_minimum_never_wedges_linked() {
 // ------------------------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "bug: after LSN u64::MAX, Lsn::next wraps to 0; the next append fails to frame \
-            (encode refuses LSN 0) but returns Ok(Lsn(0)) for a record that was never written"]
-fn append_after_lsn_u64_max_is_refused() {
+fn appends_stop_at_the_last_appendable_lsn() {
     let mut buf = vec![0u8; 4096];
-    let mut p: Pipeline<'_, 4> =
-        Pipeline::create(&mut buf, cfg(SyncPolicy::Manual), seg_header(u64::MAX)).unwrap();
-    assert_eq!(p.append(b"last", 0), Ok(Lsn(u64::MAX)));
-    let r = p.append(b"one too many", 0);
-    assert!(r.is_err(), "append past the last LSN returned {r:?}");
+    let mut p: Pipeline<'_, 4> = Pipeline::create(
+        &mut buf,
+        cfg(SyncPolicy::Manual),
+        seg_header(LAST_APPENDABLE.0),
+    )
+    .unwrap();
+    assert_eq!(p.append(b"last", 0), Ok(LAST_APPENDABLE));
+    assert_eq!(p.append(b"one too many", 0), Err(AppendError::LsnExhausted));
+    // The seal of a close still has its LSN.
+    assert_eq!(p.close(), Ok(()));
 }
 
 #[test]
-fn append_after_lsn_u64_max_writes_nothing_past_it() {
-    // Whatever append answers past the last LSN, the segment holds the record of LSN u64::MAX
-    // and nothing after it (no frame with a wrapped LSN).
+fn a_log_cannot_start_at_lsn_zero_or_lsn_max() {
+    for first in [0, u64::MAX] {
+        let mut buf = vec![0u8; 4096];
+        let r = Pipeline::<'_, 4>::create(&mut buf, cfg(SyncPolicy::Manual), seg_header(first));
+        assert_eq!(r.err(), Some(ConfigError::ResumePosition));
+    }
+}
+
+#[test]
+fn appends_past_the_last_lsn_write_nothing() {
     let mut buf = vec![0u8; 4096];
-    let mut p: Pipeline<'_, 4> =
-        Pipeline::create(&mut buf, cfg(SyncPolicy::Manual), seg_header(u64::MAX)).unwrap();
+    let mut p: Pipeline<'_, 4> = Pipeline::create(
+        &mut buf,
+        cfg(SyncPolicy::Manual),
+        seg_header(LAST_APPENDABLE.0),
+    )
+    .unwrap();
     let mut disk = Disk::default();
-    assert_eq!(p.append(b"last", 0), Ok(Lsn(u64::MAX)));
+    assert_eq!(p.append(b"last", 0), Ok(LAST_APPENDABLE));
     let _ = p.append(b"one too many", 0);
     p.flush();
     disk.pump(&mut p);
     let r = run(&disk.segs[&0], BIG, 64, Mode::Strict);
-    assert_eq!(r.lsns(), vec![u64::MAX]);
+    assert_eq!(r.lsns(), vec![LAST_APPENDABLE.0]);
 }
 
 #[test]
-#[ignore = "bug: Pipeline::resume accepts an offset near u64::MAX, then append overflows \
-            `seg_offset + (len + SEAL_LEN)` (commit.rs append_kind)"]
 fn resume_at_an_offset_near_u64_max_does_not_overflow() {
     let mut buf = vec![0u8; 4096];
     let resume = Resume {
