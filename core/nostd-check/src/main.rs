@@ -1,0 +1,139 @@
+//! The no_std proof of lamina-core: a bare-metal binary with a panic handler and no global
+//! allocator that drives the core's encoder, decoder and commit pipeline.
+//!
+//! Built for `thumbv7em-none-eabihf` by `scripts/test.sh`. If lamina-core or anything it
+//! depends on needs `std` or `alloc`, this does not build or link: there is no `std` for the
+//! target, and without a `#[global_allocator]` any use of `alloc` fails at link time. Nothing
+//! runs it; `_start` is only the root that keeps the calls from being discarded.
+#![no_std]
+#![no_main]
+
+use core::hint::black_box;
+use core::panic::PanicInfo;
+
+use lamina_core::commit::{Config, Event, IoRequest, Pipeline, SyncPolicy};
+use lamina_core::decode::{Decoded, End, Mode, SegmentDecoder, min_window};
+use lamina_core::record::{self, Kind, Seed};
+use lamina_core::segment::{self, SegmentHeader};
+use lamina_core::{Lsn, SegmentId};
+
+const MAX_PAYLOAD: u32 = 64;
+const SEGMENT_SIZE: usize = 2048;
+const RECORDS: u32 = 40;
+
+#[panic_handler]
+fn panic(_: &PanicInfo<'_>) -> ! {
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// The entry point the linker roots the binary at (rust-lld's default entry is `_start`).
+#[unsafe(no_mangle)]
+pub extern "C" fn _start() -> ! {
+    black_box(encode_one());
+    black_box(commit_and_decode());
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+fn header() -> SegmentHeader {
+    SegmentHeader {
+        core: 0,
+        log_id: black_box(1),
+        sequence: SegmentId(0),
+        nonce: black_box(0x5eed),
+        first_lsn: Lsn::FIRST,
+        epoch: 0,
+        prev_nonce: 0,
+    }
+}
+
+/// The encoder on its own.
+fn encode_one() -> usize {
+    let mut frame = [0u8; record::frame_len(16)];
+    let seed = Seed::new(black_box(b"log-id--sequence--nonce-"));
+    let payload = black_box([7u8; 16]);
+    record::encode(&mut frame, &seed, Lsn(2), Lsn(1), Kind::Data, &payload)
+        .map_or(0, |n| black_box(&frame).len().min(n))
+}
+
+/// Drives the pipeline against a disk that completes at once, then decodes what it wrote.
+/// Returns the number of records decoded.
+fn commit_and_decode() -> u32 {
+    let mut buf = [0u8; 1024];
+    let mut disk = [0u8; SEGMENT_SIZE];
+    let config = Config {
+        policy: SyncPolicy::Batch {
+            max_records: 4,
+            max_bytes: 512,
+            max_delay: 1_000,
+        },
+        max_writes_in_flight: 2,
+        linked: black_box(false),
+        segment_size: SEGMENT_SIZE as u64,
+        max_payload: MAX_PAYLOAD,
+        nonce_seed: black_box(3),
+    };
+    let Ok(mut pipeline) = Pipeline::<4>::create(&mut buf, config, header()) else {
+        return 0;
+    };
+    let mut durable = Lsn::ZERO;
+    let mut appended = 0u32;
+    let mut now = 0u64;
+    while durable.0 < u64::from(RECORDS) && pipeline.poisoned().is_none() {
+        if appended < RECORDS {
+            let payload = black_box([appended as u8; 24]);
+            if pipeline.append(&payload, now).is_ok() {
+                appended += 1;
+            }
+        } else {
+            pipeline.flush();
+        }
+        while let Some(request) = pipeline.poll_io() {
+            if let IoRequest::Write { offset, range, .. } = &request {
+                let bytes = pipeline.bytes(range.clone());
+                let at = *offset as usize;
+                if let Some(dst) = disk.get_mut(at..at + bytes.len()) {
+                    dst.copy_from_slice(bytes);
+                }
+            }
+            if let IoRequest::Create { header, .. } = &request
+                && let Some(dst) = disk.get_mut(..segment::HEADER_LEN)
+            {
+                dst.copy_from_slice(header);
+            }
+            let _ = pipeline.handle_completion(request.token(), Ok(()));
+        }
+        while let Some(event) = pipeline.poll_event() {
+            if let Event::Durable { upto } = event {
+                durable = upto;
+            }
+        }
+        now += 100;
+        pipeline.handle_timeout(now);
+    }
+    black_box(&disk);
+
+    let mut window = [0u8; min_window(MAX_PAYLOAD as usize)];
+    let mut decoder = SegmentDecoder::new(&mut window, Mode::Strict);
+    let mut rest: &[u8] = &disk;
+    let mut records = 0u32;
+    loop {
+        match decoder.poll() {
+            Decoded::NeedMore if rest.is_empty() => decoder.finish(),
+            Decoded::NeedMore => {
+                let n = decoder.feed(rest);
+                rest = rest.get(n..).unwrap_or(&[]);
+            }
+            Decoded::Record(r) => {
+                black_box(r.payload);
+                records += 1;
+            }
+            Decoded::Header(_) | Decoded::Skipped(_) => {}
+            Decoded::End(End::Clean { .. }) => return records,
+            Decoded::End(_) | Decoded::Error(_) => return 0,
+        }
+    }
+}
