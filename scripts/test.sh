@@ -8,7 +8,7 @@
 #   test     unit, integration and doc tests of the workspace (crash, simulation, zero-alloc)
 #   nostd    lamina-core in a no_std, no-allocator binary for thumbv7em-none-eabihf
 #   loom     the loom models of the lock-free structures
-#   miri     the SPSC queue's tests under Miri, four scheduling seeds
+#   miri     the SPSC queue's tests under Miri with four scheduling seeds, and the CRC32C tests
 # Each step prints its name and duration; the last line counts the tests run.
 set -euo pipefail
 
@@ -74,7 +74,10 @@ step_loom() {
 }
 
 step_miri() {
+    # The code with `unsafe`: the SPSC queue under four scheduling seeds, the CRC32C instruction
+    # path once.
     MIRIFLAGS="-Zmiri-many-seeds=0..4" cargo +nightly miri test -p lamina-core --lib spsc
+    cargo +nightly miri test -p lamina-core --lib crc
 }
 
 STEPS=(setup fmt clippy test nostd loom miri)
