@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! offset size field
-//!  0     4    header_crc  CRC32C(seed ++ frame[4..32])
+//!  0     4    header_crc  CRC32C(seed ++ frame[8..32])      (the header fields)
 //!  4     4    body_crc    CRC32C(seed ++ frame[8..frame_len])  (header fields, payload, padding)
 //!  8     8    lsn         u64 LE, never 0
 //! 16     8    watermark   u64 LE, highest LSN the writer had reported durable when it framed this
@@ -45,8 +45,9 @@ mod field {
     pub(crate) const LEN: Range<usize> = 24..28;
     pub(crate) const KIND: usize = 28;
     pub(crate) const RESERVED: Range<usize> = 29..32;
-    /// What the header CRC covers.
-    pub(crate) const HEADER_COVERED: Range<usize> = 4..super::HEADER_LEN;
+    /// What the header CRC covers: the header fields (not the body CRC, so that both checksums
+    /// come from one pass over the frame).
+    pub(crate) const HEADER_COVERED: Range<usize> = 8..super::HEADER_LEN;
     /// Where the body CRC starts covering.
     pub(crate) const BODY_START: usize = 8;
 }
@@ -211,15 +212,11 @@ pub fn encode(
     let (data, padding) = body.split_at_mut(payload.len());
     data.copy_from_slice(payload);
     padding.fill(0);
-    let body_crc = seed
-        .0
-        .update(&header[field::BODY_START..])
-        .update(data)
-        .update(padding)
-        .finish();
+    // The header checksum's input is a prefix of the body checksum's: one pass serves both.
+    let fields = seed.0.update(&header[field::HEADER_COVERED]);
+    let body_crc = fields.update(data).update(padding).finish();
+    header[field::HEADER_CRC].copy_from_slice(&fields.finish().to_le_bytes());
     header[field::BODY_CRC].copy_from_slice(&body_crc.to_le_bytes());
-    let header_crc = seed.0.update(&header[field::HEADER_COVERED]).finish();
-    header[field::HEADER_CRC].copy_from_slice(&header_crc.to_le_bytes());
     Ok(total)
 }
 

@@ -67,7 +67,7 @@ const HEADER_DUMP: &str = "\
 ";
 
 const RECORD_DUMP: &str = "\
-0000: 37 5d ba 74 0b 44 a2 7b  01 00 00 00 00 00 00 00
+0000: 70 ef 08 3f 0b 44 a2 7b  01 00 00 00 00 00 00 00
 0010: 00 00 00 00 00 00 00 00  05 00 00 00 01 00 00 00
 0020: 68 65 6c 6c 6f 00 00 00
 ";
@@ -104,16 +104,16 @@ fn example_frame_checksums_are_one_crc32c_over_seed_then_covered_bytes() {
     let seed = &header[16..40];
     // One CRC32C computation over the concatenation, not a CRC of a CRC.
     let mut header_input = seed.to_vec();
-    header_input.extend_from_slice(&frame[4..32]);
+    header_input.extend_from_slice(&frame[8..32]);
     let mut body_input = seed.to_vec();
     body_input.extend_from_slice(&frame[8..40]);
-    assert_eq!(crc32c(&header_input), 0x74BA_5D37);
+    assert_eq!(crc32c(&header_input), 0x3F08_EF70);
     assert_eq!(crc32c(&body_input), 0x7BA2_440B);
     assert_eq!(
-        Crc32c::new().update(seed).update(&frame[4..32]).finish(),
-        0x74BA_5D37
+        Crc32c::new().update(seed).update(&frame[8..32]).finish(),
+        0x3F08_EF70
     );
-    assert_eq!(frame[0..4], 0x74BA_5D37_u32.to_le_bytes());
+    assert_eq!(frame[0..4], 0x3F08_EF70_u32.to_le_bytes());
     assert_eq!(frame[4..8], 0x7BA2_440B_u32.to_le_bytes());
 }
 

@@ -353,7 +353,10 @@ fn expected(built: &Built, pos: usize, mode: Mode) -> Run {
         .position(|f| f.offset <= pos && pos < f.end())
         .expect("position inside a frame");
     let hit = &built.frames[i];
-    let header_damaged = pos - hit.offset < record::HEADER_LEN as u64;
+    // The header checksum covers bytes 0..4 (itself) and 8..32; the body checksum's field (4..8)
+    // is checked only with the body.
+    let rel = pos - hit.offset;
+    let header_damaged = rel < 4 || (8..record::HEADER_LEN as u64).contains(&rel);
     let (at, lost) = (hit.offset, Lsn(hit.lsn));
     let mut events = vec![Event::Header(built.header)];
     events.extend(built.frames[..i].iter().map(got));
@@ -864,7 +867,7 @@ fn assemble(header: SegmentHeader, pieces: &[Piece]) -> Vec<u8> {
                 h[28] = *kind;
                 h[29..32].copy_from_slice(reserved);
                 h[4..8].copy_from_slice(&0x0BAD_B0D1_u32.to_le_bytes());
-                let crc = Crc32c::new().update(&seed_bytes).update(&h[4..32]).finish();
+                let crc = Crc32c::new().update(&seed_bytes).update(&h[8..32]).finish();
                 h[0..4].copy_from_slice(&crc.to_le_bytes());
                 bytes.extend_from_slice(&h);
                 let body = PayloadSpec {
