@@ -20,8 +20,8 @@
 //! in well under a minute in a debug build. `PROPTEST_CASES` sets them, as usual with proptest:
 //! `PROPTEST_CASES=100000 cargo test -p lamina-core --release --test format_props` is a long run.
 //!
-//! The tests marked `#[ignore]` at the end show known decoder bugs; they fail until the bugs are
-//! fixed (`cargo test -p lamina-core --test format_props -- --ignored`).
+//! The last tests pin two decoder bugs they found (a witness frame larger than the window, a window
+//! shorter than a segment header), both fixed.
 
 use lamina_core::Lsn;
 use lamina_core::SegmentId;
