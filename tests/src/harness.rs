@@ -47,3 +47,13 @@ pub fn recover_log(
     })?;
     Ok((recovered, records))
 }
+
+/// Pumps until nothing is in flight and nothing more happens (with short writes, a poll may
+/// report nothing while a write is still landing).
+pub fn pump_until_quiet<const SLOTS: usize>(
+    pipeline: &mut lamina_core::commit::Pipeline<'_, SLOTS>,
+    storage: &mut SimStorage,
+    on_event: &mut dyn FnMut(lamina_core::commit::Event),
+) {
+    while lamina_core::drive::pump(pipeline, storage, on_event) || storage.in_flight() > 0 {}
+}

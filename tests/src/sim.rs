@@ -67,11 +67,14 @@ enum Pending {
         segment: SegmentId,
         header: Vec<u8>,
     },
+    /// The first `landed` bytes of a write the device takes in pieces (short writes) are in the
+    /// live image already.
     Write {
         segment: SegmentId,
         offset: usize,
         data: Vec<u8>,
         sync: bool,
+        landed: usize,
     },
     /// A sync and the unsynced writes it covers (those completed before it was submitted).
     Sync {
@@ -110,6 +113,9 @@ pub struct SimStorage {
     next_write_id: u64,
     /// Operations complete in random order when true, in submission order when false.
     pub reorder: bool,
+    /// Writes land in pieces (the backend's short writes) before they complete; a poll that
+    /// lands a piece reports no completion.
+    pub short_writes: bool,
     /// Faults to inject.
     pub faults: Faults,
 }
@@ -126,6 +132,7 @@ impl SimStorage {
             failed: Vec::new(),
             next_write_id: 1,
             reorder: true,
+            short_writes: false,
             faults: Faults::default(),
         }
     }
@@ -287,6 +294,7 @@ impl SimStorage {
                 offset,
                 data,
                 sync,
+                ..
             } => {
                 let id = self.next_write_id;
                 self.next_write_id += 1;
@@ -383,6 +391,7 @@ impl SegmentStorage for SimStorage {
                     offset: offset as usize,
                     data: data.to_vec(),
                     sync,
+                    landed: 0,
                 }
             }
             SegmentOp::Sync { segment } => {
@@ -417,6 +426,33 @@ impl SegmentStorage for SimStorage {
         } else {
             0
         };
+        if self.short_writes
+            && let Some((
+                _,
+                Pending::Write {
+                    segment,
+                    offset,
+                    data,
+                    landed,
+                    ..
+                },
+            )) = self.pending.get_mut(i)
+            && data.len() - *landed > 1
+            && self.rng.chance(40)
+        {
+            // A short write: the device took a piece and the backend goes on with the rest; the
+            // operation has not completed, and no sync covers any of it yet.
+            let upto = *landed + 1 + self.rng.below((data.len() - *landed - 1) as u64) as usize;
+            if let Some(file) = self.files.get_mut(segment) {
+                let end = *offset + upto;
+                if file.live.len() < end {
+                    file.live.resize(end, 0);
+                }
+                file.live[*offset + *landed..end].copy_from_slice(&data[*landed..upto]);
+            }
+            *landed = upto;
+            return None;
+        }
         let (token, op) = self.pending.remove(i);
         if std::env::var("LAMINA_SIM_TRACE").is_ok() {
             eprintln!("complete {token}");

@@ -11,7 +11,7 @@ use lamina_core::drive;
 use lamina_core::io::Failure;
 use lamina_core::recover::{self};
 use lamina_core::{Lsn, SegmentId};
-use lamina_tests::harness::{MAX_PAYLOAD, first_header, recover_log};
+use lamina_tests::harness::{MAX_PAYLOAD, first_header, pump_until_quiet, recover_log};
 use lamina_tests::sim::{Rng, SimStorage};
 use std::collections::BTreeMap;
 
@@ -101,6 +101,7 @@ struct Seen {
 fn run(seed: u64, faults: bool, seen: &mut Seen) {
     let mut rng = Rng::new(seed);
     let mut storage = SimStorage::new(seed ^ 0xA11CE);
+    storage.short_writes = rng.chance(50);
     let mut expected: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     let mut acked = Lsn::ZERO;
     for generation in 1..=3u64 {
@@ -186,7 +187,7 @@ fn run(seed: u64, faults: bool, seen: &mut Seen) {
         if rng.chance(30) && !poisoned {
             // A clean close: everything durable, sealed.
             pipeline.close().expect("close");
-            drive::pump_all(&mut pipeline, &mut storage, &mut |e| {
+            pump_until_quiet(&mut pipeline, &mut storage, &mut |e| {
                 on_event(e, &mut acked, &mut poisoned)
             });
             if !poisoned {
