@@ -230,7 +230,7 @@ fn crash_anywhere_keeps_every_acknowledged_record_and_nothing_else() {
     if let Some(seed) = single_seed() {
         return run(seed, seed >= 1_000_000, &mut seen);
     }
-    for seed in 0..seeds(1500) {
+    for seed in 0..seeds(5000) {
         run(seed, false, &mut seen);
     }
     // The runs must have met what they are about: torn tails with valid frames beyond the cut
@@ -245,7 +245,7 @@ fn crash_anywhere_keeps_every_acknowledged_record_and_nothing_else() {
 #[test]
 fn injected_write_and_sync_failures_poison_and_lose_nothing_acknowledged() {
     let mut seen = Seen::default();
-    for seed in 0..seeds(1500) {
+    for seed in 0..seeds(5000) {
         run(seed + 1_000_000, true, &mut seen);
     }
     assert!(seen.poisoned > 0, "{seen:?}");
