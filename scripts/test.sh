@@ -9,6 +9,7 @@
 #   nostd    lamina-core in a no_std, no-allocator binary for thumbv7em-none-eabihf
 #   loom     the loom models of the lock-free structures
 #   miri     the SPSC queue's tests under Miri with four scheduling seeds, and the CRC32C tests
+#   fuzz     the fuzz targets build and their seed files are current
 # Each step prints its name and duration; the last line counts the tests run.
 set -euo pipefail
 
@@ -43,6 +44,7 @@ step_setup() {
 step_fmt() {
     cargo fmt --all -- --check
     cargo fmt --manifest-path core/nostd-check/Cargo.toml -- --check
+    cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 }
 
 step_clippy() {
@@ -80,7 +82,12 @@ step_miri() {
     cargo +nightly miri test -p lamina-core --lib crc
 }
 
-STEPS=(setup fmt clippy test nostd loom miri)
+step_fuzz() {
+    # The fuzz targets build, and the checked-in seeds are what the format makes today.
+    cargo test --manifest-path fuzz/Cargo.toml
+}
+
+STEPS=(setup fmt clippy test nostd loom miri fuzz)
 NAMES=()
 TIMES=()
 

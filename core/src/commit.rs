@@ -69,8 +69,10 @@ pub struct Config {
     pub segment_size: u64,
     /// The largest payload accepted.
     pub max_payload: u32,
-    /// Random bits for the nonces of the segments this pipeline starts: use fresh randomness
-    /// for every open, so that a reused file's old frames never validate.
+    /// Random bits for the nonces of the segments this pipeline starts. Required (0 is refused):
+    /// fresh randomness on every open, so that a segment re-created under the same sequence
+    /// number (after a cut, or in a reused file) never has the seed of its earlier life, whose
+    /// frames would then validate. The core has no source of randomness of its own.
     pub nonce_seed: u64,
 }
 
@@ -120,6 +122,8 @@ pub enum ConfigError {
     },
     /// `max_payload` exceeds the format's limit.
     PayloadLimit,
+    /// `nonce_seed` is 0: it must be fresh randomness.
+    NonceSeed,
     /// A batch policy with `max_records == 0`.
     Policy,
     /// The position to resume from is not inside the segment.
@@ -137,6 +141,9 @@ impl fmt::Display for ConfigError {
                 write!(f, "segment size too small: needs at least {needed} bytes")
             }
             ConfigError::PayloadLimit => write!(f, "max_payload exceeds {}", record::MAX_PAYLOAD),
+            ConfigError::NonceSeed => {
+                f.write_str("nonce_seed must be fresh randomness for every open, not 0")
+            }
             ConfigError::Policy => f.write_str("a batch policy needs max_records >= 1"),
             ConfigError::ResumePosition => f.write_str("resume offset is outside the segment"),
         }
@@ -507,6 +514,9 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
             || header.first_lsn == Lsn::MAX
         {
             return Err(ConfigError::ResumePosition);
+        }
+        if config.nonce_seed == 0 {
+            return Err(ConfigError::NonceSeed);
         }
         if config.max_writes_in_flight == 0 || config.max_writes_in_flight > SLOTS {
             return Err(ConfigError::WritesInFlight);
@@ -980,7 +990,6 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
         t
     }
 
-    /// Frames a record at `head` (room checked by the caller) and returns its LSN.
     /// Frames a record at `head` (room checked by the caller) and returns its LSN; `None`, with
     /// nothing framed, only when the LSN space is used up.
     fn frame(&mut self, kind: Kind, payload: &[u8], watermark: Lsn) -> Option<Lsn> {
@@ -1010,7 +1019,13 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
     /// Switches appends to the successor of the current segment, created once `seal` is durable.
     fn start_successor(&mut self, seal: Lsn) {
         let old = self.header.sequence;
-        let nonce = splitmix(self.config.nonce_seed ^ old.next().0.rotate_left(32));
+        // Everything that tells this segment's life from an earlier one with the same sequence
+        // goes in: the open's random seed, the predecessor's nonce, where the segment starts.
+        let nonce = splitmix(
+            self.config.nonce_seed
+                ^ splitmix(self.header.nonce ^ self.next_lsn.0.rotate_left(17))
+                ^ old.next().0.rotate_left(32),
+        );
         self.header = self.header.successor(nonce, self.next_lsn, self.epoch);
         self.seed = self.header.seed();
         self.seg_offset = segment::HEADER_LEN as u64;

@@ -455,7 +455,9 @@ impl<'w> SegmentDecoder<'w> {
                     return Step::Continue;
                 };
                 if !record::check_body(&seed, frame) {
-                    self.start_scan(seed, at, next, Damage::Torn, at + len as u64);
+                    // A frame that was being written; nothing of this writer starts inside it.
+                    self.start_scan_at_damage(seed, at, next, Damage::Torn, at + len as u64);
+                    self.consume(len);
                     return Step::Continue;
                 }
                 if header.lsn != next {
@@ -575,7 +577,11 @@ impl<'w> SegmentDecoder<'w> {
                 continue;
             };
             if !record::check_body(&seed, frame) {
-                self.consume(record::ALIGN);
+                // A header of this segment's writer with a broken body: a frame that was being
+                // written. The writer's frames never overlap, so nothing of it starts inside:
+                // step over it whole (which also keeps the scan linear in the segment's size).
+                extent = extent.max(candidate + len as u64);
+                self.consume(len);
                 continue;
             }
             if header.lsn < lost {
@@ -831,6 +837,37 @@ mod tests {
             (beyond.frames, beyond.first_lsn, beyond.last_lsn),
             (18, Lsn(23), Lsn(40))
         );
+    }
+
+    #[test]
+    fn nothing_inside_a_frame_that_was_being_written_is_looked_at() {
+        let (mut bytes, _) = segment(5, |l| l - 1);
+        let seed = header().seed();
+        // A frame (LSN 6) whose body breaks, holding in its payload the bytes of a whole frame
+        // that would vouch for LSN 6: the writer's frames never overlap, so it is not evidence.
+        let mut inner = [0u8; 40];
+        record::encode(&mut inner, &seed, Lsn(7), Lsn(6), Kind::Data, b"inner").unwrap();
+        let mut payload = std::vec![0x11u8; 200];
+        payload[16..56].copy_from_slice(&inner);
+        let mut outer = std::vec![0u8; record::frame_len(200)];
+        record::encode(&mut outer, &seed, Lsn(6), Lsn(5), Kind::Data, &payload).unwrap();
+        let last = outer.len() - 1;
+        outer[last] ^= 1;
+        let at = bytes.len() as u64;
+        bytes.extend_from_slice(&outer);
+        let (lsns, _, end) = decode(&bytes, 4096, Mode::Strict);
+        assert_eq!(lsns, (1..=5).collect::<Vec<_>>());
+        let Some(End::Torn {
+            offset,
+            next_lsn,
+            beyond,
+            extent,
+        }) = end
+        else {
+            panic!("{end:?}")
+        };
+        assert_eq!((offset, next_lsn, beyond.frames), (at, Lsn(6), 0));
+        assert_eq!(extent, at + outer.len() as u64);
     }
 
     #[test]

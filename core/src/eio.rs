@@ -29,10 +29,9 @@
 //! frame checksum is seeded with the segment's log id, sequence and nonce (see
 //! [`crate::record`]): the decoder sees a frame that does not validate and ends the segment
 //! cleanly there, exactly as for a recycled file. This needs fresh randomness in
-//! [`Config::nonce_seed`] on every open, which the pipeline requires anyway. (Note that the `io`
-//! contract says a created segment is "otherwise empty or zero-filled"; this adapter relies on the
-//! seed instead, as `DESIGN.md` allows for recycled files, and saves rewriting a whole partition
-//! per segment.)
+//! [`Config::nonce_seed`] on every open, which the pipeline requires anyway. (The `io` contract
+//! allows stale bytes after a new header for this reason; it saves rewriting a whole partition per
+//! segment.)
 //!
 //! A partition whose header is neither valid nor blank (data that is not a lamina segment, or a
 //! header torn by a power cut inside a flush) cannot be named, so `list` fails with
@@ -535,6 +534,7 @@ where
             .unwrap_or(0);
         let mut next = from;
         let mut expected: Option<Lsn> = None;
+        let mut prev: Option<SegmentHeader> = None;
         let mut segments = ids.get(start..).unwrap_or(&[]).iter().peekable();
         while let Some(&id) = segments.next() {
             let corrupt = |offset, expected_lsn, damage| {
@@ -564,19 +564,37 @@ where
                         }
                     }
                     Decoded::Header(h) => {
-                        if let Some(e) = expected
-                            && h.first_lsn != e
-                        {
+                        // The same chain checks as recovery: one log, consecutive, linked.
+                        let expected_lsn = expected.unwrap_or(h.first_lsn);
+                        if let Some(p) = prev {
+                            if h.log_id != p.log_id || h.core != p.core {
+                                let damage = Damage::Foreign {
+                                    log_id: h.log_id,
+                                    core: h.core,
+                                };
+                                return Err(corrupt(0, expected_lsn, damage));
+                            }
+                            if h.sequence != p.sequence.next() {
+                                let damage = Damage::Sequence {
+                                    expected: p.sequence.next(),
+                                    found: h.sequence,
+                                };
+                                return Err(corrupt(0, expected_lsn, damage));
+                            }
+                        }
+                        let unlinked = prev.is_some_and(|p| h.prev_nonce != p.nonce);
+                        if h.sequence != id || unlinked || h.first_lsn != expected_lsn {
                             return Err(corrupt(
                                 0,
-                                e,
+                                expected_lsn,
                                 Damage::Link {
-                                    expected_lsn: e,
+                                    expected_lsn,
                                     found_lsn: h.first_lsn,
                                 },
                             ));
                         }
                         expected = Some(h.first_lsn);
+                        prev = Some(h);
                     }
                     Decoded::Record(r) => {
                         let lsn = r.header.lsn;
@@ -933,6 +951,14 @@ pub enum EioLogError {
     },
     /// The storage failed outside the pipeline (a scan or a truncation).
     Storage(EioError),
+    /// The backend stopped making progress before the records were durable (a blocking device
+    /// always completes; this is a driver bug, never a success).
+    Stalled {
+        /// What is durable.
+        durable: Lsn,
+        /// What was to be.
+        wanted: Lsn,
+    },
     /// The log is poisoned by a failed operation: reopen it (after a truncation, if the device
     /// is full).
     Poisoned {
@@ -956,6 +982,10 @@ impl fmt::Display for EioLogError {
                 "segment size {segment_size} exceeds the smallest partition ({partition_size} bytes)"
             ),
             EioLogError::Storage(e) => write!(f, "storage: {e}"),
+            EioLogError::Stalled { durable, wanted } => write!(
+                f,
+                "storage stopped completing: durable through {durable}, {wanted} was wanted"
+            ),
             EioLogError::Poisoned {
                 poison,
                 cause: Some(cause),
@@ -1082,13 +1112,16 @@ where
     /// [`EioLogError::Poisoned`] when a write or flush failed: nothing more is durable.
     pub fn sync(&mut self) -> Result<Lsn, EioLogError> {
         let target = self.pipeline.next_lsn().prev();
-        // With a blocking backend one round suffices; a roll may take a second.
-        for _ in 0..4 {
+        // Pumped until durable: a roll takes a few rounds (seal, create, then the batch).
+        while self.pipeline.durable_lsn() < target {
             self.pipeline.flush();
-            self.pump();
+            let progressed = drive::pump(&mut self.pipeline, &mut *self.storage, &mut |_| {});
             self.check()?;
-            if self.pipeline.durable_lsn() >= target {
-                break;
+            if !progressed {
+                return Err(EioLogError::Stalled {
+                    durable: self.pipeline.durable_lsn(),
+                    wanted: target,
+                });
             }
         }
         Ok(self.pipeline.durable_lsn())
@@ -1111,7 +1144,10 @@ where
             }
         });
         self.check()?;
-        Ok(closed.unwrap_or_else(|| self.pipeline.next_lsn().prev()))
+        closed.ok_or(EioLogError::Stalled {
+            durable: self.pipeline.durable_lsn(),
+            wanted: self.pipeline.next_lsn().prev(),
+        })
     }
 
     /// Every record up to this LSN is durable.

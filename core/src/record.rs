@@ -5,7 +5,7 @@
 //!  0     4    header_crc  CRC32C(seed ++ frame[8..32])      (the header fields)
 //!  4     4    body_crc    CRC32C(seed ++ frame[8..frame_len])  (header fields, payload, padding)
 //!  8     8    lsn         u64 LE, never 0
-//! 16     8    watermark   u64 LE, highest LSN the writer had reported durable when it framed this
+//! 16     8    watermark   u64 LE, highest LSN the writer knew durable when it framed this
 //!                         record; always < lsn
 //! 24     4    len         u32 LE, payload length, <= MAX_PAYLOAD
 //! 28     1    kind        1 data, 2 epoch, 3 checkpoint, 4 seal, 5 padding
@@ -113,7 +113,7 @@ impl Seed {
 pub struct RecordHeader {
     /// The record's LSN.
     pub lsn: Lsn,
-    /// The highest LSN the writer had reported durable when it framed the record.
+    /// The highest LSN the writer knew durable (a sync had proven it) when it framed the record.
     pub watermark: Lsn,
     /// The payload length in bytes.
     pub len: u32,

@@ -2333,7 +2333,7 @@ fn case(big_buffer: bool) -> impl Strategy<Value = Case> {
                     linked,
                     segment_size: seg,
                     max_payload: 64,
-                    nonce_seed: r,
+                    nonce_seed: r | 1,
                 };
                 let min = 2 * record::frame_len(64) + 2 * SEAL_LEN;
                 let max = if big_buffer {

@@ -1712,3 +1712,14 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_nonce_seed_of_zero_is_refused() {
+    let mut buf = vec![0u8; 4096];
+    let config = Config {
+        nonce_seed: 0,
+        ..cfg(SyncPolicy::EveryRecord)
+    };
+    let r = Pipeline::<'_, 4>::create(&mut buf, config, seg_header(1));
+    assert_eq!(r.err(), Some(ConfigError::NonceSeed));
+}
