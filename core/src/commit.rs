@@ -935,7 +935,10 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
         None
     }
 
-    /// When [`Self::handle_timeout`] is next due, if a batch is waiting on its delay.
+    /// When [`Self::handle_timeout`] is next due, if a batch is waiting on its delay. Call again
+    /// after:
+    /// * [`Self::append`] (a batch may have started) and [`Self::handle_timeout`];
+    /// * anything that cuts a batch ([`Self::flush`], [`Self::handle_completion`]).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<u64> {
         self.batch_deadline

@@ -322,6 +322,7 @@ impl<'w> SegmentDecoder<'w> {
     /// * [`Decoded::NeedMore`]: after [`Self::fill`] / [`Self::feed`] or [`Self::finish`].
     ///
     /// [`Decoded::End`] and [`Decoded::Error`] are final.
+    #[must_use]
     pub fn poll(&mut self) -> Decoded<'_> {
         loop {
             match self.state {
