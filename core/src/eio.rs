@@ -636,12 +636,13 @@ where
                     }
                     Decoded::Error(crate::decode::DecodeError::WindowTooSmall {
                         offset,
+                        lsn,
                         needed,
-                        ..
                     }) => {
                         return Err(RecoverError::WindowTooSmall {
                             segment: id,
                             offset,
+                            lsn,
                             needed,
                         });
                     }

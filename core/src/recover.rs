@@ -213,6 +213,8 @@ pub enum RecoverError<E> {
         segment: SegmentId,
         /// Where the record is.
         offset: u64,
+        /// Its LSN (`Lsn::ZERO` when the window cannot even hold a segment header).
+        lsn: Lsn,
         /// Bytes the window needs.
         needed: usize,
     },
@@ -250,10 +252,11 @@ impl<E: fmt::Debug> fmt::Display for RecoverError<E> {
             RecoverError::WindowTooSmall {
                 segment,
                 offset,
+                lsn,
                 needed,
             } => write!(
                 f,
-                "segment {segment} offset {offset}: record needs a {needed}-byte decode window"
+                "segment {segment} offset {offset}: record {lsn} needs a {needed}-byte decode window"
             ),
             RecoverError::TooManySegments { count } => {
                 write!(f, "{count} segments exceed the recovery id buffer")
@@ -663,11 +666,14 @@ fn scan_segment<S: SegmentStorage>(
                 return Ok(Scanned::Segment { header, end, epoch });
             }
             Decoded::Error(crate::decode::DecodeError::WindowTooSmall {
-                offset, needed, ..
+                offset,
+                lsn,
+                needed,
             }) => {
                 return Err(RecoverError::WindowTooSmall {
                     segment: id,
                     offset,
+                    lsn,
                     needed,
                 });
             }
