@@ -1,0 +1,75 @@
+//! The one error type of the runtime.
+
+use lamina_core::Lsn;
+use lamina_core::commit::{ConfigError, Poison};
+
+/// What went wrong, and where. Every variant's `Display` names the operation and the place
+/// (segment, offset, LSN) as far as they are known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Recovery on open stopped: corruption that the mode does not allow to cut, a read error, an
+    /// unsupported format version; or the segments it said to discard could not be deleted.
+    /// Nothing was changed on storage except that discard.
+    #[error("recovering the log failed: {0}")]
+    Recover(String),
+    /// The options cannot work together.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// An earlier write or sync failed, so nothing more can be made durable: reopen the log (its
+    /// recovery keeps every record acknowledged before the failure).
+    #[error("log poisoned by an earlier failure: {poison}{}", cause_text(cause))]
+    Poisoned {
+        /// What failed, on which segment, and how.
+        poison: Poison,
+        /// The backend's own error, when it reported one.
+        cause: Option<String>,
+    },
+    /// The storage failed outside the commit pipeline (a listing, a header read, a delete).
+    #[error("storage failed while {op}: {detail}")]
+    Storage {
+        /// What the log was doing.
+        op: String,
+        /// The backend's error.
+        detail: String,
+    },
+    /// Reading records back failed: damage, a read error, or a chain of segments that does not
+    /// continue.
+    #[error("reading the log from LSN {from} failed: {detail}")]
+    Read {
+        /// Where the read started.
+        from: Lsn,
+        /// What went wrong, and where.
+        detail: String,
+    },
+    /// The backend stopped completing operations before the records were durable. Nothing more
+    /// than `durable` is acknowledged.
+    #[error("storage stopped completing: durable through LSN {durable}, LSN {wanted} was wanted")]
+    Stalled {
+        /// What is durable.
+        durable: Lsn,
+        /// What was to be.
+        wanted: Lsn,
+    },
+    /// The payload exceeds `Config::max_payload`.
+    #[error("record of {len} bytes exceeds max_payload ({max} bytes)")]
+    TooLarge {
+        /// The payload's length.
+        len: usize,
+        /// The configured limit.
+        max: u32,
+    },
+    /// The log has used up its LSNs.
+    #[error("the log has used up its LSNs")]
+    LsnExhausted,
+    /// The pipeline refused an append for another reason (it says which).
+    #[error("append refused: {0}")]
+    Refused(String),
+}
+
+fn cause_text(cause: &Option<String>) -> String {
+    match cause {
+        Some(c) => format!(" ({c})"),
+        None => String::new(),
+    }
+}

@@ -1,0 +1,36 @@
+//! lamina: the std runtime of lamina, the crate users depend on. It sits on top of the layers:
+//! `lamina-core` decides what bytes go where and when to sync (a `no_std`, allocation-free state
+//! machine), a backend implements the core's [`SegmentStorage`] on real storage, and this crate
+//! drives the one with the other: it owns the buffers, recovers the log on open, runs the I/O
+//! loop, and turns the core's small error values into one [`Error`] that says what happened and
+//! where.
+//!
+//! Today it holds [`WriteAheadLog`], a log with a single owner: `append` (buffered), `sync`
+//! (durable through the returned LSN), `read_from` any LSN, `truncate_before`, `close`. It runs on
+//! any [`SegmentStorage`]; the tests use the simulated device of `lamina-tests`.
+//!
+//! ```ignore
+//! let (mut log, report) = WriteAheadLog::open_with(storage, Options::default())?;
+//! let lsn = log.append(b"hello")?;
+//! log.sync()?; // `lsn` is durable now
+//! log.read_from(Lsn::FIRST, |lsn, payload| println!("{lsn}: {payload:?}"))?;
+//! ```
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+mod driver;
+mod error;
+mod options;
+mod read;
+mod seed;
+mod wal;
+
+pub use error::Error;
+pub use options::Options;
+pub use wal::WriteAheadLog;
+
+pub use lamina_core::commit::{Config, ConfigError, OpKind, Poison, SyncPolicy};
+pub use lamina_core::decode::Mode;
+pub use lamina_core::io::{Failure, SegmentStorage};
+pub use lamina_core::recover::RecoveryReport;
+pub use lamina_core::{Lsn, SegmentId};

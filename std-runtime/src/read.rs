@@ -1,0 +1,162 @@
+//! Reading records back from any LSN: the headers say which segment to start in, then a
+//! [`SegmentDecoder`] walks the segments in order, with the chain checks recovery makes.
+
+use crate::Error;
+use lamina_core::decode::{Decoded, End, Mode, SegmentDecoder};
+use lamina_core::io::SegmentStorage;
+use lamina_core::record::Kind;
+use lamina_core::segment::{self, SegmentHeader};
+use lamina_core::{Lsn, SegmentId};
+
+/// The ids of every segment, ascending.
+pub(crate) fn list<S: SegmentStorage>(storage: &mut S) -> Result<Vec<SegmentId>, Error> {
+    let listing = |e: S::Error| Error::Storage {
+        op: "listing the segments".into(),
+        detail: format!("{e:?}"),
+    };
+    let mut ids = Vec::new();
+    loop {
+        let count = storage.list(&mut ids).map_err(listing)?;
+        if count <= ids.len() {
+            ids.truncate(count);
+            return Ok(ids);
+        }
+        ids.resize(count, SegmentId(0));
+    }
+}
+
+/// The header of `segment`, or `None` when it has none that parses (a blank segment).
+pub(crate) fn header<S: SegmentStorage>(
+    storage: &mut S,
+    segment: SegmentId,
+) -> Result<Option<SegmentHeader>, Error> {
+    let mut bytes = [0u8; segment::HEADER_LEN];
+    let mut n = 0;
+    while n < bytes.len() {
+        let Some(rest) = bytes.get_mut(n..) else {
+            break;
+        };
+        let got = storage
+            .read_at(segment, n as u64, rest)
+            .map_err(|e| Error::Storage {
+                op: format!("reading the header of segment {segment}"),
+                detail: format!("{e:?}"),
+            })?;
+        if got == 0 {
+            break;
+        }
+        n += got;
+    }
+    Ok(bytes.get(..n).and_then(|b| SegmentHeader::parse(b).ok()))
+}
+
+/// Hands every data record with an LSN from `from` to `upto` (inclusive) to `each`, in order;
+/// returns the LSN after the last record handed over (`from` when none was). Records below the
+/// oldest segment held were truncated: reading then starts at the oldest record held.
+pub(crate) fn read_from<S: SegmentStorage>(
+    storage: &mut S,
+    from: Lsn,
+    upto: Lsn,
+    window: &mut [u8],
+    each: &mut dyn FnMut(Lsn, &[u8]),
+) -> Result<Lsn, Error> {
+    let mut next = from;
+    if upto < from || upto == Lsn::ZERO {
+        return Ok(next);
+    }
+    let fail = |detail: String| Error::Read { from, detail };
+    let ids = list(storage)?;
+    let mut start = 0;
+    for (i, id) in ids.iter().enumerate() {
+        if header(storage, *id)?.is_some_and(|h| h.first_lsn <= from) {
+            start = i;
+        }
+    }
+    let mut expected: Option<Lsn> = None;
+    let mut prev: Option<SegmentHeader> = None;
+    for &id in ids.get(start..).unwrap_or(&[]) {
+        let mut decoder = SegmentDecoder::new(&mut *window, Mode::Strict);
+        loop {
+            match decoder.poll() {
+                Decoded::NeedMore => {
+                    let offset = decoder.offset_wanted();
+                    let n = storage.read_at(id, offset, decoder.space()).map_err(|e| {
+                        fail(format!(
+                            "read error in segment {id} at offset {offset}: {e:?}"
+                        ))
+                    })?;
+                    if n == 0 {
+                        decoder.finish();
+                    } else {
+                        decoder.fill(n);
+                    }
+                }
+                Decoded::Header(h) => {
+                    let expected_lsn = expected.unwrap_or(h.first_lsn);
+                    let linked = prev.is_none_or(|p| {
+                        h.log_id == p.log_id
+                            && h.core == p.core
+                            && h.sequence == p.sequence.next()
+                            && h.prev_nonce == p.nonce
+                    });
+                    if h.sequence != id || !linked || h.first_lsn != expected_lsn {
+                        return Err(fail(format!(
+                            "segment {id} does not continue the log: its header says segment {} \
+                             from LSN {}, LSN {expected_lsn} was expected",
+                            h.sequence, h.first_lsn
+                        )));
+                    }
+                    expected = Some(h.first_lsn);
+                    prev = Some(h);
+                }
+                Decoded::Record(r) => {
+                    let lsn = r.header.lsn;
+                    if lsn > upto {
+                        return Ok(next);
+                    }
+                    if lsn >= from && r.header.kind == Kind::Data {
+                        each(lsn, r.payload);
+                        next = lsn.next();
+                    }
+                    expected = Some(lsn.next());
+                    if lsn == upto {
+                        return Ok(next);
+                    }
+                }
+                Decoded::Skipped(s) => {
+                    return Err(fail(format!(
+                        "damage in segment {id} at offset {}: LSN {} on are lost",
+                        s.offset, s.first_lost
+                    )));
+                }
+                Decoded::End(End::Sealed { .. }) => break,
+                Decoded::End(End::Clean { offset, next_lsn })
+                | Decoded::End(End::Torn {
+                    offset, next_lsn, ..
+                }) => {
+                    if next_lsn > upto {
+                        // Everything durable was read: the rest was never acknowledged.
+                        return Ok(next);
+                    }
+                    return Err(fail(format!(
+                        "segment {id} ends at offset {offset} (before LSN {next_lsn}) \
+                         short of the durable LSN {upto}"
+                    )));
+                }
+                Decoded::End(End::Corrupt(c)) => {
+                    return Err(fail(format!(
+                        "corruption in segment {id} at offset {} (LSN {} expected)",
+                        c.offset, c.expected_lsn
+                    )));
+                }
+                Decoded::End(End::BadHeader { error, .. }) => {
+                    return Err(fail(format!("segment {id} has a bad header: {error}")));
+                }
+                Decoded::Error(e) => {
+                    return Err(fail(format!("segment {id}: {e}")));
+                }
+            }
+        }
+    }
+    Ok(next)
+}

@@ -1,0 +1,393 @@
+//! [`WriteAheadLog`]: one log with a single owner, blocking, on any [`SegmentStorage`].
+
+use crate::Error;
+use crate::driver::Driver;
+use crate::options::Options;
+use crate::read;
+use crate::seed::random_u64;
+use lamina_core::commit::{AppendError, Pipeline};
+use lamina_core::decode::min_window;
+use lamina_core::io::{SegmentOp, SegmentStorage};
+use lamina_core::recover::{self, RecoveryReport};
+use lamina_core::segment::SegmentHeader;
+use lamina_core::{Lsn, SegmentId};
+use self_cell::{MutBorrow, self_cell};
+
+/// Batches between being cut and being durable, at most (`Config::max_writes_in_flight` must not
+/// exceed it).
+const SLOTS: usize = 16;
+
+/// Rounds of the I/O loop in a row that may see nothing happen before the backend counts as
+/// stalled. A blocking backend completes at once; one that completes later (the simulated device
+/// landing a short write) gets this many chances, with a yield between them.
+const STALL_ROUNDS: u32 = 100_000;
+
+/// Tokens of the log's own deletes and namespace syncs count down from here; the pipeline's
+/// count up from 1.
+const OWN_TOKENS: u64 = u64::MAX;
+
+type Pipe<'b> = Pipeline<'b, SLOTS>;
+
+self_cell!(
+    /// The pipeline together with the buffer it borrows.
+    struct PipelineCell {
+        owner: MutBorrow<Box<[u8]>>,
+        #[covariant]
+        dependent: Pipe,
+    }
+);
+
+/// A write-ahead log with a single owner.
+///
+/// `append` frames a record into the log's buffer and returns its LSN; it writes a batch only when
+/// the sync policy cuts one. `sync` writes the rest, syncs, and returns once everything appended
+/// is durable. `read_from` reads durable records back; `truncate_before` deletes old segments.
+///
+/// After a write or sync fails the log is poisoned: every call answers [`Error::Poisoned`] with
+/// the original failure, and nothing more becomes durable. Reopen it: recovery keeps every record
+/// acknowledged before the failure.
+///
+/// Dropping the log without [`Self::close`] is a crash as far as the log can tell: records not
+/// yet synced may be lost, and the next open recovers.
+pub struct WriteAheadLog<S: SegmentStorage> {
+    cell: PipelineCell,
+    storage: S,
+    driver: Driver,
+    max_payload: u32,
+}
+
+impl<S: SegmentStorage> WriteAheadLog<S> {
+    /// Opens the log in `storage`: recovers it (in `options.mode`), deletes the segments recovery
+    /// says to discard, and continues it; on empty storage, creates a new log. On return what
+    /// recovery found is durable and appends can start. Also returns what recovery found (a torn
+    /// tail is cut and reported there, not an error).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for options that cannot work (checked before anything is read),
+    /// [`Error::Recover`] when recovery stops, [`Error::Storage`] when the segments cannot be
+    /// listed, [`Error::Poisoned`] or [`Error::Stalled`] when the first sync fails.
+    pub fn open_with(mut storage: S, options: Options) -> Result<(Self, RecoveryReport), Error> {
+        let mut config = options.config;
+        config.nonce_seed = random_u64();
+        let log_id = options.log_id.unwrap_or_else(random_u64);
+        let first = SegmentHeader {
+            core: options.core,
+            log_id,
+            sequence: SegmentId(0),
+            nonce: random_u64(),
+            first_lsn: Lsn::FIRST,
+            epoch: 0,
+            prev_nonce: 0,
+        };
+        let mut buf = vec![0u8; options.buffer_size].into_boxed_slice();
+        // Check the configuration before anything is read or deleted.
+        Pipe::create(&mut buf, config, first)?;
+
+        let mut ids = read::list(&mut storage)?;
+        ids.push(SegmentId(0));
+        let max_payload = usize::try_from(config.max_payload).unwrap_or(usize::MAX);
+        let mut window = vec![0u8; min_window(max_payload).max(256 * 1024)];
+        let recovered = recover::recover(
+            &mut storage,
+            &mut ids,
+            &mut window,
+            options.mode,
+            &mut |_| {},
+        )
+        .map_err(|e| Error::Recover(e.to_string()))?;
+        if let Some(from) = recovered.report.discard_from {
+            recover::discard(&mut storage, &mut ids, from)
+                .map_err(|e| Error::Recover(format!("discarding from segment {from}: {e}")))?;
+        }
+        let cell = PipelineCell::try_new(MutBorrow::new(buf), |buf| {
+            let buf = &mut **buf.borrow_mut();
+            match recovered.resume {
+                Some(resume) => Pipe::resume(buf, config, resume),
+                None => Pipe::create(buf, config, first),
+            }
+        })?;
+        let mut log = WriteAheadLog {
+            cell,
+            storage,
+            driver: Driver::default(),
+            max_payload: config.max_payload,
+        };
+        // The recovery sync, or the first segment's creation.
+        log.drive_until(|p| p.is_idle())?;
+        Ok((log, recovered.report))
+    }
+
+    /// Appends a data record and returns its LSN. It is durable once [`Self::durable_lsn`]
+    /// reaches it, at the latest when [`Self::sync`] returns. No I/O unless the sync policy cuts
+    /// a batch (or the buffer is full: then it writes and waits for room).
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`], [`Error::TooLarge`], [`Error::LsnExhausted`], [`Error::Stalled`].
+    pub fn append(&mut self, payload: &[u8]) -> Result<Lsn, Error> {
+        self.check()?;
+        let mut idle = 0;
+        loop {
+            match self.cell.with_dependent_mut(|_, p| p.append(payload, 0)) {
+                Ok(lsn) => {
+                    self.round();
+                    return Ok(lsn);
+                }
+                Err(AppendError::Full) => {
+                    // Cut what is buffered and wait until a write completes and frees room.
+                    self.cell.with_dependent_mut(|_, p| p.flush());
+                    if self.round() {
+                        idle = 0;
+                    } else {
+                        idle += 1;
+                        self.idle_wait(idle)?;
+                    }
+                    self.check()?;
+                }
+                Err(e) => return Err(self.append_error(e)),
+            }
+        }
+    }
+
+    /// Writes everything appended and syncs it; returns the durable LSN: every record appended
+    /// before the call is durable through it.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] when a write or sync failed, [`Error::Stalled`] when the backend stopped
+    /// completing: nothing more than [`Self::durable_lsn`] is durable then.
+    pub fn sync(&mut self) -> Result<Lsn, Error> {
+        self.check()?;
+        let target = self.next_lsn().prev();
+        self.drive_until(|p| {
+            if p.durable_lsn() >= target {
+                return true;
+            }
+            p.flush();
+            false
+        })?;
+        Ok(self.durable_lsn())
+    }
+
+    /// Every record up to this LSN is durable.
+    #[must_use]
+    pub fn durable_lsn(&self) -> Lsn {
+        self.cell.borrow_dependent().durable_lsn()
+    }
+
+    /// The LSN the next record takes.
+    #[must_use]
+    pub fn next_lsn(&self) -> Lsn {
+        self.cell.borrow_dependent().next_lsn()
+    }
+
+    /// The header of the segment being appended to.
+    #[must_use]
+    pub fn segment(&self) -> SegmentHeader {
+        *self.cell.borrow_dependent().segment()
+    }
+
+    /// Hands every durable data record with an LSN from `from` on to `each`, in LSN order, and
+    /// returns the LSN after the last one handed over (`from` when there was none). Records below
+    /// the oldest segment still held were truncated: reading starts at the oldest record held.
+    /// Records appended but not yet durable are not read (call [`Self::sync`] first).
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`]; [`Error::Read`] for damage or a read error (the records handed over
+    /// before it are valid); [`Error::Storage`] when the segments cannot be listed.
+    pub fn read_from(&mut self, from: Lsn, mut each: impl FnMut(Lsn, &[u8])) -> Result<Lsn, Error> {
+        self.check()?;
+        let upto = self.durable_lsn();
+        let max_payload = usize::try_from(self.max_payload).unwrap_or(usize::MAX);
+        let mut window = vec![0u8; min_window(max_payload).max(64 * 1024)];
+        read::read_from(&mut self.storage, from, upto, &mut window, &mut each)
+    }
+
+    /// Deletes the whole segments whose records all lie below `lsn` (never the segment being
+    /// appended to), oldest first, and makes the deletes durable. Makes everything appended
+    /// durable first. Returns how many segments were deleted.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`], [`Error::Stalled`] from the sync; [`Error::Storage`] when a delete or
+    /// the namespace sync fails (the segments before the failing one are deleted, the log stays
+    /// usable).
+    pub fn truncate_before(&mut self, lsn: Lsn) -> Result<usize, Error> {
+        self.sync()?;
+        // Nothing is in flight now: every completion the storage reports is one of ours.
+        self.drive_until(|p| p.is_idle())?;
+        let lsn = lsn.min(self.durable_lsn().next());
+        let current = self.segment().sequence;
+        let ids = read::list(&mut self.storage)?;
+        let mut doomed = Vec::new();
+        for pair in ids.windows(2) {
+            let [old, successor] = [pair[0], pair[1]];
+            if old >= current {
+                break;
+            }
+            match read::header(&mut self.storage, successor)? {
+                Some(h) if h.first_lsn <= lsn => doomed.push(old),
+                _ => break,
+            }
+        }
+        let mut deleted = 0;
+        let mut token = OWN_TOKENS;
+        for segment in &doomed {
+            self.own_op(token, SegmentOp::Delete { segment: *segment }, || {
+                format!("deleting segment {segment}")
+            })?;
+            token -= 1;
+            deleted += 1;
+        }
+        if deleted > 0 {
+            self.own_op(token, SegmentOp::SyncNamespace, || {
+                "syncing the namespace after deleting segments".into()
+            })?;
+        }
+        Ok(deleted)
+    }
+
+    /// Closes the log: everything appended is made durable and a seal that vouches for it is
+    /// written, so the next open continues in a new segment. Returns the seal's LSN.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`], [`Error::Stalled`].
+    pub fn close(self) -> Result<Lsn, Error> {
+        self.close_into_storage().0
+    }
+
+    /// [`Self::close`], then gives the storage back (also when the close failed), to reopen it.
+    pub fn close_into_storage(mut self) -> (Result<Lsn, Error>, S) {
+        let result = self.close_inner();
+        (result, self.storage)
+    }
+
+    /// Gives the storage back without closing the log: what was not synced may be lost, as in a
+    /// crash, and the next open recovers.
+    #[must_use]
+    pub fn into_storage(self) -> S {
+        self.storage
+    }
+
+    /// The storage, to look at.
+    #[must_use]
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// The storage, to change its settings (a fault to inject, a test's knobs). Submitting
+    /// operations or changing segments through it breaks the log's view of them.
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.storage
+    }
+
+    fn close_inner(&mut self) -> Result<Lsn, Error> {
+        self.check()?;
+        if self.cell.with_dependent_mut(|_, p| p.close()).is_err() {
+            // Only a poisoned (or already closed) pipeline refuses to close.
+            self.check()?;
+        }
+        self.drive_until(|_| false).or_else(|e| match e {
+            Error::Stalled { .. } => Ok(()),
+            e => Err(e),
+        })?;
+        self.check()?;
+        self.driver.closed.ok_or(Error::Stalled {
+            durable: self.durable_lsn(),
+            wanted: self.next_lsn(),
+        })
+    }
+
+    /// One round of the I/O loop; whether anything happened.
+    fn round(&mut self) -> bool {
+        let (driver, storage) = (&mut self.driver, &mut self.storage);
+        self.cell
+            .with_dependent_mut(|_, p| driver.round(p, storage))
+    }
+
+    /// Runs the I/O loop until `done` says so (it may ask the pipeline for more, e.g. a flush),
+    /// the log is poisoned, or the backend stalls. Stops at once after a close finished.
+    fn drive_until(&mut self, mut done: impl FnMut(&mut Pipe<'_>) -> bool) -> Result<(), Error> {
+        let mut idle = 0;
+        loop {
+            self.check()?;
+            if self.driver.closed.is_some() || self.cell.with_dependent_mut(|_, p| done(p)) {
+                return Ok(());
+            }
+            if self.round() {
+                idle = 0;
+            } else {
+                idle += 1;
+                self.idle_wait(idle)?;
+            }
+        }
+    }
+
+    /// After `idle` rounds in a row without progress: yields, or reports a stall.
+    fn idle_wait(&self, idle: u32) -> Result<(), Error> {
+        if idle > STALL_ROUNDS {
+            return Err(Error::Stalled {
+                durable: self.durable_lsn(),
+                wanted: self.next_lsn().prev(),
+            });
+        }
+        std::thread::yield_now();
+        Ok(())
+    }
+
+    /// Runs one operation of the log's own to its end.
+    fn own_op(
+        &mut self,
+        token: u64,
+        op: SegmentOp<'_>,
+        what: impl Fn() -> String,
+    ) -> Result<(), Error> {
+        let storage_error = |detail: String| Error::Storage { op: what(), detail };
+        self.storage
+            .submit(token, op)
+            .map_err(|e| storage_error(format!("{e:?}")))?;
+        let mut idle = 0;
+        loop {
+            match self.storage.poll_completion() {
+                Some((t, result)) if t == token => {
+                    return result.map_err(|e| storage_error(format!("{e:?}")));
+                }
+                // The pipeline was idle, so nothing else can complete; a stray token is the
+                // backend's bug and is ignored.
+                Some(_) => idle = 0,
+                None => {
+                    idle += 1;
+                    if idle > STALL_ROUNDS {
+                        return Err(storage_error("the operation never completed".into()));
+                    }
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+
+    /// `Err(Poisoned)` once a write or sync failed.
+    fn check(&self) -> Result<(), Error> {
+        match self.cell.borrow_dependent().poisoned() {
+            Some(poison) => Err(Error::Poisoned {
+                poison,
+                cause: self.driver.cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn append_error(&self, e: AppendError) -> Error {
+        match e {
+            AppendError::Poisoned(poison) => Error::Poisoned {
+                poison,
+                cause: self.driver.cause.clone(),
+            },
+            AppendError::TooLarge { len } => Error::TooLarge {
+                len,
+                max: self.max_payload,
+            },
+            AppendError::LsnExhausted => Error::LsnExhausted,
+            // `Full` is retried by the caller; `Closed` and `SealKind` cannot happen on an open
+            // log's data records.
+            other => Error::Refused(other.to_string()),
+        }
+    }
+}
