@@ -9,11 +9,21 @@
 //! (durable through the returned LSN), `read_from` any LSN, `truncate_before`, `close`. It runs on
 //! any [`SegmentStorage`]; the tests use the simulated device of `lamina-tests`.
 //!
-//! ```ignore
-//! let (mut log, report) = WriteAheadLog::open_with(storage, Options::default())?;
+//! ```
+//! use lamina::{Lsn, Options, WriteAheadLog};
+//! # use lamina_tests::sim::SimStorage;
+//! # fn main() -> Result<(), lamina::Error> {
+//! # let storage = SimStorage::new(1);
+//! let (mut log, _report) = WriteAheadLog::open_with(storage, Options::default())?;
 //! let lsn = log.append(b"hello")?;
-//! log.sync()?; // `lsn` is durable now
+//! assert!(log.sync()? >= lsn); // `lsn` is durable now
+//! let storage = log.into_storage();
+//!
+//! let (mut log, report) = WriteAheadLog::open_with(storage, Options::default())?;
+//! assert_eq!(report.records, 1);
 //! log.read_from(Lsn::FIRST, |lsn, payload| println!("{lsn}: {payload:?}"))?;
+//! # Ok(())
+//! # }
 //! ```
 #![deny(missing_docs)]
 #![deny(unsafe_code)]

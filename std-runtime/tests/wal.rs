@@ -336,3 +336,58 @@ fn a_bad_configuration_is_an_error_before_anything_is_touched() {
     assert!(matches!(err, Error::Config(_)), "{err:?}");
     assert!(err.to_string().contains("buffer"), "{err}");
 }
+
+/// The simulated device, except that it stops completing anything once `stuck` is set.
+struct Stuck {
+    inner: SimStorage,
+    stuck: bool,
+}
+
+impl lamina_core::io::ErrorType for Stuck {
+    type Error = Failure;
+}
+
+impl lamina::SegmentStorage for Stuck {
+    fn submit(&mut self, token: u64, op: lamina_core::io::SegmentOp<'_>) -> Result<(), Failure> {
+        self.inner.submit(token, op)
+    }
+    fn poll_completion(&mut self) -> Option<lamina_core::io::Completion<Failure>> {
+        if self.stuck {
+            None
+        } else {
+            self.inner.poll_completion()
+        }
+    }
+    fn read_at(
+        &mut self,
+        segment: lamina::SegmentId,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, Failure> {
+        self.inner.read_at(segment, offset, buf)
+    }
+    fn list(&mut self, out: &mut [lamina::SegmentId]) -> Result<usize, Failure> {
+        self.inner.list(out)
+    }
+}
+
+#[test]
+fn a_backend_that_stops_completing_is_stalled_never_success() {
+    let storage = Stuck {
+        inner: SimStorage::new(10),
+        stuck: false,
+    };
+    let (mut log, _) = WriteAheadLog::open_with(storage, batched()).expect("open");
+    log.append(b"first").expect("append");
+    let durable = log.sync().expect("sync");
+    log.storage_mut().stuck = true;
+    let lsn = log.append(b"second").expect("append");
+    match log.sync() {
+        Err(Error::Stalled { durable: d, wanted }) => {
+            assert_eq!(d, durable);
+            assert_eq!(wanted, lsn);
+        }
+        other => panic!("expected Stalled, got {other:?}"),
+    }
+    assert_eq!(log.durable_lsn(), durable);
+}
