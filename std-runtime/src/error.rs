@@ -2,6 +2,7 @@
 
 use lamina_core::Lsn;
 use lamina_core::commit::{ConfigError, Poison};
+use lamina_core::recover::DamageReport;
 
 /// What went wrong, and where. Every variant's `Display` names the operation and the place
 /// (segment, offset, LSN) as far as they are known.
@@ -11,8 +12,13 @@ pub enum Error {
     /// Recovery on open stopped: corruption that the mode does not allow to cut, a read error, an
     /// unsupported format version; or the segments it said to discard could not be deleted.
     /// Nothing was changed on storage except that discard.
-    #[error("recovering the log failed: {0}")]
-    Recover(String),
+    #[error("recovering the log failed: {detail}")]
+    Recover {
+        /// What stopped recovery, and where (segment, offset, LSN).
+        detail: String,
+        /// The damage found, when damage stopped it (to match on).
+        damage: Option<Box<DamageReport>>,
+    },
     /// The options cannot work together.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),

@@ -42,5 +42,5 @@ pub use wal::WriteAheadLog;
 pub use lamina_core::commit::{Config, ConfigError, OpKind, Poison, SyncPolicy};
 pub use lamina_core::decode::Mode;
 pub use lamina_core::io::{Failure, SegmentStorage};
-pub use lamina_core::recover::RecoveryReport;
+pub use lamina_core::recover::{Damage, DamageReport, RecoveryReport};
 pub use lamina_core::{Lsn, SegmentId};

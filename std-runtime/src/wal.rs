@@ -8,7 +8,7 @@ use crate::seed::random_u64;
 use lamina_core::commit::{AppendError, Pipeline};
 use lamina_core::decode::min_window;
 use lamina_core::io::{SegmentOp, SegmentStorage};
-use lamina_core::recover::{self, RecoveryReport};
+use lamina_core::recover::{self, RecoverError, RecoveryReport};
 use lamina_core::segment::SegmentHeader;
 use lamina_core::{Lsn, SegmentId};
 use self_cell::{MutBorrow, self_cell};
@@ -94,10 +94,18 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
             options.mode,
             &mut |_| {},
         )
-        .map_err(|e| Error::Recover(e.to_string()))?;
+        .map_err(|e| Error::Recover {
+            detail: e.to_string(),
+            damage: match e {
+                RecoverError::Corrupt(d) => Some(Box::new(d)),
+                _ => None,
+            },
+        })?;
         if let Some(from) = recovered.report.discard_from {
-            recover::discard(&mut storage, &mut ids, from)
-                .map_err(|e| Error::Recover(format!("discarding from segment {from}: {e}")))?;
+            recover::discard(&mut storage, &mut ids, from).map_err(|e| Error::Recover {
+                detail: format!("discarding the segments from {from} on: {e}"),
+                damage: None,
+            })?;
         }
         let cell = PipelineCell::try_new(MutBorrow::new(buf), |buf| {
             let buf = &mut **buf.borrow_mut();
