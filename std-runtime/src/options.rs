@@ -9,7 +9,7 @@ pub struct Options {
     /// The commit pipeline's settings: batch policy, writes in flight, segment size, largest
     /// payload. `nonce_seed` is ignored: every open draws fresh randomness. `max_delay` of a
     /// batch policy is not applied (the log runs no timer): batches are cut by records, bytes, a
-    /// full buffer and [`crate::WriteAheadLog::sync`].
+    /// full buffer and [`crate::WriteAheadLog::sync`]. `max_writes_in_flight` is at most 16.
     pub config: Config,
     /// How recovery treats damage (default [`Mode::Strict`]).
     pub mode: Mode,

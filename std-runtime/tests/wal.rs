@@ -442,3 +442,21 @@ fn middle_bit_flip_in_point_in_time_keeps_the_records_before_it() {
     let all: Records = got.iter().chain(more.iter()).cloned().collect();
     assert_eq!(read_all(&mut log, Lsn::FIRST), all);
 }
+
+#[test]
+fn truncate_before_the_first_record_deletes_nothing() {
+    let mut log = open(SimStorage::new(12), batched());
+    let written = append_many(&mut log, 1, 1_000);
+    log.sync().expect("sync");
+    let segments = log.storage().segments();
+    assert_eq!(log.truncate_before(Lsn::ZERO).expect("truncate"), 0);
+    assert_eq!(log.truncate_before(Lsn::FIRST).expect("truncate"), 0);
+    assert_eq!(log.storage().segments(), segments);
+    assert_eq!(read_all(&mut log, Lsn::FIRST), written);
+}
+
+#[test]
+fn the_error_can_cross_threads() {
+    fn check<T: Send + Sync + 'static + std::error::Error>() {}
+    check::<Error>();
+}
