@@ -6,7 +6,8 @@
 //!   with a write then a separate sync, once with the sync linked to the write.
 //!
 //! Each sample starts on a fresh file prepared outside the timed loop, so no commit grows a
-//! file. At the end the commits/s of each and their ratio to `raw` are printed.
+//! file. At the end the commits/s of each (over every iteration criterion ran, warm-up
+//! included) and their ratio to `raw` are printed.
 //! `LAMINA_BENCH_DIR` picks the file system (default: the system's temporary directory).
 
 use criterion::{Criterion, criterion_group, criterion_main};

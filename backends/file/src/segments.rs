@@ -131,6 +131,23 @@ impl FileStorage {
             .create_new(true)
             .open(&path)
             .map_err(|e| FileError::io(Op::Create, &path, Some(segment), e))?;
+        match self.prepare(&file, header) {
+            Ok(()) => {
+                self.files.insert(segment, file);
+                Ok(())
+            }
+            Err((op, e)) => {
+                // A create that did not complete leaves no file behind (best effort: a crash
+                // here leaves a blank or headerless segment, which recovery discards).
+                drop(file);
+                let _ = fs::remove_file(&path);
+                Err(FileError::io(op, &path, Some(segment), e))
+            }
+        }
+    }
+
+    /// Writes the zeros of a new segment, then its header, then syncs.
+    fn prepare(&mut self, file: &File, header: &[u8]) -> Result<(), (Op, std::io::Error)> {
         // Zeros first, the header last: a crash in between leaves a blank segment, which
         // recovery tells from a started one.
         let mut at = 0;
@@ -139,17 +156,12 @@ impl FileStorage {
             if self.zeros.len() < n {
                 self.zeros.resize(n, 0);
             }
-            let zeros = &self.zeros[..n];
-            file.write_all_at(zeros, at)
-                .map_err(|e| FileError::io(Op::Prepare, &path, Some(segment), e))?;
+            file.write_all_at(&self.zeros[..n], at)
+                .map_err(|e| (Op::Prepare, e))?;
             at += n as u64;
         }
-        file.write_all_at(header, 0)
-            .map_err(|e| FileError::io(Op::Write, &path, Some(segment), e))?;
-        file.sync_data()
-            .map_err(|e| FileError::io(Op::Sync, &path, Some(segment), e))?;
-        self.files.insert(segment, file);
-        Ok(())
+        file.write_all_at(header, 0).map_err(|e| (Op::Write, e))?;
+        file.sync_data().map_err(|e| (Op::Sync, e))
     }
 
     fn write(

@@ -39,3 +39,31 @@ fn open_creates_a_missing_directory() {
     assert!(log.is_dir());
     assert_eq!(s.dir(), log);
 }
+
+/// Set in the child process of [`another_process_is_told_our_pid`]: the directory to open.
+const CHILD_ENV: &str = "LAMINA_FILE_LOCK_CHILD";
+
+#[test]
+fn another_process_is_told_our_pid() {
+    if let Some(dir) = std::env::var_os(CHILD_ENV) {
+        // The child: report what opening the held directory says.
+        match FileStorage::open(&dir, Options::new()) {
+            Err(FileError::Locked { pid, .. }) => println!("LOCKED {}", pid.unwrap_or(0)),
+            other => println!("NOT LOCKED {other:?}"),
+        }
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let held = FileStorage::open(dir.path(), Options::new()).unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "another_process_is_told_our_pid", "--nocapture"])
+        .env(CHILD_ENV, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("LOCKED {}", std::process::id())),
+        "{stdout}"
+    );
+    drop(held);
+}
