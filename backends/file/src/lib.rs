@@ -12,6 +12,7 @@
 #![deny(unsafe_code)]
 
 mod error;
+mod fsutil;
 mod lock;
 pub mod names;
 mod objects;

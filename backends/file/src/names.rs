@@ -1,9 +1,6 @@
-//! File names and the few file-system helpers every module shares, in one place.
+//! File names and name constants of a log directory, in one place.
 
 use lamina_core::SegmentId;
-use std::fs::File;
-use std::io;
-use std::path::Path;
 
 /// The suffix of a segment file: `{sequence:016x}.seg`.
 pub const SEGMENT_SUFFIX: &str = ".seg";
@@ -46,14 +43,6 @@ pub fn is_valid_object_name(name: &str) -> bool {
         && name != ".."
         && !name.contains(['/', '\0'])
         && !name.starts_with(TEMP_PREFIX)
-}
-
-/// Makes the entries of directory `dir` durable (creates, renames and deletes in it).
-///
-/// # Errors
-/// When the directory cannot be opened or fsynced.
-pub fn fsync_directory(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

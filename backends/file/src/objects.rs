@@ -2,8 +2,8 @@
 //! published atomically.
 
 use crate::error::{FileError, Op};
-use crate::names::{TEMP_PREFIX, fsync_directory, is_valid_object_name};
-use crate::segments::{ensure_dir, read_full_at};
+use crate::fsutil::{ensure_dir, fsync_directory, read_full_at};
+use crate::names::{TEMP_PREFIX, is_valid_object_name};
 use lamina_core::io::{Completion, ErrorType, ObjectOp, ObjectStorage, Publish};
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};

@@ -1,8 +1,9 @@
 //! [`FileStorage`]: the core's [`SegmentStorage`] over one directory, one file per segment.
 
 use crate::error::{FileError, Op};
+use crate::fsutil::{ensure_dir, fsync_directory, read_full_at};
 use crate::lock::DirLock;
-use crate::names::{OBJECTS_DIR, fsync_directory, parse_segment_file_name, segment_file_name};
+use crate::names::{OBJECTS_DIR, parse_segment_file_name, segment_file_name};
 use crate::objects::FileObjects;
 use lamina_core::SegmentId;
 use lamina_core::io::{Completion, ErrorType, SegmentOp, SegmentStorage};
@@ -252,40 +253,4 @@ impl SegmentStorage for FileStorage {
         }
         Ok(ids.len())
     }
-}
-
-/// Creates directory `dir` if missing (and makes its entry durable); fails clearly if it is
-/// something else.
-pub(crate) fn ensure_dir(dir: &Path) -> Result<(), FileError> {
-    match fs::metadata(dir) {
-        Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => Err(FileError::io(
-            Op::Open,
-            dir,
-            None,
-            std::io::Error::from_raw_os_error(rustix::io::Errno::NOTDIR.raw_os_error()),
-        )),
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            fs::create_dir_all(dir).map_err(|e| FileError::io(Op::CreateDir, dir, None, e))?;
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                fsync_directory(parent).map_err(|e| FileError::io(Op::SyncDir, parent, None, e))?;
-            }
-            Ok(())
-        }
-        Err(e) => Err(FileError::io(Op::Open, dir, None, e)),
-    }
-}
-
-/// Reads into `buf` from `offset` until it is full or the file ends; returns the bytes read.
-pub(crate) fn read_full_at(file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while let Some(rest) = buf.get_mut(n..).filter(|r| !r.is_empty()) {
-        match file.read_at(rest, offset + n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
