@@ -1,0 +1,172 @@
+//! Durable 4 KiB commits on the file backend against the raw limit, measured in the same run.
+//!
+//! * `raw`: `write_all_at` of 4 KiB at the next page of a pre-zeroed file, then `sync_data`.
+//! * `pipeline`: the core's commit pipeline on [`FileStorage`] with pre-zeroed segments, one
+//!   4 KiB frame (4064-byte payload) per commit (`EveryRecord`), pumped until durable; once
+//!   with a write then a separate sync, once with the sync linked to the write.
+//!
+//! Each sample starts on a fresh file prepared outside the timed loop, so no commit grows a
+//! file. At the end the commits/s of each (over every iteration criterion ran, warm-up
+//! included) and their ratio to `raw` are printed.
+//! `LAMINA_BENCH_DIR` picks the file system (default: the system's temporary directory).
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use lamina_core::commit::{Config, Pipeline, SyncPolicy};
+use lamina_core::segment::SegmentHeader;
+use lamina_core::{Lsn, SegmentId, drive};
+use lamina_file::{FileStorage, Options};
+use std::cell::Cell;
+use std::fs::OpenOptions;
+use std::hash::{BuildHasher, RandomState};
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// Bytes per commit.
+const COMMIT: usize = 4096;
+/// The payload whose frame is [`COMMIT`] bytes (a 32-byte record header, no padding).
+const PAYLOAD: usize = COMMIT - 32;
+
+fn scratch() -> TempDir {
+    match std::env::var_os("LAMINA_BENCH_DIR") {
+        Some(dir) => tempfile::tempdir_in(dir),
+        None => tempfile::tempdir(),
+    }
+    .expect("scratch directory")
+}
+
+fn random() -> u64 {
+    RandomState::new().hash_one(0u64) | 1
+}
+
+/// Room for `iters` commits and a segment's header and seals.
+fn size_for(iters: u64) -> u64 {
+    (iters + 4) * COMMIT as u64
+}
+
+/// `iters` writes of 4 KiB + `sync_data` into a file pre-zeroed beforehand; the time of the
+/// writes only.
+fn raw(iters: u64) -> Duration {
+    let dir = scratch();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(dir.path().join("raw"))
+        .expect("create");
+    let zeros = vec![0u8; 1 << 20];
+    let size = size_for(iters);
+    let mut at = 0;
+    while at < size {
+        let n = (size - at).min(zeros.len() as u64);
+        file.write_all_at(&zeros[..n as usize], at).expect("zero");
+        at += n;
+    }
+    file.sync_all().expect("sync");
+    let data = vec![0xa5u8; COMMIT];
+    let start = Instant::now();
+    for i in 0..iters {
+        file.write_all_at(&data, i * COMMIT as u64).expect("write");
+        file.sync_data().expect("sync");
+    }
+    start.elapsed()
+}
+
+/// `iters` durable commits through the pipeline on a [`FileStorage`] whose one segment was
+/// prepared before the timed loop.
+fn pipeline(iters: u64, linked: bool) -> Duration {
+    let dir = scratch();
+    let size = size_for(iters);
+    let mut storage =
+        FileStorage::open(dir.path(), Options::new().prepare_size(size)).expect("open");
+    let config = Config {
+        policy: SyncPolicy::EveryRecord,
+        max_writes_in_flight: 4,
+        linked,
+        segment_size: size,
+        max_payload: PAYLOAD as u32,
+        nonce_seed: random(),
+    };
+    let header = SegmentHeader {
+        core: 0,
+        log_id: 1,
+        sequence: SegmentId(0),
+        nonce: random(),
+        first_lsn: Lsn::FIRST,
+        epoch: 0,
+        prev_nonce: 0,
+    };
+    let mut buf = vec![0u8; 4 * COMMIT];
+    let mut p: Pipeline<'_, 4> = Pipeline::create(&mut buf, config, header).expect("config");
+    // The segment's creation (zero-fill, header, directory fsync) happens here, untimed.
+    drive::pump_all(&mut p, &mut storage, &mut |_| {});
+    let payload = vec![0xa5u8; PAYLOAD];
+    let start = Instant::now();
+    for _ in 0..iters {
+        let lsn = p.append(&payload, 0).expect("append");
+        drive::pump_all(&mut p, &mut storage, &mut |_| {});
+        assert!(p.durable_lsn() >= lsn, "durable after the pump");
+    }
+    start.elapsed()
+}
+
+/// Commits and time measured by one benchmark, for the ratios printed at the end.
+#[derive(Default)]
+struct Tally {
+    commits: Cell<u64>,
+    time: Cell<Duration>,
+}
+
+impl Tally {
+    fn add(&self, iters: u64, time: Duration) -> Duration {
+        self.commits.set(self.commits.get() + iters);
+        self.time.set(self.time.get() + time);
+        time
+    }
+
+    /// Commits per second; `None` when it did not run (filtered out).
+    fn per_second(&self) -> Option<f64> {
+        let secs = self.time.get().as_secs_f64();
+        (self.commits.get() > 0 && secs > 0.0).then(|| self.commits.get() as f64 / secs)
+    }
+}
+
+fn commit(c: &mut Criterion) {
+    let (t_raw, t_split, t_linked) = (Tally::default(), Tally::default(), Tally::default());
+    let mut group = c.benchmark_group("commit_4k");
+    group.bench_function("raw", |b| b.iter_custom(|n| t_raw.add(n, raw(n))));
+    group.bench_function("pipeline", |b| {
+        b.iter_custom(|n| t_split.add(n, pipeline(n, false)))
+    });
+    group.bench_function("pipeline_linked", |b| {
+        b.iter_custom(|n| t_linked.add(n, pipeline(n, true)))
+    });
+    group.finish();
+    let raw = t_raw.per_second();
+    for (name, t) in [
+        ("raw", &t_raw),
+        ("pipeline", &t_split),
+        ("pipeline_linked", &t_linked),
+    ] {
+        let Some(got) = t.per_second() else { continue };
+        match raw {
+            Some(raw) if name != "raw" => {
+                println!(
+                    "commit_4k: {name} {got:.0} commits/s, {:.3}x raw",
+                    got / raw
+                )
+            }
+            _ => println!("commit_4k: {name} {got:.0} commits/s"),
+        }
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = commit
+}
+criterion_main!(benches);

@@ -1,0 +1,80 @@
+//! File names and name constants of a log directory, in one place.
+
+use lamina_core::SegmentId;
+
+/// The suffix of a segment file: `{sequence:016x}.seg`.
+pub const SEGMENT_SUFFIX: &str = ".seg";
+
+/// Hex digits of a segment file's sequence number.
+const SEGMENT_DIGITS: usize = 16;
+
+/// The lock file in a log directory; it holds the pid of the process that holds the lock.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// The subdirectory of a log directory where [`crate::FileStorage::open_objects`] keeps objects.
+pub const OBJECTS_DIR: &str = "objects";
+
+/// The prefix of an object being published; such files are never listed as objects.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+/// The file name of segment `id`.
+#[must_use]
+pub fn segment_file_name(id: SegmentId) -> String {
+    format!("{:016x}{SEGMENT_SUFFIX}", id.0)
+}
+
+/// The segment a file name stands for, if it is a segment file name (16 lowercase hex digits and
+/// `.seg`); `None` for any other file.
+#[must_use]
+pub fn parse_segment_file_name(name: &str) -> Option<SegmentId> {
+    let hex = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if hex.len() != SEGMENT_DIGITS || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok().map(SegmentId)
+}
+
+/// Whether `name` may name an object: not empty, not `.` or `..`, no `/` or NUL, and not a
+/// temporary file's name.
+#[must_use]
+pub fn is_valid_object_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\0'])
+        && !name.starts_with(TEMP_PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_round_trip_and_others_are_ignored() {
+        for id in [0, 3, 0xdead_beef, u64::MAX] {
+            let name = segment_file_name(SegmentId(id));
+            assert_eq!(name.len(), 20);
+            assert_eq!(parse_segment_file_name(&name), Some(SegmentId(id)));
+        }
+        for other in [
+            "LOCK",
+            "objects",
+            "0000000000000003.seg.tmp",
+            "000000000000003.seg",
+            "00000000000000003.seg",
+            "000000000000000A.seg",
+            "+000000000000003.seg",
+            ".seg",
+        ] {
+            assert_eq!(parse_segment_file_name(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn object_names_exclude_paths_and_temporaries() {
+        assert!(is_valid_object_name("manifest-0001"));
+        for bad in ["", ".", "..", "a/b", "a\0", ".tmp-1-2"] {
+            assert!(!is_valid_object_name(bad), "{bad:?}");
+        }
+    }
+}

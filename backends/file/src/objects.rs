@@ -1,0 +1,173 @@
+//! [`FileObjects`]: the core's [`ObjectStorage`] over one directory, one file per object,
+//! published atomically.
+
+use crate::error::{FileError, Op};
+use crate::fsutil::{ensure_dir, fsync_directory, read_full_at};
+use crate::names::{TEMP_PREFIX, is_valid_object_name};
+use lamina_core::io::{Completion, ErrorType, ObjectOp, ObjectStorage, Publish};
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+/// Named objects in one directory (checkpoint manifests and snapshot parts). A publish writes a
+/// temporary file, syncs it, moves it into place (`rename` to replace, `link` to create only)
+/// and syncs the directory: readers see the old object or the new one whole, and a completed
+/// publish is durable. Blocking: each operation is done inside `submit`.
+///
+/// Temporary files are named `.tmp-{pid}-{n}`; a crash may leave one behind, which is never
+/// listed or read as an object.
+#[derive(Debug)]
+pub struct FileObjects {
+    dir: PathBuf,
+    /// Completions not yet polled, in submission order.
+    done: VecDeque<Completion<FileError>>,
+    /// The number of the next temporary file.
+    next_temp: u64,
+}
+
+impl FileObjects {
+    /// Opens the object directory `dir`, creating it if missing.
+    ///
+    /// # Errors
+    /// An I/O error naming the path when it cannot be created or is not a directory.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, FileError> {
+        let dir = dir.as_ref().to_path_buf();
+        ensure_dir(&dir)?;
+        Ok(FileObjects {
+            dir,
+            done: VecDeque::new(),
+            next_temp: 0,
+        })
+    }
+
+    /// The object directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The path of object `name`.
+    ///
+    /// # Errors
+    /// [`FileError::InvalidName`] when `name` cannot be an object's file name.
+    pub fn object_path(&self, name: &str) -> Result<PathBuf, FileError> {
+        if is_valid_object_name(name) {
+            Ok(self.dir.join(name))
+        } else {
+            Err(FileError::InvalidName {
+                dir: self.dir.clone(),
+                name: name.to_owned(),
+            })
+        }
+    }
+
+    fn sync_dir(&self) -> Result<(), FileError> {
+        fsync_directory(&self.dir).map_err(|e| FileError::io(Op::SyncDir, &self.dir, None, e))
+    }
+
+    /// Writes `data` to a new temporary file and syncs it; returns its path.
+    fn write_temp(&mut self, data: &[u8]) -> Result<PathBuf, FileError> {
+        let temp = self.dir.join(format!(
+            "{TEMP_PREFIX}{}-{}",
+            std::process::id(),
+            self.next_temp
+        ));
+        self.next_temp += 1;
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| (Op::Create, e))
+            .and_then(|mut file| {
+                file.write_all(data).map_err(|e| (Op::Write, e))?;
+                file.sync_all().map_err(|e| (Op::Sync, e))
+            });
+        match written {
+            Ok(()) => Ok(temp),
+            Err((op, e)) => {
+                let _ = fs::remove_file(&temp);
+                Err(FileError::io(op, &temp, None, e))
+            }
+        }
+    }
+
+    fn publish(&mut self, path: &Path, data: &[u8], mode: Publish) -> Result<(), FileError> {
+        let temp = self.write_temp(data)?;
+        let placed = match mode {
+            Publish::Replace => fs::rename(&temp, path).map_err(|e| (Op::Rename, e)),
+            Publish::IfAbsent => {
+                // `link` fails with EEXIST if the name is taken: the create-only fence.
+                let linked = fs::hard_link(&temp, path).map_err(|e| (Op::Link, e));
+                let removed = fs::remove_file(&temp);
+                linked.and_then(|()| removed.map_err(|e| (Op::Delete, e)))
+            }
+        };
+        if let Err((op, e)) = placed {
+            let _ = fs::remove_file(&temp);
+            return Err(FileError::io(op, path, None, e));
+        }
+        self.sync_dir()
+    }
+
+    fn delete(&self, path: &Path) -> Result<(), FileError> {
+        match fs::remove_file(path) {
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                Err(FileError::io(Op::Delete, path, None, e))
+            }
+            _ => self.sync_dir(),
+        }
+    }
+}
+
+impl ErrorType for FileObjects {
+    type Error = FileError;
+}
+
+impl ObjectStorage for FileObjects {
+    /// Does the operation at once; its result is reported by the next poll. Fails to start
+    /// only for a name that cannot be a file name ([`FileError::InvalidName`]).
+    fn submit(&mut self, token: u64, op: ObjectOp<'_>) -> Result<(), FileError> {
+        let result = match op {
+            ObjectOp::Publish { name, data, mode } => {
+                let path = self.object_path(name)?;
+                self.publish(&path, data, mode)
+            }
+            ObjectOp::Delete { name } => {
+                let path = self.object_path(name)?;
+                self.delete(&path)
+            }
+        };
+        self.done.push_back((token, result));
+        Ok(())
+    }
+
+    fn poll_completion(&mut self) -> Option<Completion<FileError>> {
+        self.done.pop_front()
+    }
+
+    fn read_at(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> Result<usize, FileError> {
+        let path = self.object_path(name)?;
+        let file = File::open(&path).map_err(|e| FileError::io(Op::Open, &path, None, e))?;
+        read_full_at(&file, offset, buf).map_err(|e| FileError::io(Op::Read, &path, None, e))
+    }
+
+    fn list(&mut self, prefix: &str, each: &mut dyn FnMut(&str)) -> Result<(), FileError> {
+        let io = |e| FileError::io(Op::List, &self.dir, None, e);
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            if let Ok(name) = entry.file_name().into_string()
+                && name.starts_with(prefix)
+                && is_valid_object_name(&name)
+            {
+                names.push(name);
+            }
+        }
+        names.sort_unstable();
+        for name in &names {
+            each(name);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,171 @@
+//! Named objects: atomic replace, create-only publish as a fence, reads, sorted listing, delete.
+
+use lamina_core::io::{Error as _, Failure, ObjectOp, ObjectStorage, Publish};
+use lamina_file::{FileError, FileObjects, FileStorage, Options};
+use std::fs;
+
+fn run(o: &mut FileObjects, op: ObjectOp<'_>) -> Result<(), FileError> {
+    o.submit(4, op)?;
+    let (token, result) = o.poll_completion().expect("completed at once");
+    assert_eq!(token, 4);
+    assert!(o.poll_completion().is_none());
+    result
+}
+
+fn publish(o: &mut FileObjects, name: &str, data: &[u8], mode: Publish) -> Result<(), FileError> {
+    run(o, ObjectOp::Publish { name, data, mode })
+}
+
+fn read(o: &mut FileObjects, name: &str) -> Result<Vec<u8>, FileError> {
+    let mut buf = vec![0u8; 1024];
+    let n = o.read_at(name, 0, &mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+fn list(o: &mut FileObjects, prefix: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    o.list(prefix, &mut |n| names.push(n.to_owned())).unwrap();
+    names
+}
+
+#[test]
+fn replace_publishes_and_overwrites_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = FileObjects::open(dir.path()).unwrap();
+    publish(&mut o, "manifest", b"first version", Publish::Replace).unwrap();
+    assert_eq!(read(&mut o, "manifest").unwrap(), b"first version");
+    publish(&mut o, "manifest", b"second", Publish::Replace).unwrap();
+    assert_eq!(read(&mut o, "manifest").unwrap(), b"second");
+    // Only the object remains: no temporary file is left behind.
+    let files: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1);
+}
+
+#[test]
+fn if_absent_on_an_existing_object_is_already_exists_and_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = FileObjects::open(dir.path()).unwrap();
+    publish(&mut o, "manifest-0002", b"winner", Publish::IfAbsent).unwrap();
+    let e = publish(&mut o, "manifest-0002", b"zombie", Publish::IfAbsent).unwrap_err();
+    assert_eq!(e.failure(), Failure::AlreadyExists);
+    assert_eq!(e.path(), dir.path().join("manifest-0002"));
+    assert!(e.to_string().starts_with("link of "), "{e}");
+    assert_eq!(read(&mut o, "manifest-0002").unwrap(), b"winner");
+    assert_eq!(
+        list(&mut o, ""),
+        ["manifest-0002"],
+        "the loser's temp is gone"
+    );
+}
+
+#[test]
+fn read_at_offsets_and_missing_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = FileObjects::open(dir.path()).unwrap();
+    publish(&mut o, "part", b"0123456789", Publish::IfAbsent).unwrap();
+    let mut buf = [0u8; 4];
+    assert_eq!(o.read_at("part", 3, &mut buf).unwrap(), 4);
+    assert_eq!(&buf, b"3456");
+    assert_eq!(o.read_at("part", 8, &mut buf).unwrap(), 2);
+    assert_eq!(o.read_at("part", 10, &mut buf).unwrap(), 0);
+    let e = o.read_at("absent", 0, &mut buf).unwrap_err();
+    assert_eq!(e.failure(), Failure::NotFound);
+    assert!(e.to_string().contains("absent"), "{e}");
+}
+
+#[test]
+fn list_is_sorted_filtered_by_prefix_and_skips_temporaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = FileObjects::open(dir.path()).unwrap();
+    for name in [
+        "part-b",
+        "manifest-0002",
+        "part-a",
+        "manifest-0001",
+        "other",
+    ] {
+        publish(&mut o, name, name.as_bytes(), Publish::Replace).unwrap();
+    }
+    // A publish a crash interrupted.
+    fs::write(dir.path().join(".tmp-1-0"), b"partial").unwrap();
+    assert_eq!(
+        list(&mut o, "manifest-"),
+        ["manifest-0001", "manifest-0002"]
+    );
+    assert_eq!(list(&mut o, "part"), ["part-a", "part-b"]);
+    assert_eq!(
+        list(&mut o, ""),
+        [
+            "manifest-0001",
+            "manifest-0002",
+            "other",
+            "part-a",
+            "part-b"
+        ]
+    );
+    assert!(list(&mut o, "zzz").is_empty());
+}
+
+#[test]
+fn delete_removes_and_an_absent_object_is_fine() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = FileObjects::open(dir.path()).unwrap();
+    publish(&mut o, "part", b"x", Publish::Replace).unwrap();
+    run(&mut o, ObjectOp::Delete { name: "part" }).unwrap();
+    assert!(list(&mut o, "").is_empty());
+    assert_eq!(
+        read(&mut o, "part").unwrap_err().failure(),
+        Failure::NotFound
+    );
+    run(&mut o, ObjectOp::Delete { name: "part" }).unwrap();
+    // Deleted, it can be published create-only again.
+    publish(&mut o, "part", b"y", Publish::IfAbsent).unwrap();
+}
+
+#[test]
+fn names_that_are_not_file_names_are_refused_at_submit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = FileObjects::open(dir.path()).unwrap();
+    for name in ["", "..", "a/b", ".tmp-9-9"] {
+        let op = ObjectOp::Publish {
+            name,
+            data: b"x",
+            mode: Publish::Replace,
+        };
+        match o.submit(1, op) {
+            Err(FileError::InvalidName { name: got, .. }) => assert_eq!(got, name),
+            other => panic!("{name:?}: {other:?}"),
+        }
+        assert!(
+            o.poll_completion().is_none(),
+            "no completion for a refused op"
+        );
+    }
+    assert!(o.read_at("../x", 0, &mut [0; 4]).is_err());
+}
+
+#[test]
+fn a_log_keeps_its_objects_in_a_subdirectory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = FileStorage::open(dir.path(), Options::new()).unwrap();
+    let mut o = storage.open_objects().unwrap();
+    assert_eq!(o.dir(), dir.path().join("objects"));
+    publish(&mut o, "manifest-0001", b"m", Publish::IfAbsent).unwrap();
+    // The segment listing does not see the object directory.
+    let mut ids = [lamina_core::SegmentId(0); 4];
+    assert_eq!(
+        lamina_core::io::SegmentStorage::list(&mut storage, &mut ids).unwrap(),
+        0
+    );
+}
+
+#[test]
+fn opening_a_file_as_the_object_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("objects");
+    fs::write(&file, b"").unwrap();
+    let e = FileObjects::open(&file).unwrap_err();
+    assert_eq!(e.path(), file);
+    assert!(e.to_string().contains("Not a directory"), "{e}");
+}
