@@ -7,7 +7,9 @@
 //!
 //! Today it holds [`WriteAheadLog`], a log with a single owner: `append` (buffered), `sync`
 //! (durable through the returned LSN), `read_from` any LSN, `truncate_before`, `close`. It runs on
-//! any [`SegmentStorage`]; the tests use the simulated device of `lamina-tests`.
+//! any [`SegmentStorage`]: with the default feature `file`, `WriteAheadLog::open(dir, options)`
+//! opens it in a directory on the file backend (`lamina-file`); the tests also run it on the
+//! simulated device of `lamina-tests`.
 //!
 //! ```
 //! use lamina::{Lsn, Options, WriteAheadLog};
@@ -30,6 +32,8 @@
 
 mod driver;
 mod error;
+#[cfg(feature = "file")]
+mod file;
 mod options;
 mod read;
 mod seed;
@@ -38,6 +42,10 @@ mod wal;
 pub use error::Error;
 pub use options::Options;
 pub use wal::WriteAheadLog;
+
+/// The file backend, with feature `file` (on by default).
+#[cfg(feature = "file")]
+pub use lamina_file as file_backend;
 
 pub use lamina_core::commit::{Config, ConfigError, OpKind, Poison, SyncPolicy};
 pub use lamina_core::decode::Mode;

@@ -1,0 +1,26 @@
+//! The log on the file backend: `WriteAheadLog::open(dir, options)`.
+
+use crate::{Error, Options, RecoveryReport, WriteAheadLog};
+use lamina_file::FileStorage;
+use std::path::Path;
+
+impl WriteAheadLog<FileStorage> {
+    /// Opens the log in directory `dir` (created if missing) on the file backend, recovering it,
+    /// and takes the directory's lock: a second opener gets an error naming this process.
+    /// Segments are not pre-zeroed; use [`WriteAheadLog::open_with`] with a [`FileStorage`]
+    /// opened with `prepare_size` for that.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the directory cannot be opened or is locked, then what
+    /// [`WriteAheadLog::open_with`] returns.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<(Self, RecoveryReport), Error> {
+        let storage =
+            FileStorage::open(dir.as_ref(), lamina_file::Options::new()).map_err(|e| {
+                Error::Storage {
+                    op: "opening the log directory".into(),
+                    detail: e.to_string(),
+                }
+            })?;
+        Self::open_with(storage, options)
+    }
+}
