@@ -12,18 +12,28 @@ pub fn submit_all<S: SegmentStorage, const SLOTS: usize>(
     pipeline: &mut Pipeline<'_, SLOTS>,
     storage: &mut S,
 ) -> usize {
+    submit_all_observed(pipeline, storage, &mut |_, _| {})
+}
+
+/// [`submit_all`], telling `on_error` about each request the backend refused to start (the
+/// pipeline only keeps the [`crate::io::Failure`] kind; a runtime may want the error itself).
+pub fn submit_all_observed<S: SegmentStorage, const SLOTS: usize>(
+    pipeline: &mut Pipeline<'_, SLOTS>,
+    storage: &mut S,
+    on_error: &mut dyn FnMut(&IoRequest, &S::Error),
+) -> usize {
     let mut n = 0;
     while let Some(request) = pipeline.poll_io() {
         n += 1;
         let token = request.token();
-        let submitted = match request {
+        let submitted = match &request {
             IoRequest::Create {
                 segment, header, ..
             } => storage.submit(
                 token,
                 SegmentOp::Create {
-                    segment,
-                    header: &header,
+                    segment: *segment,
+                    header,
                 },
             ),
             IoRequest::SyncNamespace { .. } => storage.submit(token, SegmentOp::SyncNamespace),
@@ -36,15 +46,18 @@ pub fn submit_all<S: SegmentStorage, const SLOTS: usize>(
             } => storage.submit(
                 token,
                 SegmentOp::Write {
-                    segment,
-                    offset,
-                    data: pipeline.bytes(range),
-                    sync,
+                    segment: *segment,
+                    offset: *offset,
+                    data: pipeline.bytes(range.clone()),
+                    sync: *sync,
                 },
             ),
-            IoRequest::Sync { segment, .. } => storage.submit(token, SegmentOp::Sync { segment }),
+            IoRequest::Sync { segment, .. } => {
+                storage.submit(token, SegmentOp::Sync { segment: *segment })
+            }
         };
         if let Err(e) = submitted {
+            on_error(&request, &e);
             // The request never started: it failed. The token was just issued, so it is known.
             let _ = pipeline.handle_completion(token, Err(e.failure()));
         }
@@ -58,14 +71,28 @@ pub fn complete<S: SegmentStorage, const SLOTS: usize>(
     storage: &mut S,
     max: usize,
 ) -> usize {
+    complete_observed(pipeline, storage, max, &mut |_, _| {})
+}
+
+/// [`complete`], telling `on_error` about each operation that failed (its token and error).
+pub fn complete_observed<S: SegmentStorage, const SLOTS: usize>(
+    pipeline: &mut Pipeline<'_, SLOTS>,
+    storage: &mut S,
+    max: usize,
+    on_error: &mut dyn FnMut(u64, &S::Error),
+) -> usize {
     let mut n = 0;
     while n < max {
         let Some((token, result)) = storage.poll_completion() else {
             break;
         };
         n += 1;
+        let result = result.map_err(|e| {
+            on_error(token, &e);
+            e.failure()
+        });
         // A token the backend invents is the backend's bug; the pipeline ignores it.
-        let _ = pipeline.handle_completion(token, result.map_err(|e| e.failure()));
+        let _ = pipeline.handle_completion(token, result);
     }
     n
 }

@@ -3,7 +3,8 @@
 
 use lamina_core::Lsn;
 use lamina_core::commit::{Event, IoRequest, Pipeline};
-use lamina_core::io::{Error as _, SegmentOp, SegmentStorage};
+use lamina_core::drive;
+use lamina_core::io::SegmentStorage;
 
 /// What the loop remembers between rounds.
 #[derive(Debug, Default)]
@@ -22,77 +23,33 @@ impl Driver {
         pipeline: &mut Pipeline<'_, SLOTS>,
         storage: &mut S,
     ) -> bool {
-        let mut progressed = false;
-        while let Some(request) = pipeline.poll_io() {
-            progressed = true;
-            let token = request.token();
-            let (what, submitted) = match request {
-                IoRequest::Create {
-                    segment, header, ..
-                } => (
-                    ("create", segment),
-                    storage.submit(
-                        token,
-                        SegmentOp::Create {
-                            segment,
-                            header: &header,
-                        },
-                    ),
-                ),
-                IoRequest::SyncNamespace { .. } => (
-                    ("sync the namespace after", pipeline.segment().sequence),
-                    storage.submit(token, SegmentOp::SyncNamespace),
-                ),
-                IoRequest::Write {
-                    segment,
-                    offset,
-                    range,
-                    sync,
-                    ..
-                } => (
-                    ("write", segment),
-                    storage.submit(
-                        token,
-                        SegmentOp::Write {
-                            segment,
-                            offset,
-                            data: pipeline.bytes(range),
-                            sync,
-                        },
-                    ),
-                ),
-                IoRequest::Sync { segment, .. } => (
-                    ("sync", segment),
-                    storage.submit(token, SegmentOp::Sync { segment }),
-                ),
+        let submitted = drive::submit_all_observed(pipeline, storage, &mut |request, e| {
+            let what = match request {
+                IoRequest::Create { segment, .. } => format!("create of segment {segment}"),
+                IoRequest::SyncNamespace { .. } => "namespace sync".to_string(),
+                IoRequest::Write { segment, .. } => format!("write to segment {segment}"),
+                IoRequest::Sync { segment, .. } => format!("sync of segment {segment}"),
             };
-            if let Err(e) = submitted {
-                self.note(|| format!("submitting {} of segment {}: {e:?}", what.0, what.1));
-                // The request never started: it failed. Its token was just issued, so it is known.
-                let _ = pipeline.handle_completion(token, Err(e.failure()));
-            }
-        }
-        while let Some((token, result)) = storage.poll_completion() {
-            progressed = true;
-            let result = result.map_err(|e| {
-                self.note(|| format!("operation {token} failed: {e:?}"));
-                e.failure()
+            note(&mut self.cause, || format!("submitting the {what}: {e:?}"));
+        });
+        let completed = drive::complete_observed(pipeline, storage, usize::MAX, &mut |token, e| {
+            note(&mut self.cause, || {
+                format!("operation {token} failed: {e:?}")
             });
-            // A token the backend invents is the backend's bug; the pipeline ignores it.
-            let _ = pipeline.handle_completion(token, result);
-        }
-        while let Some(event) = pipeline.poll_event() {
-            progressed = true;
+        });
+        let closed = &mut self.closed;
+        let reported = drive::events(pipeline, &mut |event| {
             if let Event::Closed { last } = event {
-                self.closed = Some(last);
+                *closed = Some(last);
             }
-        }
-        progressed
+        });
+        submitted + completed + reported > 0
     }
+}
 
-    fn note(&mut self, text: impl FnOnce() -> String) {
-        if self.cause.is_none() {
-            self.cause = Some(text());
-        }
+/// Keeps the first cause only: later failures follow from it.
+fn note(cause: &mut Option<String>, text: impl FnOnce() -> String) {
+    if cause.is_none() {
+        *cause = Some(text());
     }
 }
