@@ -959,7 +959,8 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
         self.durable
     }
 
-    /// The LSN the next append takes.
+    /// The LSN the next record is framed with. An append that rolls the segment over gives this
+    /// LSN to the seal and takes the one after: use the LSN `append` returns.
     #[must_use]
     pub fn next_lsn(&self) -> Lsn {
         self.next_lsn

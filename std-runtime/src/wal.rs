@@ -181,7 +181,8 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
         self.cell.borrow_dependent().durable_lsn()
     }
 
-    /// The LSN the next record takes.
+    /// The LSN the next record is framed with. An append that rolls the segment over gives this
+    /// LSN to the seal and takes the one after: use the LSN `append` returns.
     #[must_use]
     pub fn next_lsn(&self) -> Lsn {
         self.cell.borrow_dependent().next_lsn()
