@@ -294,6 +294,8 @@ fn join_within<T: Send + 'static>(
     cap: Duration,
     what: &str,
 ) -> T {
+    // A hang guard, not a speed check: the pipe of a killed child closes at once, and `cap` is
+    // generous; without it a stuck reader would hang the test run.
     let began = Instant::now();
     while !handle.is_finished() {
         assert!(began.elapsed() < cap, "{what} never closed");
