@@ -423,3 +423,251 @@ impl<S: SegmentStorage> SegmentStorage for FaultyStorage<S> {
         self.inner.list(out).map_err(Faulty::Inner)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A blocking in-memory backend: every operation is done inside `submit`.
+    #[derive(Debug, Default)]
+    struct Mem {
+        files: BTreeMap<SegmentId, Vec<u8>>,
+        done: VecDeque<Completion<Failure>>,
+    }
+
+    impl ErrorType for Mem {
+        type Error = Failure;
+    }
+
+    impl SegmentStorage for Mem {
+        fn submit(&mut self, token: u64, op: SegmentOp<'_>) -> Result<(), Failure> {
+            let result = match op {
+                SegmentOp::Create { segment, header } => {
+                    self.files.insert(segment, header.to_vec());
+                    Ok(())
+                }
+                SegmentOp::Write {
+                    segment,
+                    offset,
+                    data,
+                    ..
+                } => match self.files.get_mut(&segment) {
+                    Some(f) => {
+                        let (at, end) = (offset as usize, offset as usize + data.len());
+                        if f.len() < end {
+                            f.resize(end, 0);
+                        }
+                        f[at..end].copy_from_slice(data);
+                        Ok(())
+                    }
+                    None => Err(Failure::NotFound),
+                },
+                SegmentOp::Delete { segment } => {
+                    self.files.remove(&segment);
+                    Ok(())
+                }
+                SegmentOp::Sync { .. } | SegmentOp::SyncNamespace => Ok(()),
+            };
+            self.done.push_back((token, result));
+            Ok(())
+        }
+
+        fn poll_completion(&mut self) -> Option<Completion<Failure>> {
+            self.done.pop_front()
+        }
+
+        fn read_at(&mut self, s: SegmentId, offset: u64, buf: &mut [u8]) -> Result<usize, Failure> {
+            let f = self.files.get(&s).ok_or(Failure::NotFound)?;
+            let from = (offset as usize).min(f.len());
+            let n = buf.len().min(f.len() - from);
+            buf[..n].copy_from_slice(&f[from..from + n]);
+            Ok(n)
+        }
+
+        fn list(&mut self, out: &mut [SegmentId]) -> Result<usize, Failure> {
+            for (slot, id) in out.iter_mut().zip(self.files.keys()) {
+                *slot = *id;
+            }
+            Ok(self.files.len())
+        }
+    }
+
+    const SEG: SegmentId = SegmentId(0);
+
+    fn run(
+        s: &mut FaultyStorage<Mem>,
+        token: u64,
+        op: SegmentOp<'_>,
+    ) -> Result<(), Faulty<Failure>> {
+        s.submit(token, op)?;
+        let (t, result) = s
+            .poll_completion()
+            .expect("a blocking backend completes at once");
+        assert_eq!(t, token);
+        result
+    }
+
+    fn write(s: &mut FaultyStorage<Mem>, offset: u64, data: &[u8]) -> Result<(), Faulty<Failure>> {
+        let op = SegmentOp::Write {
+            segment: SEG,
+            offset,
+            data,
+            sync: false,
+        };
+        run(s, 1, op)
+    }
+
+    fn sync(s: &mut FaultyStorage<Mem>) -> Result<(), Faulty<Failure>> {
+        run(s, 2, SegmentOp::Sync { segment: SEG })
+    }
+
+    /// A segment of 4 KiB of `a`, synced.
+    fn storage() -> FaultyStorage<Mem> {
+        let mut s = FaultyStorage::new(Mem::default());
+        run(
+            &mut s,
+            0,
+            SegmentOp::Create {
+                segment: SEG,
+                header: &[b'h'; 16],
+            },
+        )
+        .expect("create");
+        write(&mut s, 16, &[b'a'; 4080]).expect("write");
+        sync(&mut s).expect("sync");
+        s
+    }
+
+    #[test]
+    fn synced_bytes_survive_every_crash_and_unsynced_sectors_are_old_new_or_torn() {
+        let (mut kept, mut lost, mut torn) = (0, 0, 0);
+        for seed in 0..200 {
+            let mut s = storage();
+            write(&mut s, 1000, &[b'b'; 2000]).expect("write");
+            assert_eq!(s.unsynced_writes(), 1);
+            let report = s.crash(seed).expect("crash");
+            assert_eq!((report.writes, report.sectors), (1, 5));
+            let f = &s.inner().files[&SEG];
+            assert_eq!(f.len(), 4096);
+            assert!(f[..16] == [b'h'; 16] && f[16..1000].iter().all(|&b| b == b'a'));
+            assert!(f[3000..].iter().all(|&b| b == b'a'));
+            for first in (1..=5).map(|k| (k * SECTOR).max(1000)) {
+                let sector = &f[first..(first / SECTOR * SECTOR + SECTOR).min(3000)];
+                let new = sector.iter().take_while(|&&b| b == b'b').count();
+                assert!(
+                    sector[new..].iter().all(|&b| b == b'a'),
+                    "seed {seed}: not a prefix"
+                );
+                match new {
+                    0 => lost += 1,
+                    n if n == sector.len() => kept += 1,
+                    _ => torn += 1,
+                }
+            }
+        }
+        assert!(
+            kept > 0 && lost > 0 && torn > 0,
+            "kept {kept}, lost {lost}, torn {torn}"
+        );
+    }
+
+    #[test]
+    fn overwritten_sectors_end_at_one_of_their_versions_oldest_first() {
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..300 {
+            let mut s = storage();
+            write(&mut s, 1000, &[b'b'; 2000]).expect("write");
+            write(&mut s, 1000, &[b'c'; 2000]).expect("write");
+            s.crash(seed).expect("crash");
+            let f = &s.inner().files[&SEG];
+            for first in (1..=5).map(|k| (k * SECTOR).max(1000)) {
+                let piece = &f[first..(first / SECTOR * SECTOR + SECTOR).min(3000)];
+                let head = piece[0];
+                let n = piece.iter().take_while(|&&b| b == head).count();
+                let tail = piece.get(n).copied().unwrap_or(head);
+                assert!(piece[n..].iter().all(|&b| b == tail), "seed {seed}");
+                // Whole at one version, or torn between two that follow each other.
+                assert!(
+                    [
+                        (b'a', b'a'),
+                        (b'b', b'b'),
+                        (b'c', b'c'),
+                        (b'b', b'a'),
+                        (b'c', b'b')
+                    ]
+                    .contains(&(head, tail)),
+                    "seed {seed}: {} then {}",
+                    head as char,
+                    tail as char
+                );
+                seen.insert((head, tail));
+            }
+        }
+        assert_eq!(seen.len(), 5, "every outcome seen: {seen:?}");
+    }
+
+    #[test]
+    fn a_sync_covers_only_writes_completed_before_it_was_submitted() {
+        let mut s = storage();
+        write(&mut s, 100, b"covered").expect("write");
+        // Submitted, not yet polled: the sync submitted next does not cover it.
+        let op = SegmentOp::Write {
+            segment: SEG,
+            offset: 200,
+            data: b"not covered",
+            sync: false,
+        };
+        s.submit(7, op).expect("submit");
+        s.submit(8, SegmentOp::Sync { segment: SEG })
+            .expect("submit");
+        assert_eq!(s.poll_completion().map(|c| c.0), Some(7));
+        assert_eq!(s.poll_completion().map(|c| c.0), Some(8));
+        assert_eq!(s.unsynced_writes(), 1);
+        // A linked write is synced at once.
+        let op = SegmentOp::Write {
+            segment: SEG,
+            offset: 300,
+            data: b"linked",
+            sync: true,
+        };
+        run(&mut s, 9, op).expect("linked write");
+        assert_eq!(s.unsynced_writes(), 1);
+    }
+
+    #[test]
+    fn the_nth_write_and_sync_fail_with_the_injected_failure_and_write_nothing() {
+        let mut s = storage();
+        s.fail_write(2, Failure::NoSpace);
+        write(&mut s, 100, b"first").expect("first write");
+        let err = write(&mut s, 200, b"second").expect_err("second write fails");
+        assert_eq!(err, Faulty::Injected(Failure::NoSpace));
+        assert_eq!(err.failure(), Failure::NoSpace);
+        assert_eq!(&s.inner().files[&SEG][200..206], &[b'a'; 6]);
+        write(&mut s, 300, b"third").expect("only the second fails");
+
+        s.fail_sync(1, Failure::Io);
+        assert_eq!(sync(&mut s), Err(Faulty::Injected(Failure::Io)));
+        assert_eq!(s.unsynced_writes(), 2, "a failed sync covers nothing");
+        sync(&mut s).expect("the next sync works");
+        assert_eq!(s.unsynced_writes(), 0);
+        assert_eq!(s.counts(), (4, 3));
+    }
+
+    #[test]
+    fn a_lost_append_past_the_end_is_zeros_and_the_old_length_is_reported() {
+        for seed in 0..50 {
+            let mut s = storage();
+            write(&mut s, 4000, &[b'c'; 1096]).expect("write");
+            let report = s.crash(seed).expect("crash");
+            let f = &s.inner().files[&SEG];
+            let [(segment, len)] = report.lengths[..] else {
+                panic!("seed {seed}: {report:?}");
+            };
+            assert_eq!(segment, SEG);
+            assert!((4096..=5096).contains(&len), "seed {seed}: {len}");
+            assert!(f[..4000].iter().all(|&b| b == b'a' || b == b'h'));
+            // Past the reported length only zeros: a caller may cut them off.
+            assert!(f[len as usize..].iter().all(|&b| b == 0), "seed {seed}");
+        }
+    }
+}
