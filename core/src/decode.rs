@@ -513,19 +513,11 @@ impl<'w> SegmentDecoder<'w> {
         else {
             return None;
         };
-        loop {
+        let wait = loop {
             let bytes = self.buffered();
             let Some(header_bytes) = bytes.get(..record::HEADER_LEN) else {
                 if !self.finished {
-                    self.state = State::Scanning {
-                        seed,
-                        at,
-                        lost,
-                        damage,
-                        beyond,
-                        extent,
-                    };
-                    return Some(Scan::NeedMore);
+                    break Some(Scan::NeedMore);
                 }
                 if bytes.iter().any(|b| *b != 0) {
                     extent = extent.max(self.offset_wanted());
@@ -563,15 +555,7 @@ impl<'w> SegmentDecoder<'w> {
             }
             let Some(frame) = bytes.get(..len) else {
                 if !self.finished {
-                    self.state = State::Scanning {
-                        seed,
-                        at,
-                        lost,
-                        damage,
-                        beyond,
-                        extent,
-                    };
-                    return Some(Scan::NeedMore);
+                    break Some(Scan::NeedMore);
                 }
                 extent = extent.max(self.offset_wanted());
                 self.consume(record::ALIGN);
@@ -592,14 +576,7 @@ impl<'w> SegmentDecoder<'w> {
                     self.consume(len);
                     continue;
                 }
-                self.state = State::Done(Outcome::End(End::Corrupt(Corruption {
-                    offset: at,
-                    expected_lsn: lost,
-                    witness_lsn: header.lsn,
-                    witness_offset: candidate,
-                    witness_watermark: header.watermark,
-                    beyond,
-                })));
+                self.state = corruption(at, lost, candidate, &header, beyond);
                 return None;
             }
             if self.mode == Mode::SkipCorrupt {
@@ -624,14 +601,7 @@ impl<'w> SegmentDecoder<'w> {
             beyond.max_watermark = beyond.max_watermark.max(header.watermark);
             extent = extent.max(beyond.extent);
             if header.watermark >= lost {
-                self.state = State::Done(Outcome::End(End::Corrupt(Corruption {
-                    offset: at,
-                    expected_lsn: lost,
-                    witness_lsn: header.lsn,
-                    witness_offset: candidate,
-                    witness_watermark: header.watermark,
-                    beyond,
-                })));
+                self.state = corruption(at, lost, candidate, &header, beyond);
                 return None;
             }
             if header.kind == record::Kind::Seal {
@@ -642,7 +612,17 @@ impl<'w> SegmentDecoder<'w> {
                 return None;
             }
             self.consume(len);
-        }
+        };
+        // Waiting for bytes: the scan goes on later with what it has found so far.
+        self.state = State::Scanning {
+            seed,
+            at,
+            lost,
+            damage,
+            beyond,
+            extent,
+        };
+        wait
     }
 
     fn classify(&self, at: u64, lost: Lsn, damage: Damage, beyond: Beyond, extent: u64) -> End {
@@ -660,6 +640,19 @@ impl<'w> SegmentDecoder<'w> {
             }
         }
     }
+}
+
+/// The end found when the whole frame `witness` at `candidate` proves damage at `at` (first
+/// lost LSN `lost`) was corruption.
+fn corruption(at: u64, lost: Lsn, candidate: u64, witness: &RecordHeader, beyond: Beyond) -> State {
+    State::Done(Outcome::End(End::Corrupt(Corruption {
+        offset: at,
+        expected_lsn: lost,
+        witness_lsn: witness.lsn,
+        witness_offset: candidate,
+        witness_watermark: witness.watermark,
+        beyond,
+    })))
 }
 
 enum Step {

@@ -634,18 +634,7 @@ where
                             e => corrupt(0, expected.unwrap_or(from), Damage::Header(e)),
                         });
                     }
-                    Decoded::Error(crate::decode::DecodeError::WindowTooSmall {
-                        offset,
-                        lsn,
-                        needed,
-                    }) => {
-                        return Err(RecoverError::WindowTooSmall {
-                            segment: id,
-                            offset,
-                            lsn,
-                            needed,
-                        });
-                    }
+                    Decoded::Error(e) => return Err(RecoverError::decode(id, e)),
                 }
             }
         }

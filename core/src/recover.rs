@@ -225,6 +225,24 @@ pub enum RecoverError<E> {
     },
 }
 
+impl<E> RecoverError<E> {
+    /// The error for a decoder failure in `segment`.
+    pub(crate) fn decode(segment: SegmentId, e: crate::decode::DecodeError) -> Self {
+        match e {
+            crate::decode::DecodeError::WindowTooSmall {
+                offset,
+                lsn,
+                needed,
+            } => RecoverError::WindowTooSmall {
+                segment,
+                offset,
+                lsn,
+                needed,
+            },
+        }
+    }
+}
+
 impl<E: fmt::Debug> fmt::Display for RecoverError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -665,18 +683,7 @@ fn scan_segment<S: SegmentStorage>(
                 };
                 return Ok(Scanned::Segment { header, end, epoch });
             }
-            Decoded::Error(crate::decode::DecodeError::WindowTooSmall {
-                offset,
-                lsn,
-                needed,
-            }) => {
-                return Err(RecoverError::WindowTooSmall {
-                    segment: id,
-                    offset,
-                    lsn,
-                    needed,
-                });
-            }
+            Decoded::Error(e) => return Err(RecoverError::decode(id, e)),
         }
     }
 }

@@ -296,12 +296,14 @@ fn join_within<T: Send + 'static>(
 ) -> T {
     // A hang guard, not a speed check: the pipe of a killed child closes at once, and `cap` is
     // generous; without it a stuck reader would hang the test run.
-    let began = Instant::now();
-    while !handle.is_finished() {
-        assert!(began.elapsed() < cap, "{what} never closed");
-        std::thread::sleep(Duration::from_millis(1));
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(handle.join());
+    });
+    match finished.recv_timeout(cap) {
+        Ok(result) => result.expect("reader thread"),
+        Err(_) => panic!("{what} never closed"),
     }
-    handle.join().expect("reader thread")
 }
 
 /// Reopens the log (Strict) and checks it against what the children said; closes it (even
