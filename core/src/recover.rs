@@ -174,6 +174,9 @@ pub struct RecoveryReport {
     pub discard_from: Option<SegmentId>,
     /// Blank segments at the end (prepared, never started).
     pub blank_segments: u64,
+    /// How long recovery took. The core has no clock and leaves it zero; a runtime that times
+    /// the scan fills it in.
+    pub elapsed: core::time::Duration,
 }
 
 /// The outcome of [`recover`].
@@ -226,6 +229,18 @@ pub enum RecoverError<E> {
 }
 
 impl<E> RecoverError<E> {
+    /// The segment the error is about, when it is about one.
+    #[must_use]
+    pub fn segment(&self) -> Option<SegmentId> {
+        match self {
+            RecoverError::Io { segment, .. } => *segment,
+            RecoverError::Corrupt(d) => Some(d.segment),
+            RecoverError::UnsupportedVersion { segment, .. }
+            | RecoverError::WindowTooSmall { segment, .. } => Some(*segment),
+            RecoverError::TooManySegments { .. } => None,
+        }
+    }
+
     /// The error for a decoder failure in `segment`.
     pub(crate) fn decode(segment: SegmentId, e: crate::decode::DecodeError) -> Self {
         match e {

@@ -1,8 +1,8 @@
 //! The one error type of the runtime.
 
-use lamina_core::Lsn;
 use lamina_core::commit::{ConfigError, Poison};
 use lamina_core::recover::DamageReport;
+use lamina_core::{Lsn, SegmentId};
 
 /// What went wrong, and where. Every variant's `Display` names the operation and the place
 /// (segment, offset, LSN) as far as they are known.
@@ -16,6 +16,8 @@ pub enum Error {
     Recover {
         /// What stopped recovery, and where (segment, offset, LSN).
         detail: String,
+        /// The segment it is about, when it is about one.
+        segment: Option<SegmentId>,
         /// The damage found, when damage stopped it (to match on).
         damage: Option<Box<DamageReport>>,
     },

@@ -2,25 +2,44 @@
 
 use crate::{Error, Options, RecoveryReport, WriteAheadLog};
 use lamina_file::FileStorage;
+use lamina_file::names::segment_file_name;
 use std::path::Path;
 
 impl WriteAheadLog<FileStorage> {
     /// Opens the log in directory `dir` (created if missing) on the file backend, recovering it,
     /// and takes the directory's lock: a second opener gets an error naming this process.
     /// Segments are not pre-zeroed; use [`WriteAheadLog::open_with`] with a [`FileStorage`]
-    /// opened with `prepare_size` for that.
+    /// opened with `prepare_size` for that. A recovery error names the segment's file.
     ///
     /// # Errors
     /// [`Error::Storage`] when the directory cannot be opened or is locked, then what
     /// [`WriteAheadLog::open_with`] returns.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<(Self, RecoveryReport), Error> {
+        let dir = dir.as_ref();
         let storage =
-            FileStorage::open(dir.as_ref(), lamina_file::Options::new()).map_err(|e| {
-                Error::Storage {
-                    op: "opening the log directory".into(),
-                    detail: e.to_string(),
-                }
+            FileStorage::open(dir, lamina_file::Options::new()).map_err(|e| Error::Storage {
+                op: "opening the log directory".into(),
+                detail: e.to_string(),
             })?;
-        Self::open_with(storage, options)
+        Self::open_with(storage, options).map_err(|e| name_the_file(e, dir))
+    }
+}
+
+/// Adds the path of the segment's file to a recovery error about one segment.
+fn name_the_file(error: Error, dir: &Path) -> Error {
+    match error {
+        Error::Recover {
+            detail,
+            segment: Some(segment),
+            damage,
+        } => Error::Recover {
+            detail: format!(
+                "{detail} (file {})",
+                dir.join(segment_file_name(segment)).display()
+            ),
+            segment: Some(segment),
+            damage,
+        },
+        other => other,
     }
 }

@@ -50,7 +50,8 @@ pub(crate) fn header<S: SegmentStorage>(
     Ok(bytes.get(..n).and_then(|b| SegmentHeader::parse(b).ok()))
 }
 
-/// Hands every data record with an LSN from `from` to `upto` (inclusive) to `each`, in order;
+/// Hands every data record with an LSN from `from` to `upto` (inclusive) to `each`, in order
+/// (stepping over damaged records in `SkipCorrupt`, as recovery did);
 /// returns the LSN after the last record handed over (`from` when none was). Records below the
 /// oldest segment held were truncated: reading then starts at the oldest record held.
 pub(crate) fn read_from<S: SegmentStorage>(
@@ -58,8 +59,15 @@ pub(crate) fn read_from<S: SegmentStorage>(
     from: Lsn,
     upto: Lsn,
     window: &mut [u8],
+    mode: Mode,
     each: &mut dyn FnMut(Lsn, &[u8]),
 ) -> Result<Lsn, Error> {
+    // Damage that recovery stepped over in `SkipCorrupt` is stepped over again; in the other
+    // modes recovery left none behind, so any damage met here is an error.
+    let mode = match mode {
+        Mode::SkipCorrupt => Mode::SkipCorrupt,
+        Mode::Strict | Mode::PointInTime => Mode::Strict,
+    };
     let mut next = from;
     if upto < from || upto == Lsn::ZERO {
         return Ok(next);
@@ -75,7 +83,7 @@ pub(crate) fn read_from<S: SegmentStorage>(
     let mut expected: Option<Lsn> = None;
     let mut prev: Option<SegmentHeader> = None;
     for &id in ids.get(start..).unwrap_or(&[]) {
-        let mut decoder = SegmentDecoder::new(&mut *window, Mode::Strict);
+        let mut decoder = SegmentDecoder::new(&mut *window, mode);
         loop {
             match decoder.poll() {
                 Decoded::NeedMore => {
@@ -122,6 +130,9 @@ pub(crate) fn read_from<S: SegmentStorage>(
                     if lsn == upto {
                         return Ok(next);
                     }
+                }
+                Decoded::Skipped(s) if mode == Mode::SkipCorrupt => {
+                    expected = Some(s.resumed);
                 }
                 Decoded::Skipped(s) => {
                     return Err(fail(format!(

@@ -6,12 +6,13 @@ use crate::options::Options;
 use crate::read;
 use crate::seed::random_u64;
 use lamina_core::commit::{AppendError, Pipeline};
-use lamina_core::decode::min_window;
+use lamina_core::decode::{Mode, min_window};
 use lamina_core::io::{SegmentOp, SegmentStorage};
 use lamina_core::recover::{self, RecoverError, RecoveryReport};
 use lamina_core::segment::SegmentHeader;
 use lamina_core::{Lsn, SegmentId};
 use self_cell::{MutBorrow, self_cell};
+use std::time::Instant;
 
 /// Batches between being cut and being durable, at most (`Config::max_writes_in_flight` must not
 /// exceed it).
@@ -54,6 +55,8 @@ pub struct WriteAheadLog<S: SegmentStorage> {
     storage: S,
     driver: Driver,
     max_payload: u32,
+    /// The recovery mode it was opened in: reads step over what recovery stepped over.
+    mode: Mode,
 }
 
 impl<S: SegmentStorage> WriteAheadLog<S> {
@@ -87,7 +90,8 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
         ids.push(SegmentId(0));
         let max_payload = usize::try_from(config.max_payload).unwrap_or(usize::MAX);
         let mut window = vec![0u8; min_window(max_payload).max(256 * 1024)];
-        let recovered = recover::recover(
+        let started = Instant::now();
+        let mut recovered = recover::recover(
             &mut storage,
             &mut ids,
             &mut window,
@@ -96,6 +100,7 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
         )
         .map_err(|e| Error::Recover {
             detail: e.to_string(),
+            segment: e.segment(),
             damage: match e {
                 RecoverError::Corrupt(d) => Some(Box::new(d)),
                 _ => None,
@@ -104,9 +109,11 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
         if let Some(from) = recovered.report.discard_from {
             recover::discard(&mut storage, &mut ids, from).map_err(|e| Error::Recover {
                 detail: format!("discarding the segments from {from} on: {e}"),
+                segment: e.segment(),
                 damage: None,
             })?;
         }
+        recovered.report.elapsed = started.elapsed();
         let cell = PipelineCell::try_new(MutBorrow::new(buf), |buf| {
             let buf = &mut **buf.borrow_mut();
             match recovered.resume {
@@ -119,6 +126,7 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
             storage,
             driver: Driver::default(),
             max_payload: config.max_payload,
+            mode: options.mode,
         };
         // The recovery sync, or the first segment's creation.
         log.drive_until(|p| p.is_idle())?;
@@ -197,7 +205,9 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
     /// Hands every durable data record with an LSN from `from` on to `each`, in LSN order, and
     /// returns the LSN after the last one handed over (`from` when there was none). Records below
     /// the oldest segment still held were truncated: reading starts at the oldest record held.
-    /// Records appended but not yet durable are not read (call [`Self::sync`] first).
+    /// Records appended but not yet durable are not read (call [`Self::sync`] first). A log opened
+    /// in `SkipCorrupt` steps over the damaged records recovery stepped over; a segment recovery
+    /// skipped whole (a damaged header) ends the read with an error.
     ///
     /// # Errors
     /// [`Error::Poisoned`]; [`Error::Read`] for damage or a read error (the records handed over
@@ -207,7 +217,14 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
         let upto = self.durable_lsn();
         let max_payload = usize::try_from(self.max_payload).unwrap_or(usize::MAX);
         let mut window = vec![0u8; min_window(max_payload).max(64 * 1024)];
-        read::read_from(&mut self.storage, from, upto, &mut window, &mut each)
+        read::read_from(
+            &mut self.storage,
+            from,
+            upto,
+            &mut window,
+            self.mode,
+            &mut each,
+        )
     }
 
     /// Deletes the whole segments whose records all lie below `lsn` (never the segment being
