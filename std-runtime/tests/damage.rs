@@ -141,7 +141,7 @@ fn bit_flip_in_a_middle_segment_is_skipped_and_reported_in_skip_corrupt() {
     let read = read_all(&mut log);
     let lost = appended.len() - read.len();
     assert!(
-        lost >= 1 && lost < 64,
+        (1..64).contains(&lost),
         "only the damaged records are lost: {lost}"
     );
     // Every record read is one that was appended, with its bytes, in order.
