@@ -35,12 +35,16 @@ mod error;
 #[cfg(feature = "file")]
 mod file;
 mod options;
+mod percore;
 mod read;
 mod seed;
 mod wal;
 
 pub use error::Error;
 pub use options::Options;
+pub use percore::{
+    CoreRecord, CoreRecovery, CoreWalWriter, EpochBoundary, PerCoreRecovery, PerCoreWalManager,
+};
 pub use wal::WriteAheadLog;
 
 /// The file backend, with feature `file` (on by default).
