@@ -66,10 +66,11 @@ pub(crate) fn merged<S: SegmentStorage + Send>(
         loop {
             let mut best: Option<(usize, &Owned)> = None;
             for (core, head) in heads.iter().enumerate() {
+                // The order is (epoch, core, LSN) and each core has one head: cores are visited
+                // in order, so only a lower epoch displaces the best so far.
                 if let Some(h) = head
-                    && best.is_none_or(|(_, b)| (h.epoch, h.lsn) < (b.epoch, b.lsn))
+                    && best.is_none_or(|(_, b)| h.epoch < b.epoch)
                 {
-                    // Cores are visited in order, so a tie in epoch keeps the lower core.
                     best = Some((core, h));
                 }
             }
