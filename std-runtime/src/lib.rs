@@ -11,6 +11,11 @@
 //! opens it in a directory on the file backend (`lamina-file`); the tests also run it on the
 //! simulated device of `lamina-tests`.
 //!
+//! [`PerCoreWalManager`] keeps one such log per core: it opens and recovers the set, hands each
+//! core a [`CoreWalWriter`] that owns its log (no lock shared between cores), whose
+//! `begin_epoch` writes epoch markers, and reads the recovered records back per core with their
+//! epochs and boundaries, or merged in (epoch, core, LSN) order.
+//!
 //! ```
 //! use lamina::{Lsn, Options, WriteAheadLog};
 //! # use lamina_tests::sim::SimStorage;

@@ -592,3 +592,51 @@ fn writers_are_send() {
     check::<CoreWalWriter<lamina::file_backend::FileStorage>>();
     check::<CoreWalWriter<SimStorage>>();
 }
+
+#[test]
+fn merge_orders_by_epoch_then_core_and_passes_over_an_empty_core() {
+    let storages = (0..3).map(SimStorage::new).collect();
+    let (manager, _) = PerCoreWalManager::open_with(storages, options()).expect("open");
+    let mut writers = manager.writers();
+    // Core 0: epochs 1 and 3; core 1: nothing; core 2: records before any marker (epoch 0),
+    // then epochs 2 and 3.
+    let plan: [&[(u64, &[u8])]; 3] = [
+        &[(1, b"a1"), (1, b"a2"), (3, b"a3")],
+        &[],
+        &[(0, b"c0"), (2, b"c2"), (3, b"c3"), (3, b"c4")],
+    ];
+    for (writer, records) in writers.iter_mut().zip(plan) {
+        for &(epoch, payload) in records {
+            if epoch > writer.epoch() {
+                writer.begin_epoch(epoch).expect("begin_epoch");
+            }
+            writer.append(payload).expect("append");
+        }
+        writer.sync().expect("sync");
+    }
+    let storages = writers
+        .into_iter()
+        .map(|w| w.into_log().into_storage())
+        .collect();
+    let (mut manager, recovery) =
+        PerCoreWalManager::open_with(storages, options()).expect("reopen");
+    assert_eq!(recovery.cores[1].records, 0);
+    assert_eq!(recovery.cores[2].first_epoch, 0);
+    let mut merged = Vec::new();
+    manager
+        .read_merged(|r| merged.push((r.epoch, r.core, r.payload.to_vec())))
+        .expect("merged");
+    let expected: Vec<(u64, usize, Vec<u8>)> = [
+        (0, 2, "c0"),
+        (1, 0, "a1"),
+        (1, 0, "a2"),
+        (2, 2, "c2"),
+        (3, 0, "a3"),
+        (3, 2, "c3"),
+        (3, 2, "c4"),
+    ]
+    .into_iter()
+    .map(|(e, c, p)| (e, c, p.as_bytes().to_vec()))
+    .collect();
+    assert_eq!(merged, expected);
+}

@@ -13,6 +13,31 @@ use lamina_core::record::Kind;
 /// manager holds the logs it reads them: [`Self::read_core`] for one core's records with their
 /// epochs, [`Self::read_merged`] for every core's in (epoch, core, LSN) order. Then
 /// [`Self::writers`] hands out one [`CoreWalWriter`] per core, to move to its thread.
+///
+/// ```
+/// use lamina::{Lsn, Options, PerCoreWalManager};
+/// # use lamina_tests::sim::SimStorage;
+/// # fn main() -> Result<(), lamina::Error> {
+/// # let storages = vec![SimStorage::new(1), SimStorage::new(2)];
+/// // On the file backend: `PerCoreWalManager::open(dir, 2, Options::default())`.
+/// let (manager, _recovery) = PerCoreWalManager::open_with(storages, Options::default())?;
+/// let mut storages = Vec::new();
+/// for mut writer in manager.writers() {
+///     // (Each writer would move to its core's thread.)
+///     writer.begin_epoch(1)?;
+///     writer.append(b"in epoch 1")?;
+///     writer.sync()?;
+///     storages.push(writer.into_log().into_storage());
+/// }
+///
+/// let (mut manager, recovery) = PerCoreWalManager::open_with(storages, Options::default())?;
+/// assert_eq!(recovery.records(), 2);
+/// manager.read_merged(|r| {
+///     println!("epoch {} core {} LSN {}: {:?}", r.epoch, r.core, r.lsn, r.payload);
+/// })?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct PerCoreWalManager<S: SegmentStorage> {
     logs: Vec<WriteAheadLog<S>>,
     /// The epoch each core continues in.
@@ -24,10 +49,14 @@ impl<S: SegmentStorage> PerCoreWalManager<S> {
     /// `options.core = i`, recovers each, and reads each once to find its epoch boundaries and
     /// the epoch it continues in.
     ///
+    /// Opening reads each whole log once more after its recovery (headers and frames, no payload
+    /// kept). A log that [`crate::Mode::SkipCorrupt`] recovered past damage cannot be read
+    /// ([`WriteAheadLog::read_from`] refuses damage too), so its set does not open.
+    ///
     /// # Errors
     /// [`Error::CoreSet`] for an empty set, more cores than a header can name, or a log whose
-    /// headers name another core; what [`WriteAheadLog::open_with`] returns for a core; what
-    /// reading the recovered log returns.
+    /// headers name another core; what [`WriteAheadLog::open_with`] returns for a core;
+    /// [`Error::Read`] when the recovered log cannot be read back.
     pub fn open_with(storages: Vec<S>, options: Options) -> Result<(Self, PerCoreRecovery), Error> {
         Self::open_in(storages, options, "")
     }
@@ -116,8 +145,8 @@ impl<S: SegmentStorage> PerCoreWalManager<S> {
     /// LSN): for each epoch in turn, core 0's records of it, then core 1's, and so on.
     ///
     /// A k-way merge: each core's log is read once, on its own scoped thread, at most 16
-    /// records ahead of the merge (copied into owned buffers), so memory stays bounded by
-    /// the cores, not by the logs.
+    /// records ahead of the merge (copied into buffers that are reused), so memory is bounded
+    /// per core (a read window and about 32 payload buffers), not by the size of the logs.
     ///
     /// # Errors
     /// What reading a log returns; [`Error::Read`] when a core's epochs go backwards (only a log

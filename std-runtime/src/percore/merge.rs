@@ -3,14 +3,14 @@
 //!
 //! A log is read by a push-style decoder, so each core's reader runs on its own scoped thread
 //! and hands its records, copied, through a bounded channel of [`DEPTH`] records; the merge keeps
-//! one head per core and hands on the smallest. Memory is bounded by the cores × (`DEPTH` + 2)
-//! records in flight and one read window per core, whatever the size of the logs; each log is
-//! read once.
+//! one head per core and hands on the smallest, then gives the payload's buffer back to the
+//! reader to fill again. Memory is bounded by one read window and about 2 × [`DEPTH`] payload
+//! buffers per core, whatever the size of the logs; each log is read once.
 
 use super::recovery::CoreRecord;
 use crate::{Error, Lsn, SegmentStorage, WriteAheadLog};
 use lamina_core::record::Kind;
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::{self, ScopedJoinHandle};
 
 /// Records a core's reader may be ahead of the merge.
@@ -38,20 +38,26 @@ pub(crate) fn merged<S: SegmentStorage + Send>(
 ) -> Result<(), Error> {
     thread::scope(|scope| {
         let mut receivers = Vec::with_capacity(logs.len());
+        let mut recycle: Vec<SyncSender<Vec<u8>>> = Vec::with_capacity(logs.len());
         let mut readers: Vec<Option<Reader<'_>>> = Vec::with_capacity(logs.len());
         for log in logs.iter_mut() {
             let (tx, rx) = sync_channel::<Owned>(DEPTH);
+            let (free_tx, free_rx) = sync_channel::<Vec<u8>>(DEPTH);
             receivers.push(rx);
+            recycle.push(free_tx);
             readers.push(Some(scope.spawn(move || {
                 let mut window = vec![0u8; log.read_window_len()];
                 let upto = log.durable_lsn();
                 let mut open = true;
                 log.read_records(Lsn::FIRST, upto, &mut window, &mut |e| {
                     if open && e.kind == Kind::Data {
+                        let mut payload = free_rx.try_recv().unwrap_or_default();
+                        payload.clear();
+                        payload.extend_from_slice(e.payload);
                         let owned = Owned {
                             epoch: e.epoch,
                             lsn: e.lsn,
-                            payload: e.payload.to_vec(),
+                            payload,
                         };
                         // The merge stopped (an error elsewhere): nothing more to hand.
                         open = tx.send(owned).is_ok();
@@ -103,6 +109,10 @@ pub(crate) fn merged<S: SegmentStorage + Send>(
                 });
             }
             *slot = following;
+            if let Some(free) = recycle.get(core) {
+                // Back to the reader to fill again; a full or closed channel drops it instead.
+                let _ = free.try_send(record.payload);
+            }
         }
     })
 }
