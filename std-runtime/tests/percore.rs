@@ -640,3 +640,54 @@ fn merge_orders_by_epoch_then_core_and_passes_over_an_empty_core() {
     .collect();
     assert_eq!(merged, expected);
 }
+
+#[test]
+fn read_error_in_one_core_fails_the_merge_without_hanging() {
+    let storages = (0..3).map(SimStorage::new).collect();
+    let (manager, _) = PerCoreWalManager::open_with(storages, options()).expect("open");
+    let mut storages = Vec::new();
+    for mut writer in manager.writers() {
+        // More records than the merge lets a reader run ahead, so the other readers block.
+        write_epochs(&mut writer, 1..=2, 0, &mut History::default());
+        storages.push(writer.into_log().into_storage());
+    }
+    let (mut manager, _) = PerCoreWalManager::open_with(storages, options()).expect("reopen");
+    // Every read of the merge failing in turn: the first reads are segment headers' (finding
+    // where to start), later ones frames'. Each failure ends the merge with an error.
+    let mut frame_errors = 0;
+    for fail_at in 1.. {
+        assert!(fail_at < 1000, "the merge never got past its reads");
+        let core_1 = manager.log_mut(1).expect("core 1");
+        core_1.storage_mut().faults.fail_read = Some(fail_at);
+        let mut handed = 0;
+        let result = manager.read_merged(|_| handed += 1);
+        let faults = &mut manager.log_mut(1).expect("core 1").storage_mut().faults;
+        let pending = faults.fail_read.take();
+        match result {
+            Ok(()) => {
+                // Only when the fault lay beyond the merge's reads.
+                assert!(
+                    pending.is_some(),
+                    "read {fail_at} failed, yet the merge succeeded"
+                );
+                assert_eq!(handed, 3 * 2 * PER_EPOCH);
+                break;
+            }
+            Err(Error::Storage { op, .. }) => assert!(op.contains("header"), "{op}"),
+            Err(Error::Read { detail, .. }) => {
+                assert!(detail.contains("read error"), "{detail}");
+                frame_errors += 1;
+            }
+            Err(e) => panic!("read {fail_at} failing: {e}"),
+        }
+        assert!(handed < 3 * 2 * PER_EPOCH, "{handed} records handed");
+        manager
+            .read_core(1, Lsn::FIRST, |_| {})
+            .expect("core 1 reads after the fault");
+    }
+    assert!(frame_errors > 0, "no frame read failed");
+    assert!(matches!(
+        manager.log_mut(3),
+        Err(Error::NoSuchCore { core: 3, cores: 3 })
+    ));
+}

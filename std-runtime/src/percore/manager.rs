@@ -108,6 +108,17 @@ impl<S: SegmentStorage> PerCoreWalManager<S> {
         self.logs.len()
     }
 
+    /// `core`'s log, to read or truncate it before its writer is handed out.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchCore`].
+    pub fn log_mut(&mut self, core: usize) -> Result<&mut WriteAheadLog<S>, Error> {
+        let cores = self.logs.len();
+        self.logs
+            .get_mut(core)
+            .ok_or(Error::NoSuchCore { core, cores })
+    }
+
     /// Hands `core`'s durable data records with an LSN from `from` on to `each`, in LSN order,
     /// each with the epoch it belongs to (also when its segment started after the epoch's
     /// marker: the segment header carries the epoch in force). Payloads come from a reused
@@ -122,11 +133,7 @@ impl<S: SegmentStorage> PerCoreWalManager<S> {
         from: Lsn,
         mut each: impl FnMut(CoreRecord<'_>),
     ) -> Result<(), Error> {
-        let cores = self.logs.len();
-        let log = self
-            .logs
-            .get_mut(core)
-            .ok_or(Error::NoSuchCore { core, cores })?;
+        let log = self.log_mut(core)?;
         let mut window = vec![0u8; log.read_window_len()];
         let upto = log.durable_lsn();
         log.read_records(from, upto, &mut window, &mut |e| {
