@@ -491,7 +491,7 @@ fn damaged_description_is_an_error_not_a_panic() {
         good[..good.len() - 1].to_vec(),
         [&good[..], b"x"].concat(),
     ];
-    for byte in [0, 8, 12, 20, good.len() - 1] {
+    for byte in [0, 8, 10, 12, 16, good.len() - 1] {
         let mut d = good.clone();
         d[byte] ^= 0x10;
         damaged.push(d);

@@ -2,7 +2,7 @@
 //! directory, published atomically (temp file, fsync, rename, directory fsync), that says how
 //! many cores the set has.
 //!
-//! Its 28 bytes, integers little-endian:
+//! Its 20 bytes, integers little-endian:
 //!
 //! | offset | size | field |
 //! |---:|---:|---|
@@ -10,11 +10,9 @@
 //! | 8 | 2 | version: 1 |
 //! | 10 | 2 | reserved: 0 |
 //! | 12 | 4 | core count (u32, at least 1) |
-//! | 16 | 8 | set id (random, chosen when the set is created) |
-//! | 24 | 4 | CRC32C of bytes `0..24` |
+//! | 16 | 4 | CRC32C of bytes `0..16` |
 
 use crate::Error;
-use crate::seed::random_u64;
 use lamina_core::crc::crc32c;
 use lamina_core::io::{ObjectOp, ObjectStorage, Publish};
 use lamina_file::FileObjects;
@@ -26,17 +24,18 @@ pub(crate) const NAME: &str = "PERCORE";
 
 const MAGIC: [u8; 8] = *b"\x89LPC\r\n\x1a\n";
 const VERSION: u16 = 1;
-const LEN: usize = 28;
+const LEN: usize = 20;
+/// Bytes the checksum covers.
+const BODY: usize = 16;
 
 /// The bytes that describe a set of `cores` cores.
-fn encode(cores: u32, set_id: u64) -> [u8; LEN] {
+fn encode(cores: u32) -> [u8; LEN] {
     let mut out = [0u8; LEN];
-    let fields: [&[u8]; 5] = [
+    let fields: [&[u8]; 4] = [
         &MAGIC,
         &VERSION.to_le_bytes(),
         &0u16.to_le_bytes(),
         &cores.to_le_bytes(),
-        &set_id.to_le_bytes(),
     ];
     let mut at = 0;
     for field in fields {
@@ -45,8 +44,8 @@ fn encode(cores: u32, set_id: u64) -> [u8; LEN] {
         }
         at += field.len();
     }
-    let crc = crc32c(out.get(..24).unwrap_or_default());
-    if let Some(dst) = out.get_mut(24..) {
+    let crc = crc32c(out.get(..BODY).unwrap_or_default());
+    if let Some(dst) = out.get_mut(BODY..) {
         dst.copy_from_slice(&crc.to_le_bytes());
     }
     out
@@ -77,14 +76,6 @@ fn decode(bytes: &[u8]) -> Result<u32, String> {
         c1,
         c2,
         c3,
-        _,
-        _,
-        _,
-        _,
-        _,
-        _,
-        _,
-        _,
         k0,
         k1,
         k2,
@@ -100,7 +91,7 @@ fn decode(bytes: &[u8]) -> Result<u32, String> {
         ));
     }
     let crc = u32::from_le_bytes([k0, k1, k2, k3]);
-    if crc32c(bytes.get(..24).unwrap_or_default()) != crc || [r0, r1] != [0, 0] {
+    if crc32c(bytes.get(..BODY).unwrap_or_default()) != crc || [r0, r1] != [0, 0] {
         return Err("it is damaged (checksum or reserved bytes)".into());
     }
     match u32::from_le_bytes([c0, c1, c2, c3]) {
@@ -139,7 +130,7 @@ pub(crate) fn write(dir: &Path, cores: u32) -> Result<(), Error> {
         detail,
     };
     let mut objects = FileObjects::open(dir).map_err(|e| storage_error(e.to_string()))?;
-    let data = encode(cores, random_u64());
+    let data = encode(cores);
     objects
         .submit(
             0,
@@ -159,16 +150,16 @@ pub(crate) fn write(dir: &Path, cores: u32) -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::{decode, encode};
+    use super::{LEN, decode, encode};
 
     #[test]
     fn round_trip_keeps_the_core_count() {
-        assert_eq!(decode(&encode(4, 7)), Ok(4));
+        assert_eq!(decode(&encode(4)), Ok(4));
     }
 
     #[test]
     fn every_bit_flip_is_refused() {
-        let good = encode(4, 7);
+        let good = encode(4);
         for byte in 0..good.len() {
             for bit in 0..8 {
                 let mut bad = good;
@@ -183,10 +174,10 @@ mod tests {
 
     #[test]
     fn wrong_lengths_and_zero_cores_are_refused() {
-        let good = encode(4, 7);
-        assert!(decode(&good[..27]).is_err());
+        let good = encode(4);
+        assert!(decode(&good[..LEN - 1]).is_err());
         assert!(decode(&[good.as_slice(), &[0]].concat()).is_err());
         assert!(decode(&[]).is_err());
-        assert!(decode(&encode(0, 7)).is_err());
+        assert!(decode(&encode(0)).is_err());
     }
 }
