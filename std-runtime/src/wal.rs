@@ -223,8 +223,7 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
     pub fn read_from(&mut self, from: Lsn, mut each: impl FnMut(Lsn, &[u8])) -> Result<Lsn, Error> {
         self.check()?;
         let upto = self.durable_lsn();
-        let max_payload = usize::try_from(self.max_payload).unwrap_or(usize::MAX);
-        let mut window = vec![0u8; min_window(max_payload).max(64 * 1024)];
+        let mut window = vec![0u8; self.read_window_len()];
         read::read_from(&mut self.storage, from, upto, &mut window, &mut each)
     }
 

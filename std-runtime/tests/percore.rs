@@ -517,15 +517,17 @@ fn missing_core_directory_is_an_error() {
         let core_dir = dir.path().join(format!("core-{core:03}"));
         let kept = dir.path().join("kept");
         std::fs::rename(&core_dir, &kept).expect("move the core away");
-        match PerCoreWalManager::open(dir.path(), CORES, options()) {
-            Err(Error::CoreSet { detail, .. }) => {
-                assert!(detail.contains(&format!("core {core}")), "{detail}");
+        // Twice: the first refusal must not leave a new, empty core directory behind.
+        for _ in 0..2 {
+            match PerCoreWalManager::open(dir.path(), CORES, options()) {
+                Err(Error::CoreSet { detail, .. }) => {
+                    assert!(detail.contains(&format!("core {core}")), "{detail}");
+                }
+                Err(e) => panic!("core {core}: wrong error {e}"),
+                Ok(_) => panic!("core {core}: opened without its directory"),
             }
-            Err(e) => panic!("core {core}: wrong error {e}"),
-            Ok(_) => panic!("core {core}: opened without its directory"),
+            assert!(!core_dir.exists(), "core {core}: a directory was created");
         }
-        // Core 0's directory is created to take its lock; put the real one back over it.
-        let _ = std::fs::remove_dir_all(&core_dir);
         std::fs::rename(&kept, &core_dir).expect("move the core back");
     }
     open_files(dir.path(), CORES);

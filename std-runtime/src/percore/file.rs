@@ -22,6 +22,17 @@ fn core_index(name: &str) -> Option<usize> {
     digits.parse().ok()
 }
 
+/// The error for a core directory the description lists but that is missing.
+fn missing(dir: &Path, core: usize, name: &str) -> Error {
+    Error::CoreSet {
+        dir: name.to_owned(),
+        detail: format!(
+            "the description lists core {core}, but {} is missing",
+            core_dir(dir, core).display()
+        ),
+    }
+}
+
 impl PerCoreWalManager<FileStorage> {
     /// Opens the per-core set in directory `dir` (created if missing) with `cores` cores: core
     /// `i`'s log lives in `dir/core-{i:03}/` (each with its own lock), and `dir/PERCORE`
@@ -62,6 +73,10 @@ impl PerCoreWalManager<FileStorage> {
             })
         };
         let first_existed = core_dir(dir, 0).is_dir();
+        if !first_existed && dir.join(describe::NAME).exists() {
+            // Taking core 0's lock would create its directory and hide that it is gone.
+            return Err(missing(dir, 0, &name));
+        }
         // Core 0's lock guards the description too.
         let first = open_core(0)?;
         let stored = describe::read(dir)?;
@@ -81,10 +96,7 @@ impl PerCoreWalManager<FileStorage> {
                         core_dir(dir, core).is_dir()
                     };
                     if !exists {
-                        return Err(set_error(format!(
-                            "the description lists core {core}, but {} is missing",
-                            core_dir(dir, core).display()
-                        )));
+                        return Err(missing(dir, core, &name));
                     }
                 }
             }
