@@ -681,9 +681,11 @@ fn read_error_in_one_core_fails_the_merge_without_hanging() {
                 assert_eq!(handed, 3 * 2 * PER_EPOCH);
                 break;
             }
-            Err(Error::Storage { op, .. }) => assert!(op.contains("header"), "{op}"),
+            Err(Error::Storage { op, .. }) => {
+                assert!(op.contains("header") && op.contains("core 1"), "{op}");
+            }
             Err(Error::Read { detail, .. }) => {
-                assert!(detail.contains("read error"), "{detail}");
+                assert!(detail.contains("core 1: read error"), "{detail}");
                 frame_errors += 1;
             }
             Err(e) => panic!("read {fail_at} failing: {e}"),
@@ -698,4 +700,25 @@ fn read_error_in_one_core_fails_the_merge_without_hanging() {
         manager.log_mut(3),
         Err(Error::NoSuchCore { core: 3, cores: 3 })
     ));
+}
+
+#[test]
+fn corruption_in_one_core_fails_the_open_naming_that_core() {
+    let storages = (0..3).map(SimStorage::new).collect();
+    let (manager, _) = PerCoreWalManager::open_with(storages, options()).expect("open");
+    let mut storages = Vec::new();
+    for mut writer in manager.writers() {
+        write_epochs(&mut writer, 1..=2, 0, &mut History::default());
+        storages.push(writer.into_log().into_storage());
+    }
+    // A bit of a record in core 2's first (sealed) segment: acknowledged data is damaged.
+    storages[2].flip_bit(lamina::SegmentId(0), 200, 3);
+    match PerCoreWalManager::open_with(storages, options()) {
+        Err(Error::Recover { detail, damage }) => {
+            assert!(detail.starts_with("core 2: "), "{detail}");
+            assert!(damage.is_some());
+        }
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("a corrupted core was opened in strict mode"),
+    }
 }

@@ -85,14 +85,15 @@ impl<S: SegmentStorage> PerCoreWalManager<S> {
                     core: id,
                     ..options
                 },
-            )?;
+            )
+            .map_err(|e| in_core(core, e))?;
             let found = log.segment().core;
             if found != id {
                 return Err(set_error(format!(
                     "the log of core {core} belongs to core {found} (its segment headers say so)"
                 )));
             }
-            cores.push(recovery::scan(&mut log, core, report)?);
+            cores.push(recovery::scan(&mut log, core, report).map_err(|e| in_core(core, e))?);
             logs.push(log);
         }
         let epochs = cores.iter().map(|c| c.epoch).collect();
@@ -146,6 +147,7 @@ impl<S: SegmentStorage> PerCoreWalManager<S> {
                 });
             }
         })
+        .map_err(|e| in_core(core, e))
     }
 
     /// Hands every core's durable data records to `each` in one stream sorted by (epoch, core,
@@ -175,5 +177,24 @@ impl<S: SegmentStorage> PerCoreWalManager<S> {
             .enumerate()
             .map(|(core, (log, epoch))| CoreWalWriter::new(core, log, epoch))
             .collect()
+    }
+}
+
+/// `e`, saying which core it happened in where the error has room for it.
+pub(super) fn in_core(core: usize, e: Error) -> Error {
+    match e {
+        Error::Recover { detail, damage } => Error::Recover {
+            detail: format!("core {core}: {detail}"),
+            damage,
+        },
+        Error::Read { from, detail } => Error::Read {
+            from,
+            detail: format!("core {core}: {detail}"),
+        },
+        Error::Storage { op, detail } => Error::Storage {
+            op: format!("{op} (core {core})"),
+            detail,
+        },
+        e => e,
     }
 }

@@ -7,6 +7,7 @@
 //! reader to fill again. Memory is bounded by one read window and about 2 × [`DEPTH`] payload
 //! buffers per core, whatever the size of the logs; each log is read once.
 
+use super::manager::in_core;
 use super::recovery::CoreRecord;
 use crate::{Error, Lsn, SegmentStorage, WriteAheadLog};
 use lamina_core::record::Kind;
@@ -130,7 +131,7 @@ fn next(
     // The sender is gone: the reader returned. Join it to learn whether it failed.
     match readers.get_mut(core).and_then(Option::take) {
         Some(reader) => match reader.join() {
-            Ok(result) => result.map(|()| None),
+            Ok(result) => result.map(|()| None).map_err(|e| in_core(core, e)),
             Err(_) => Err(Error::Read {
                 from: Lsn::FIRST,
                 detail: format!("the reader of core {core} panicked"),
