@@ -73,6 +73,44 @@ pub enum Error {
     /// The pipeline refused an append for another reason (it says which).
     #[error("append refused: {0}")]
     Refused(String),
+    /// A per-core log set cannot be opened as asked: its description file is damaged or
+    /// unreadable, a core directory it lists is missing, a directory holds core logs but no
+    /// description, or a core's log belongs to another core.
+    #[error("per-core log set in {dir}: {detail}")]
+    CoreSet {
+        /// The set's directory (empty for a set opened over storages).
+        dir: String,
+        /// What is wrong, and where.
+        detail: String,
+    },
+    /// A per-core log set was opened with another core count than the one it was created with.
+    #[error("per-core log set in {dir} has {stored} cores, {requested} were asked for")]
+    CoreCountMismatch {
+        /// The set's directory.
+        dir: String,
+        /// The count its description holds.
+        stored: usize,
+        /// The count asked for.
+        requested: usize,
+    },
+    /// A core index outside the set.
+    #[error("core {core} does not exist: the set has {cores} cores")]
+    NoSuchCore {
+        /// The index asked for.
+        core: usize,
+        /// How many cores the set has.
+        cores: usize,
+    },
+    /// An epoch marker that does not move the core's epoch forward.
+    #[error("core {core} is in epoch {current}: epoch {requested} does not follow it")]
+    EpochNotIncreasing {
+        /// The core.
+        core: usize,
+        /// The epoch in force.
+        current: u64,
+        /// The epoch asked for.
+        requested: u64,
+    },
 }
 
 fn cause_text(cause: &Option<String>) -> String {

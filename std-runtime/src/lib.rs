@@ -11,6 +11,11 @@
 //! opens it in a directory on the file backend (`lamina-file`); the tests also run it on the
 //! simulated device of `lamina-tests`.
 //!
+//! [`PerCoreWalManager`] keeps one such log per core: it opens and recovers the set, hands each
+//! core a [`CoreWalWriter`] that owns its log (no lock shared between cores), whose
+//! `begin_epoch` writes epoch markers, and reads the recovered records back per core with their
+//! epochs and boundaries, or merged in (epoch, core, LSN) order.
+//!
 //! ```
 //! use lamina::{Lsn, Options, WriteAheadLog};
 //! # use lamina_tests::sim::SimStorage;
@@ -35,12 +40,16 @@ mod error;
 #[cfg(feature = "file")]
 mod file;
 mod options;
+mod percore;
 mod read;
 mod seed;
 mod wal;
 
 pub use error::Error;
 pub use options::Options;
+pub use percore::{
+    CoreRecord, CoreRecovery, CoreWalWriter, EpochBoundary, PerCoreRecovery, PerCoreWalManager,
+};
 pub use wal::WriteAheadLog;
 
 /// The file backend, with feature `file` (on by default).

@@ -50,9 +50,23 @@ pub(crate) fn header<S: SegmentStorage>(
     Ok(bytes.get(..n).and_then(|b| SegmentHeader::parse(b).ok()))
 }
 
+/// One record handed over by [`read_records`]: a data record, an epoch marker or a checkpoint
+/// marker (seals and padding carry nothing and are not handed over).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Entry<'a> {
+    /// The record's kind.
+    pub(crate) kind: Kind,
+    /// Its LSN.
+    pub(crate) lsn: Lsn,
+    /// The epoch it belongs to: the segment header's epoch, moved on by every epoch marker read
+    /// since (an epoch marker belongs to the epoch it starts).
+    pub(crate) epoch: u64,
+    /// Its payload.
+    pub(crate) payload: &'a [u8],
+}
+
 /// Hands every data record with an LSN from `from` to `upto` (inclusive) to `each`, in order
-/// (stepping over damaged records in `SkipCorrupt`, as recovery did);
-/// returns the LSN after the last record handed over (`from` when none was). Records below the
+/// (stepping over damaged records in `SkipCorrupt`, as recovery did); returns the LSN after the last record handed over (`from` when none was). Records below the
 /// oldest segment held were truncated: reading then starts at the oldest record held.
 pub(crate) fn read_from<S: SegmentStorage>(
     storage: &mut S,
@@ -62,15 +76,36 @@ pub(crate) fn read_from<S: SegmentStorage>(
     mode: Mode,
     each: &mut dyn FnMut(Lsn, &[u8]),
 ) -> Result<Lsn, Error> {
+    let mut next = from;
+    read_records(storage, from, upto, window, mode, &mut |entry| {
+        if entry.kind == Kind::Data {
+            each(entry.lsn, entry.payload);
+            next = entry.lsn.next();
+        }
+    })?;
+    Ok(next)
+}
+
+/// Hands every data, epoch and checkpoint record with an LSN from `from` to `upto` (inclusive)
+/// to `each`, in order, with the epoch each belongs to (stepping over damaged records in
+/// `SkipCorrupt`, as recovery did). Records below the oldest segment held
+/// were truncated: reading then starts at the oldest record held.
+pub(crate) fn read_records<S: SegmentStorage>(
+    storage: &mut S,
+    from: Lsn,
+    upto: Lsn,
+    window: &mut [u8],
+    mode: Mode,
+    each: &mut dyn FnMut(Entry<'_>),
+) -> Result<(), Error> {
     // Damage that recovery stepped over in `SkipCorrupt` is stepped over again; in the other
     // modes recovery left none behind, so any damage met here is an error.
     let mode = match mode {
         Mode::SkipCorrupt => Mode::SkipCorrupt,
         Mode::Strict | Mode::PointInTime => Mode::Strict,
     };
-    let mut next = from;
     if upto < from || upto == Lsn::ZERO {
-        return Ok(next);
+        return Ok(());
     }
     let fail = |detail: String| Error::Read { from, detail };
     let ids = list(storage)?;
@@ -82,6 +117,7 @@ pub(crate) fn read_from<S: SegmentStorage>(
     }
     let mut expected: Option<Lsn> = None;
     let mut prev: Option<SegmentHeader> = None;
+    let mut epoch = 0;
     for &id in ids.get(start..).unwrap_or(&[]) {
         let mut decoder = SegmentDecoder::new(&mut *window, mode);
         loop {
@@ -115,20 +151,31 @@ pub(crate) fn read_from<S: SegmentStorage>(
                         )));
                     }
                     expected = Some(h.first_lsn);
+                    epoch = h.epoch;
                     prev = Some(h);
                 }
                 Decoded::Record(r) => {
                     let lsn = r.header.lsn;
                     if lsn > upto {
-                        return Ok(next);
+                        return Ok(());
                     }
-                    if lsn >= from && r.header.kind == Kind::Data {
-                        each(lsn, r.payload);
-                        next = lsn.next();
+                    let kind = r.header.kind;
+                    if kind == Kind::Epoch
+                        && let Ok(bytes) = <[u8; 8]>::try_from(r.payload)
+                    {
+                        epoch = u64::from_le_bytes(bytes);
+                    }
+                    if lsn >= from && matches!(kind, Kind::Data | Kind::Epoch | Kind::Checkpoint) {
+                        each(Entry {
+                            kind,
+                            lsn,
+                            epoch,
+                            payload: r.payload,
+                        });
                     }
                     expected = Some(lsn.next());
                     if lsn == upto {
-                        return Ok(next);
+                        return Ok(());
                     }
                 }
                 Decoded::Skipped(s) if mode == Mode::SkipCorrupt => {
@@ -147,7 +194,7 @@ pub(crate) fn read_from<S: SegmentStorage>(
                 }) => {
                     if next_lsn > upto {
                         // Everything durable was read: the rest was never acknowledged.
-                        return Ok(next);
+                        return Ok(());
                     }
                     return Err(fail(format!(
                         "segment {id} ends at offset {offset} (before LSN {next_lsn}) \
@@ -169,5 +216,5 @@ pub(crate) fn read_from<S: SegmentStorage>(
             }
         }
     }
-    Ok(next)
+    Ok(())
 }

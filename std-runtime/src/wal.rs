@@ -140,10 +140,28 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
     /// # Errors
     /// [`Error::Poisoned`], [`Error::TooLarge`], [`Error::LsnExhausted`], [`Error::Stalled`].
     pub fn append(&mut self, payload: &[u8]) -> Result<Lsn, Error> {
+        self.append_with(|p| p.append(payload, 0))
+    }
+
+    /// Appends an epoch marker (record kind 2): records after it belong to `epoch`, and so do
+    /// segments started after it (their header's `epoch`). Whether epochs increase is the
+    /// caller's business (`CoreWalWriter::begin_epoch` checks it).
+    ///
+    /// # Errors
+    /// As [`Self::append`].
+    pub(crate) fn append_epoch(&mut self, epoch: u64) -> Result<Lsn, Error> {
+        self.append_with(|p| p.append_epoch(epoch, 0))
+    }
+
+    /// Frames a record with `frame`, waiting for room when the buffer is full.
+    fn append_with(
+        &mut self,
+        mut frame: impl FnMut(&mut Pipe<'_>) -> Result<Lsn, AppendError>,
+    ) -> Result<Lsn, Error> {
         self.check()?;
         let mut idle = 0;
         loop {
-            match self.cell.with_dependent_mut(|_, p| p.append(payload, 0)) {
+            match self.cell.with_dependent_mut(|_, p| frame(p)) {
                 Ok(lsn) => {
                     self.round();
                     return Ok(lsn);
@@ -215,8 +233,7 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
     pub fn read_from(&mut self, from: Lsn, mut each: impl FnMut(Lsn, &[u8])) -> Result<Lsn, Error> {
         self.check()?;
         let upto = self.durable_lsn();
-        let max_payload = usize::try_from(self.max_payload).unwrap_or(usize::MAX);
-        let mut window = vec![0u8; min_window(max_payload).max(64 * 1024)];
+        let mut window = vec![0u8; self.read_window_len()];
         read::read_from(
             &mut self.storage,
             from,
@@ -225,6 +242,27 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
             self.mode,
             &mut each,
         )
+    }
+
+    /// Hands every durable data, epoch and checkpoint record from `from` through `upto` to
+    /// `each`, with the epoch each belongs to, reading through `window` (at least
+    /// [`Self::read_window_len`] bytes).
+    pub(crate) fn read_records(
+        &mut self,
+        from: Lsn,
+        upto: Lsn,
+        window: &mut [u8],
+        each: &mut dyn FnMut(read::Entry<'_>),
+    ) -> Result<(), Error> {
+        self.check()?;
+        let upto = upto.min(self.durable_lsn());
+        read::read_records(&mut self.storage, from, upto, window, self.mode, each)
+    }
+
+    /// The window [`Self::read_records`] needs: room for the largest frame.
+    pub(crate) fn read_window_len(&self) -> usize {
+        let max_payload = usize::try_from(self.max_payload).unwrap_or(usize::MAX);
+        min_window(max_payload).max(64 * 1024)
     }
 
     /// Deletes the whole segments whose records all lie below `lsn` (never the segment being

@@ -1,0 +1,148 @@
+//! A per-core set in a directory on the file backend: `PerCoreWalManager::open(dir, cores,
+//! options)`.
+
+use super::describe;
+use super::manager::PerCoreWalManager;
+use super::recovery::PerCoreRecovery;
+use crate::{Error, Options};
+use lamina_file::FileStorage;
+use std::path::{Path, PathBuf};
+
+/// The directory of core `core`'s log.
+fn core_dir(dir: &Path, core: usize) -> PathBuf {
+    dir.join(format!("core-{core:03}"))
+}
+
+/// The core index a directory entry named `name` would hold, if it is named like a core's.
+fn core_index(name: &str) -> Option<usize> {
+    let digits = name.strip_prefix("core-")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The error for a core directory the description lists but that is missing.
+fn missing(dir: &Path, core: usize, name: &str) -> Error {
+    Error::CoreSet {
+        dir: name.to_owned(),
+        detail: format!(
+            "the description lists core {core}, but {} is missing",
+            core_dir(dir, core).display()
+        ),
+    }
+}
+
+impl PerCoreWalManager<FileStorage> {
+    /// Opens the per-core set in directory `dir` (created if missing) with `cores` cores: core
+    /// `i`'s log lives in `dir/core-{i:03}/` (each with its own lock), and `dir/PERCORE`
+    /// describes the set (its core count, published atomically when the set is created). Each
+    /// log is recovered as in [`crate::WriteAheadLog::open`].
+    ///
+    /// Core 0's directory lock is taken before the description is read, so two openers of one
+    /// set cannot both create it.
+    ///
+    /// # Errors
+    /// [`Error::CoreCountMismatch`] when the set was created with another count;
+    /// [`Error::CoreSet`] when `cores` is 0, the description is damaged, a core directory it
+    /// lists is missing, or the directory holds core directories beyond `cores` but no
+    /// description; [`Error::Storage`] when a directory cannot be opened or is locked; then what
+    /// [`PerCoreWalManager::open_with`] returns.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        cores: usize,
+        options: Options,
+    ) -> Result<(Self, PerCoreRecovery), Error> {
+        let dir = dir.as_ref();
+        let name = dir.display().to_string();
+        let set_error = |detail: String| Error::CoreSet {
+            dir: name.clone(),
+            detail,
+        };
+        if cores == 0 {
+            return Err(set_error("a per-core set needs at least one core".into()));
+        }
+        let count = u32::try_from(cores)
+            .map_err(|_| set_error(format!("{cores} cores cannot be named in a header")))?;
+        let open_core = |core: usize| {
+            FileStorage::open(core_dir(dir, core), lamina_file::Options::new()).map_err(|e| {
+                Error::Storage {
+                    op: format!("opening the log directory of core {core}"),
+                    detail: e.to_string(),
+                }
+            })
+        };
+        let first_existed = core_dir(dir, 0).is_dir();
+        if !first_existed && dir.join(describe::NAME).exists() {
+            // Taking core 0's lock would create its directory and hide that it is gone.
+            return Err(missing(dir, 0, &name));
+        }
+        // Core 0's lock guards the description too.
+        let first = open_core(0)?;
+        let stored = describe::read(dir)?;
+        match stored {
+            Some(stored) if stored != count => {
+                return Err(Error::CoreCountMismatch {
+                    dir: name,
+                    stored: usize::try_from(stored).unwrap_or(usize::MAX),
+                    requested: cores,
+                });
+            }
+            Some(_) => {
+                for core in 0..cores {
+                    let exists = if core == 0 {
+                        first_existed
+                    } else {
+                        core_dir(dir, core).is_dir()
+                    };
+                    if !exists {
+                        return Err(missing(dir, core, &name));
+                    }
+                }
+            }
+            None => {
+                // A set whose creation was cut short has core directories but no description
+                // yet; a set of more cores than asked for would lose its other cores' logs.
+                let entries = std::fs::read_dir(dir).map_err(|e| Error::Storage {
+                    op: format!("listing {}", dir.display()),
+                    detail: e.to_string(),
+                })?;
+                for entry in entries.flatten() {
+                    if let Some(core) = entry.file_name().to_str().and_then(core_index)
+                        && core >= cores
+                    {
+                        return Err(set_error(format!(
+                            "it has no description but holds the directory of core {core}; \
+                             {cores} cores were asked for"
+                        )));
+                    }
+                }
+            }
+        }
+        let mut storages = Vec::with_capacity(cores);
+        storages.push(first);
+        for core in 1..cores {
+            storages.push(open_core(core)?);
+        }
+        if stored.is_none() {
+            // Every core directory exists and is durable (the backend syncs its parent when
+            // it creates one): only now does the description say the set exists.
+            describe::write(dir, count)?;
+        }
+        Self::open_in(storages, options, &name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::core_index;
+
+    #[test]
+    fn core_names_parse_and_others_do_not() {
+        assert_eq!(core_index("core-000"), Some(0));
+        assert_eq!(core_index("core-1234"), Some(1234));
+        assert_eq!(core_index("core-"), None);
+        assert_eq!(core_index("core-+1"), None);
+        assert_eq!(core_index("PERCORE"), None);
+    }
+}

@@ -1,0 +1,20 @@
+//! Per-core logs: one [`crate::WriteAheadLog`] per core, each owned by its core's thread through a
+//! [`CoreWalWriter`], with epoch markers; [`PerCoreWalManager`] opens the set, recovers every
+//! core, reads each core's records with their epochs, and merges the cores into one stream in
+//! (epoch, core, LSN) order.
+//!
+//! The append path shares nothing between cores: each writer owns its log, its buffer and its
+//! storage (on the file backend, its own directory with its own lock).
+
+#[cfg(feature = "file")]
+mod describe;
+#[cfg(feature = "file")]
+mod file;
+mod manager;
+mod merge;
+mod recovery;
+mod writer;
+
+pub use manager::PerCoreWalManager;
+pub use recovery::{CoreRecord, CoreRecovery, EpochBoundary, PerCoreRecovery};
+pub use writer::CoreWalWriter;
