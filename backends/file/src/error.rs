@@ -91,6 +91,14 @@ pub enum FileError {
         /// The name given.
         name: String,
     },
+    /// An operation that writes, asked of a read-only view ([`crate::FileReader`]).
+    #[error("{op} of {} refused: the log directory is opened read-only", path.display())]
+    ReadOnly {
+        /// What was asked.
+        op: &'static str,
+        /// The file or directory it would have changed.
+        path: PathBuf,
+    },
 }
 
 /// A pid as the lock error shows it.
@@ -125,7 +133,9 @@ impl FileError {
     #[must_use]
     pub fn path(&self) -> &Path {
         match self {
-            FileError::Io { path, .. } | FileError::Locked { path, .. } => path,
+            FileError::Io { path, .. }
+            | FileError::Locked { path, .. }
+            | FileError::ReadOnly { path, .. } => path,
             FileError::InvalidName { dir, .. } => dir,
         }
     }
@@ -142,6 +152,9 @@ impl FileError {
 
 impl io::Error for FileError {
     fn failure(&self) -> Failure {
+        if let FileError::ReadOnly { .. } = self {
+            return Failure::Unsupported;
+        }
         let Some(errno) = self.io_error().and_then(Errno::from_io_error) else {
             return Failure::Other;
         };

@@ -3,8 +3,10 @@
 //! log's segments as files written with positioned writes and made durable with `fdatasync`,
 //! with a directory fsync after creates and deletes, under an exclusive lock on the directory;
 //! [`FileObjects`] keeps named objects (checkpoint manifests and snapshot parts), published
-//! atomically by write-to-temp, fsync, rename or link, directory fsync. The std runtime (`lamina`)
-//! drives the core's pipeline over these; nothing here knows the record format.
+//! atomically by write-to-temp, fsync, rename or link, directory fsync; [`FileReader`] is a
+//! read-only view of a log directory, without the lock, for a reader that follows the log while
+//! its owner writes it. The std runtime (`lamina`) drives the core's pipeline over these; nothing
+//! here knows the record format.
 //!
 //! Operations are blocking: `submit` does the work at once and queues its completion, which the
 //! next `poll_completion` reports. Errors ([`FileError`]) name the operation and the path.
@@ -16,8 +18,10 @@ mod fsutil;
 mod lock;
 pub mod names;
 mod objects;
+mod reader;
 mod segments;
 
 pub use error::{FileError, Op};
 pub use objects::FileObjects;
+pub use reader::FileReader;
 pub use segments::{FileStorage, Options};

@@ -5,6 +5,7 @@ use crate::fsutil::{ensure_dir, fsync_directory, read_full_at};
 use crate::lock::DirLock;
 use crate::names::{OBJECTS_DIR, parse_segment_file_name, segment_file_name};
 use crate::objects::FileObjects;
+use crate::reader::FileReader;
 use lamina_core::SegmentId;
 use lamina_core::io::{Completion, ErrorType, SegmentOp, SegmentStorage};
 use std::collections::{HashMap, VecDeque};
@@ -102,6 +103,14 @@ impl FileStorage {
     /// As [`FileObjects::open`].
     pub fn open_objects(&self) -> Result<FileObjects, FileError> {
         FileObjects::open(self.dir.join(OBJECTS_DIR))
+    }
+
+    /// A read-only view of this log directory ([`FileReader`]), for a reader on another thread.
+    ///
+    /// # Errors
+    /// As [`FileReader::open`].
+    pub fn reader(&self) -> Result<FileReader, FileError> {
+        FileReader::open(&self.dir)
     }
 
     fn err(&self, op: Op, segment: SegmentId, e: std::io::Error) -> FileError {
