@@ -1,8 +1,10 @@
 //! Shared helpers of lamina's cross-crate tests: a deterministic simulated device that loses
-//! unsynced writes at a crash, tears sectors and injects faults, and helpers to drive and
-//! recover a log on it; and a fault-injecting wrapper around a real backend ([`faulty`]) that
-//! fails the Nth write or sync and undoes unsynced writes at a simulated power cut.
+//! unsynced writes at a crash, tears sectors and injects faults, helpers to drive and recover a
+//! log on it, and a shared form of it ([`shared`]) that readers on other threads see; and a
+//! fault-injecting wrapper around a real backend ([`faulty`]) that fails the Nth write or sync and
+//! undoes unsynced writes at a simulated power cut.
 
 pub mod faulty;
 pub mod harness;
+pub mod shared;
 pub mod sim;
