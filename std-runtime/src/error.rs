@@ -59,6 +59,22 @@ pub enum Error {
         /// What was to be.
         wanted: Lsn,
     },
+    /// The log was closed, or dropped without a close, and a [`crate::Tail`] handed out every
+    /// record durable before that: nothing more will come.
+    #[error("the log was closed: durable through LSN {durable}, and all of it was read")]
+    Closed {
+        /// The durable LSN when the log was closed or dropped.
+        durable: Lsn,
+    },
+    /// Records a reader had not read yet were deleted (`truncate_before`, or the log's
+    /// segments removed): they are lost to it.
+    #[error("records from LSN {next} on were deleted before they were read: {detail}")]
+    Truncated {
+        /// The first LSN that could not be read.
+        next: Lsn,
+        /// What is gone.
+        detail: String,
+    },
     /// The payload exceeds `Config::max_payload`.
     #[error("record of {len} bytes exceeds max_payload ({max} bytes)")]
     TooLarge {

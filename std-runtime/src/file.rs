@@ -1,8 +1,8 @@
 //! The log on the file backend: `WriteAheadLog::open(dir, options)`.
 
-use crate::{Error, Options, RecoveryReport, WriteAheadLog};
-use lamina_file::FileStorage;
+use crate::{Error, Lsn, Options, RecoveryReport, Tail, WriteAheadLog};
 use lamina_file::names::segment_file_name;
+use lamina_file::{FileReader, FileStorage};
 use std::path::Path;
 
 impl WriteAheadLog<FileStorage> {
@@ -22,6 +22,20 @@ impl WriteAheadLog<FileStorage> {
                 detail: e.to_string(),
             })?;
         Self::open_with(storage, options).map_err(|e| name_the_file(e, dir))
+    }
+
+    /// A [`Tail`] of this log from `from`, reading the directory through its own read-only
+    /// [`FileReader`]: see [`WriteAheadLog::tail_with`].
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the directory cannot be opened for reading, then what
+    /// [`WriteAheadLog::tail_with`] returns.
+    pub fn tail(&self, from: Lsn) -> Result<Tail<FileReader>, Error> {
+        let reader = self.storage().reader().map_err(|e| Error::Storage {
+            op: "opening the log directory for reading".into(),
+            detail: e.to_string(),
+        })?;
+        self.tail_with(reader, from)
     }
 }
 

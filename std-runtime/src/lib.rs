@@ -6,10 +6,11 @@
 //! where.
 //!
 //! Today it holds [`WriteAheadLog`], a log with a single owner: `append` (buffered), `sync`
-//! (durable through the returned LSN), `read_from` any LSN, `truncate_before`, `close`. It runs on
-//! any [`SegmentStorage`]: with the default feature `file`, `WriteAheadLog::open(dir, options)`
-//! opens it in a directory on the file backend (`lamina-file`); the tests also run it on the
-//! simulated device of `lamina-tests`.
+//! (durable through the returned LSN), `read_from` any LSN, `truncate_before`, `close`; and
+//! [`Tail`], a reader on another thread that follows the log from any LSN while the owner writes
+//! it, handing out each record once it is durable. It runs on any [`SegmentStorage`]: with the
+//! default feature `file`, `WriteAheadLog::open(dir, options)` opens it in a directory on the file
+//! backend (`lamina-file`); the tests also run it on the simulated device of `lamina-tests`.
 //!
 //! [`PerCoreWalManager`] keeps one such log per core: it opens and recovers the set, hands each
 //! core a [`CoreWalWriter`] that owns its log (no lock shared between cores), whose
@@ -43,13 +44,16 @@ mod options;
 mod percore;
 mod read;
 mod seed;
+mod tail;
 mod wal;
+mod watch;
 
 pub use error::Error;
 pub use options::Options;
 pub use percore::{
     CoreRecord, CoreRecovery, CoreWalWriter, EpochBoundary, PerCoreRecovery, PerCoreWalManager,
 };
+pub use tail::{Tail, TailRecord};
 pub use wal::WriteAheadLog;
 
 /// The file backend, with feature `file` (on by default).

@@ -5,6 +5,8 @@ use crate::driver::Driver;
 use crate::options::Options;
 use crate::read;
 use crate::seed::random_u64;
+use crate::tail::Tail;
+use crate::watch::Publisher;
 use lamina_core::commit::{AppendError, Pipeline};
 use lamina_core::decode::{Mode, min_window};
 use lamina_core::io::{SegmentOp, SegmentStorage};
@@ -57,6 +59,8 @@ pub struct WriteAheadLog<S: SegmentStorage> {
     max_payload: u32,
     /// The recovery mode it was opened in: reads step over what recovery stepped over.
     mode: Mode,
+    /// The durable LSN, published to tails.
+    watch: Publisher,
 }
 
 impl<S: SegmentStorage> WriteAheadLog<S> {
@@ -122,6 +126,7 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
             }
         })?;
         let mut log = WriteAheadLog {
+            watch: Publisher::new(cell.borrow_dependent().durable_lsn()),
             cell,
             storage,
             driver: Driver::default(),
@@ -265,6 +270,27 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
         min_window(max_payload).max(64 * 1024)
     }
 
+    /// A [`Tail`] of this log from `from`, reading through `reader`, a read-only view of this
+    /// log's storage (`FileStorage::reader`, for the file backend `tail` does it): a reader that
+    /// may move to another thread and follows the log while this owner appends and syncs, handing
+    /// out each data record once it is durable. Records below `from` are skipped.
+    ///
+    /// # Errors
+    /// [`Error::Truncated`] when `from` is below the oldest record held; [`Error::Read`] when the
+    /// reader shows another log's segments; [`Error::Storage`] when it cannot list them.
+    pub fn tail_with<R: SegmentStorage>(&self, reader: R, from: Lsn) -> Result<Tail<R>, Error> {
+        let header = self.segment();
+        let watch = self.watch.watch();
+        Tail::new(
+            reader,
+            watch,
+            from,
+            header.log_id,
+            header.core,
+            self.max_payload,
+        )
+    }
+
     /// Deletes the whole segments whose records all lie below `lsn` (never the segment being
     /// appended to), oldest first, and makes the deletes durable. Makes everything appended
     /// durable first. Returns how many segments were deleted.
@@ -362,8 +388,17 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
     /// One round of the I/O loop; whether anything happened.
     fn round(&mut self) -> bool {
         let (driver, storage) = (&mut self.driver, &mut self.storage);
-        self.cell
-            .with_dependent_mut(|_, p| driver.round(p, storage))
+        let progressed = self
+            .cell
+            .with_dependent_mut(|_, p| driver.round(p, storage));
+        // Tails learn what is durable, or that nothing more will be, after each round.
+        self.watch.publish(self.durable_lsn());
+        if !self.watch.ended()
+            && let Err(poisoned) = self.check()
+        {
+            self.watch.end(poisoned);
+        }
+        progressed
     }
 
     /// Runs the I/O loop until `done` says so (it may ask the pipeline for more, e.g. a flush),
