@@ -45,7 +45,7 @@ pub enum Error {
     /// continue.
     #[error("reading the log from LSN {from} failed: {detail}")]
     Read {
-        /// Where the read started.
+        /// Where the read started (for a [`crate::Tail`]: the LSN it was reading).
         from: Lsn,
         /// What went wrong, and where.
         detail: String,

@@ -360,6 +360,65 @@ fn damage_in_a_durable_record_is_a_read_error() {
     assert!(written.starts_with(&read) && read.len() < written.len());
 }
 
+/// A read-only view that counts its reads.
+struct Counting {
+    inner: SimReader,
+    reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl lamina_core::io::ErrorType for Counting {
+    type Error = Failure;
+}
+
+impl lamina::SegmentStorage for Counting {
+    fn submit(&mut self, token: u64, op: lamina_core::io::SegmentOp<'_>) -> Result<(), Failure> {
+        self.inner.submit(token, op)
+    }
+
+    fn poll_completion(&mut self) -> Option<lamina_core::io::Completion<Failure>> {
+        self.inner.poll_completion()
+    }
+
+    fn read_at(
+        &mut self,
+        segment: SegmentId,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, Failure> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.read_at(segment, offset, buf)
+    }
+
+    fn list(&mut self, out: &mut [SegmentId]) -> Result<usize, Failure> {
+        self.inner.list(out)
+    }
+}
+
+#[test]
+fn durable_records_are_read_in_chunks_not_one_read_each() {
+    let shared = SharedSim::new(SimStorage::new(21));
+    let (mut log, _) = WriteAheadLog::open_with(shared, options(256 * 1024)).expect("open");
+    let written = append_range(&mut log, 1, 0..1000);
+    log.sync().expect("sync");
+    let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reader = Counting {
+        inner: log.storage().reader(),
+        reads: std::sync::Arc::clone(&reads),
+    };
+    let mut tail = log.tail_with(reader, Lsn::FIRST).expect("tail");
+    let after_open = reads.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(read_durable(&mut tail) == written);
+    let reads = reads.load(std::sync::atomic::Ordering::Relaxed) - after_open;
+    let segments = log.storage().lock().segments().len();
+    // About 160 KiB of frames in 64 KiB reads, a few more at each segment's start and end.
+    assert!(
+        reads <= 4 + 3 * segments,
+        "{reads} reads for {} records in {segments} segments",
+        written.len()
+    );
+}
+
 #[test]
 fn a_reader_of_another_log_is_refused() {
     let log = sim_log(19);
