@@ -59,6 +59,35 @@ enum Position {
 /// [`Error::Truncated`] when segments it had not read yet were deleted, [`Error::Read`] for damage
 /// or a read error, [`Error::Storage`] when the segments cannot be listed. Every error but
 /// `Closed` and `Poisoned` is final: later calls answer it again.
+///
+/// ```
+/// use lamina::{Error, Lsn, Options, WriteAheadLog};
+/// # use lamina_tests::{shared::SharedSim, sim::SimStorage};
+/// # fn main() -> Result<(), Error> {
+/// # let storage = SharedSim::new(SimStorage::new(1));
+/// let (mut log, _) = WriteAheadLog::open_with(storage, Options::default())?;
+/// // On the file backend: `log.tail(Lsn::FIRST)?`.
+/// let mut tail = log.tail_with(log.storage().reader(), Lsn::FIRST)?;
+/// let follower = std::thread::spawn(move || {
+///     let mut seen = Vec::new();
+///     loop {
+///         match tail.next(None) {
+///             Ok(Some(record)) => seen.push((record.lsn, record.payload.to_vec())),
+///             Ok(None) => {} // only after a timeout
+///             Err(Error::Closed { .. }) => return Ok(seen),
+///             Err(e) => return Err(e),
+///         }
+///     }
+/// });
+/// let a = log.append(b"a")?;
+/// let b = log.append(b"b")?;
+/// log.sync()?;
+/// log.close()?;
+/// let seen = follower.join().expect("follower")?;
+/// assert_eq!(seen, [(a, b"a".to_vec()), (b, b"b".to_vec())]);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Tail<R: SegmentStorage> {
     reader: R,
     watch: Arc<Watch>,

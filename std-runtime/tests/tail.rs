@@ -519,6 +519,35 @@ mod file {
     }
 
     #[test]
+    fn file_failed_sync_ends_the_tail_with_poisoned_after_the_durable_records() {
+        use lamina::file_backend::FileReader;
+        use lamina_tests::faulty::FaultyStorage;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage =
+            FileStorage::open(dir.path(), lamina::file_backend::Options::new()).expect("dir");
+        let (mut log, _) =
+            WriteAheadLog::open_with(FaultyStorage::new(storage), options(16 * 1024))
+                .expect("open");
+        let durable = append_range(&mut log, 1, 0..100);
+        log.sync().expect("sync");
+        let mut tail = log
+            .tail_with(FileReader::open(dir.path()).expect("reader"), Lsn::FIRST)
+            .expect("tail");
+        let tailer = thread::spawn(move || read_to_end(&mut tail));
+        log.storage_mut().fail_sync(1, Failure::Io);
+        let e = (100..140)
+            .find_map(|i| log.append(&payload(1, i)).err())
+            .unwrap_or_else(|| log.sync().expect_err("the sync fails"));
+        assert!(matches!(e, Error::Poisoned { .. }), "{e}");
+        // The failed sync's writes are in the files, where a reader could see them.
+        assert!(log.storage().unsynced_writes() > 0);
+        let (read, end) = tailer.join().expect("tailer");
+        assert!(matches!(end, Error::Poisoned { .. }), "{end}");
+        assert!(read == durable, "the tail read {} records", read.len());
+    }
+
+    #[test]
     fn file_tail_reopened_after_close_reads_the_whole_log_then_waits() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut log = file_log(dir.path());
