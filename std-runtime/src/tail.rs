@@ -9,7 +9,7 @@
 use crate::Error;
 use crate::read;
 use crate::watch::{Waited, Watch};
-use lamina_core::decode::min_window;
+use lamina_core::decode::{Decoded, Mode, SegmentDecoder, min_window};
 use lamina_core::io::{Error as _, Failure, SegmentStorage};
 use lamina_core::record::{self, HeaderCheck, Kind, Seed};
 use lamina_core::segment::{self, SegmentHeader};
@@ -95,6 +95,9 @@ pub struct Tail<R: SegmentStorage> {
     core: u32,
     /// Records below it are read but not handed out.
     from: Lsn,
+    /// The log was opened in `SkipCorrupt`: damage that recovery stepped over is stepped over
+    /// again (its records are lost), as `read_from` does.
+    skip_damage: bool,
     /// The LSN of the next frame in the chain.
     next: Lsn,
     at: Position,
@@ -130,6 +133,7 @@ impl<R: SegmentStorage> Tail<R> {
         log_id: u64,
         core: u32,
         max_payload: u32,
+        mode: Mode,
     ) -> Result<Self, Error> {
         let from = from.max(Lsn::FIRST);
         let ids = read::list(&mut reader)?;
@@ -179,6 +183,7 @@ impl<R: SegmentStorage> Tail<R> {
             log_id,
             core,
             from,
+            skip_damage: mode == Mode::SkipCorrupt,
             next: start.first_lsn,
             at: Position::Start {
                 segment: start.sequence,
@@ -272,15 +277,11 @@ impl<R: SegmentStorage> Tail<R> {
         let h = match frame_header {
             Some(HeaderCheck::Valid(h)) if h.lsn == self.next => h,
             Some(HeaderCheck::Valid(h)) => {
-                return Err(self.damage(
-                    segment,
-                    format!("the frame there has LSN {} instead", h.lsn),
-                ));
+                let what = format!("the frame there has LSN {} instead", h.lsn);
+                return self.damaged(header, what);
             }
-            Some(HeaderCheck::Zero) => {
-                return Err(self.damage(segment, "it holds zeros".into()));
-            }
-            _ => return Err(self.damage(segment, "its frame header does not validate".into())),
+            Some(HeaderCheck::Zero) => return self.damaged(header, "it holds zeros".into()),
+            _ => return self.damaged(header, "its frame header does not validate".into()),
         };
         let len = h.frame_len();
         if len > self.window.len() {
@@ -293,7 +294,7 @@ impl<R: SegmentStorage> Tail<R> {
         self.fill(segment, len)?;
         let frame = self.buffered().get(..len).unwrap_or(&[]);
         if !record::check_body(&seed, frame) {
-            return Err(self.damage(segment, "its frame body does not validate".into()));
+            return self.damaged(header, "its frame body does not validate".into());
         }
         let from = self.start + record::HEADER_LEN;
         let to = from + record::payload(&h, frame).len();
@@ -402,6 +403,57 @@ impl<R: SegmentStorage> Tail<R> {
             self.end = (self.end + got).min(self.window.len());
         }
         Ok(())
+    }
+
+    /// A durable frame is damaged: in `SkipCorrupt`, steps over it to the next valid record (the
+    /// records between are lost, as recovery reported); else the error.
+    fn damaged(
+        &mut self,
+        header: SegmentHeader,
+        what: String,
+    ) -> Result<Option<(Lsn, usize, usize)>, Error> {
+        if self.skip_damage
+            && let Some((offset, lsn)) = self.next_valid(header)?
+        {
+            self.discard();
+            self.pos = offset;
+            self.next = lsn;
+            return Ok(None);
+        }
+        Err(self.damage(header.sequence, what))
+    }
+
+    /// Decodes the tail's segment from its start in `SkipCorrupt`, as recovery did, to the first
+    /// valid record at `self.next` or after; its offset and LSN, or `None` when no durable one
+    /// follows. Only on damage, so its window is allocated here.
+    fn next_valid(&mut self, header: SegmentHeader) -> Result<Option<(u64, Lsn)>, Error> {
+        let segment = header.sequence;
+        let durable = self.watch.durable();
+        let mut window = vec![0u8; self.window.len()];
+        let mut decoder = SegmentDecoder::new(&mut window, Mode::SkipCorrupt);
+        loop {
+            match decoder.poll() {
+                Decoded::NeedMore => {
+                    let offset = decoder.offset_wanted();
+                    match self.reader.read_at(segment, offset, decoder.space()) {
+                        Ok(0) => decoder.finish(),
+                        Ok(n) => decoder.fill(n),
+                        Err(e) => {
+                            return Err(self.fail(format!(
+                                "read error in segment {segment} at offset {offset}: {e:?}"
+                            )));
+                        }
+                    }
+                }
+                Decoded::Header(h) if h == header => {}
+                Decoded::Record(r) if r.header.lsn < self.next => {}
+                Decoded::Record(r) if r.header.lsn <= durable && r.offset > self.pos => {
+                    return Ok(Some((r.offset, r.header.lsn)));
+                }
+                Decoded::Skipped(_) => {}
+                _ => return Ok(None),
+            }
+        }
     }
 
     /// The error for a durable frame that cannot be read where it should be: the segment was

@@ -273,7 +273,8 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
     /// A [`Tail`] of this log from `from`, reading through `reader`, a read-only view of this
     /// log's storage (`FileStorage::reader`, for the file backend `tail` does it): a reader that
     /// may move to another thread and follows the log while this owner appends and syncs, handing
-    /// out each data record once it is durable. Records below `from` are skipped.
+    /// out each data record once it is durable. Records below `from` are skipped; in a log opened
+    /// in `SkipCorrupt`, so are the damaged records recovery stepped over.
     ///
     /// # Errors
     /// [`Error::Truncated`] when `from` is below the oldest record held; [`Error::Read`] when the
@@ -281,14 +282,8 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
     pub fn tail_with<R: SegmentStorage>(&self, reader: R, from: Lsn) -> Result<Tail<R>, Error> {
         let header = self.segment();
         let watch = self.watch.watch();
-        Tail::new(
-            reader,
-            watch,
-            from,
-            header.log_id,
-            header.core,
-            self.max_payload,
-        )
+        let (id, core, max_payload) = (header.log_id, header.core, self.max_payload);
+        Tail::new(reader, watch, from, id, core, max_payload, self.mode)
     }
 
     /// Deletes the whole segments whose records all lie below `lsn` (never the segment being

@@ -420,6 +420,28 @@ fn durable_records_are_read_in_chunks_not_one_read_each() {
 }
 
 #[test]
+fn skip_corrupt_log_tail_steps_over_what_recovery_stepped_over() {
+    let mut log = sim_log(22);
+    let written = append_range(&mut log, 1, 0..300);
+    let (closed, shared) = log.close_into_storage();
+    closed.expect("close");
+    shared.lock().flip_bit(SegmentId(1), 4000, 5);
+    let mut opts = options(8 * 1024);
+    opts.mode = Mode::SkipCorrupt;
+    let (mut log, report) = WriteAheadLog::open_with(shared, opts).expect("reopen");
+    assert!(report.skipped >= 1, "{report:?}");
+    let mut recovered = Vec::new();
+    log.read_from(Lsn::FIRST, |lsn, p| recovered.push((lsn, p.to_vec())))
+        .expect("read_from");
+    assert!(recovered.len() < written.len() && recovered.len() > 250);
+    let mut tail = sim_tail(&log, Lsn::FIRST);
+    assert!(read_durable(&mut tail) == recovered);
+    let more = append_range(&mut log, 2, 0..10);
+    log.sync().expect("sync");
+    assert!(read_durable(&mut tail) == more);
+}
+
+#[test]
 fn a_reader_of_another_log_is_refused() {
     let log = sim_log(19);
     let other = sim_log(20);
