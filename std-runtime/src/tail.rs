@@ -135,7 +135,8 @@ impl<R: SegmentStorage> Tail<R> {
         max_payload: u32,
         mode: Mode,
     ) -> Result<Self, Error> {
-        let from = from.max(Lsn::FIRST);
+        // `Lsn::ZERO`: from the oldest record held, whatever truncation deleted.
+        let oldest_held = from == Lsn::ZERO;
         let ids = read::list(&mut reader)?;
         let mut oldest: Option<SegmentHeader> = None;
         let mut start: Option<SegmentHeader> = None;
@@ -156,7 +157,7 @@ impl<R: SegmentStorage> Tail<R> {
                 });
             }
             oldest.get_or_insert(h);
-            if h.first_lsn <= from {
+            if h.first_lsn <= from || (oldest_held && start.is_none()) {
                 start = Some(h);
             }
         }
@@ -166,6 +167,7 @@ impl<R: SegmentStorage> Tail<R> {
                 detail: "the log holds no segment with a header".into(),
             });
         };
+        let from = if oldest_held { oldest.first_lsn } else { from };
         let Some(start) = start else {
             return Err(Error::Truncated {
                 next: from,
@@ -241,8 +243,8 @@ impl<R: SegmentStorage> Tail<R> {
         }
     }
 
-    /// The LSN of the next frame the tail reads: every data record below it (from where the tail
-    /// started) was handed out.
+    /// The LSN of the next frame the tail reads: every data record below it, from where the tail
+    /// started, was handed out (but those `SkipCorrupt` recovery stepped over).
     #[must_use]
     pub fn next_lsn(&self) -> Lsn {
         self.next

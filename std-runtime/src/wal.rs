@@ -273,8 +273,9 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
     /// A [`Tail`] of this log from `from`, reading through `reader`, a read-only view of this
     /// log's storage (`FileStorage::reader`, for the file backend `tail` does it): a reader that
     /// may move to another thread and follows the log while this owner appends and syncs, handing
-    /// out each data record once it is durable. Records below `from` are skipped; in a log opened
-    /// in `SkipCorrupt`, so are the damaged records recovery stepped over.
+    /// out each data record once it is durable. Records below `from` are skipped (`Lsn::ZERO`
+    /// starts at the oldest record held); in a log opened in `SkipCorrupt`, so are the damaged
+    /// records recovery stepped over.
     ///
     /// # Errors
     /// [`Error::Truncated`] when `from` is below the oldest record held; [`Error::Read`] when the

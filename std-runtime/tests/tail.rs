@@ -333,6 +333,13 @@ fn truncation_past_the_tail_is_an_error_not_a_skip() {
         ),
         "{e}"
     );
+    // From `Lsn::ZERO` it starts at the oldest record held: what `read_from` reads.
+    let mut held = Vec::new();
+    log.read_from(Lsn::FIRST, |lsn, p| held.push((lsn, p.to_vec())))
+        .expect("read_from");
+    assert!(held.len() < written.len() - 300 && written.ends_with(&held));
+    let mut tail = sim_tail(&log, Lsn::ZERO);
+    assert!(read_durable(&mut tail) == held);
 }
 
 fn sim_tail_err(log: &Log, from: Lsn) -> Error {
