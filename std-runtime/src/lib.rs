@@ -6,7 +6,9 @@
 //! where.
 //!
 //! Today it holds [`WriteAheadLog`], a log with a single owner: `append` (buffered), `sync`
-//! (durable through the returned LSN), `read_from` any LSN, `truncate_before`, `close`. It runs on
+//! (durable through the returned LSN), `read_from` any LSN, `truncate_before`, `close`; and
+//! [`SharedLog`], a `Clone + Send + Sync` handle over it for many threads that each `commit` and
+//! return once their record is durable, one fdatasync covering many threads' records. It runs on
 //! any [`SegmentStorage`]: with the default feature `file`, `WriteAheadLog::open(dir, options)`
 //! opens it in a directory on the file backend (`lamina-file`); the tests also run it on the
 //! simulated device of `lamina-tests`.

@@ -78,6 +78,11 @@ impl Relay {
         !self.ops.is_empty()
     }
 
+    /// Whether a sync is among the requests waiting for [`Self::run`].
+    pub(crate) fn has_sync(&self) -> bool {
+        self.ops.iter().any(|(_, op)| matches!(op, Op::Sync { .. }))
+    }
+
     /// Submits the recorded requests to `storage` in order, then collects every completion it
     /// reports. Returns how many completed (a refused submit counts: its failure is reported)
     /// and how many of them were successful data syncs.

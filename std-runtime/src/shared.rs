@@ -22,19 +22,23 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 /// **Group commit by a leader.** The pipeline (framing, batches, which writes a sync covers) sits
 /// behind a mutex; the storage is touched only by the current leader, with the mutex released,
 /// so other threads keep appending while a write or an fdatasync runs. A thread that waits for an
-/// LSN not yet durable, and finds no leader, becomes the leader: under the lock it cuts what is
-/// buffered and takes the pipeline's requests (copying the bytes to write), then without the lock
-/// it runs them on the storage and collects the completions, then under the lock again it feeds
-/// them back, publishes the durable LSN and wakes the waiters. It repeats until its own LSN is
-/// durable, then hands leadership to a thread still waiting. One fdatasync runs at a time and
-/// covers every write completed before it was issued, so a sync covers the records of every
-/// thread that appended before it: the more threads commit at once, the fewer syncs per commit
-/// ([`Self::syncs`]).
+/// LSN not yet durable, and finds no leader, becomes the leader and runs rounds: under the lock it
+/// feeds back the completions of the last round, publishes the durable LSN and wakes the waiters,
+/// then takes the pipeline's next requests (copying the bytes to write); without the lock it runs
+/// them on the storage and collects their completions. A round either syncs the writes completed
+/// so far (one fdatasync at a time, covering every write completed before it was issued) or, when
+/// there is nothing to sync, cuts and writes everything appended since the last round, so a sync
+/// covers the records of every thread that appended before its write: the more threads commit at
+/// once, the fewer syncs per commit ([`Self::syncs`]). The leader stops once its own LSN is
+/// durable and hands over to a thread still waiting.
 ///
 /// After a write or sync fails, every call on every handle answers [`Error::Poisoned`] with the
 /// original failure, and every waiter wakes with it; reopen the log (recovery keeps every
 /// acknowledged record). A thread that panics while leading wakes the others, who get
 /// [`Error::Panicked`].
+///
+/// Only the last handle closes the log ([`Self::close`]). Dropping the last handle without
+/// closing is a crash as far as the log can tell: records not yet durable may be lost.
 pub struct SharedLog<S: SegmentStorage> {
     shared: Arc<Shared<S>>,
 }
@@ -374,9 +378,15 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
             let st = &mut *state;
             let (driver, relay) = (&mut st.driver, &mut io.relay);
             let submitted = st.cell.with_dependent_mut(|_, p| {
-                // Whatever was appended since the last round goes out in this one.
-                p.flush();
-                driver.submit(p, relay)
+                let mut n = driver.submit(p, relay);
+                if !relay.has_sync() {
+                    // Whatever was appended since the last round is written in this one. Not
+                    // alongside a sync: written after it, it would wait for the next one, so
+                    // the sync goes alone and the next round's write takes more records.
+                    p.flush();
+                    n += driver.submit(p, relay);
+                }
+                n
             });
             if fed + submitted > 0 {
                 idle = 0;
