@@ -41,6 +41,7 @@ mod read;
 mod relay;
 mod seed;
 mod shared;
+mod slot;
 mod wal;
 
 pub use error::Error;

@@ -1,9 +1,9 @@
 //! [`SharedLog`]: a log many threads append to and wait on, with leader-based group commit.
 
-use crate::driver::Driver;
 use crate::read;
 use crate::relay::Relay;
-use crate::wal::{Pipe, PipelineCell, STALL_ROUNDS};
+use crate::slot::Slot;
+use crate::wal::{Pipe, STALL_ROUNDS};
 use crate::{Error, WriteAheadLog};
 use lamina_core::Lsn;
 use lamina_core::commit::AppendError;
@@ -64,13 +64,12 @@ struct Shared<S: SegmentStorage> {
 }
 
 struct State<S: SegmentStorage> {
-    cell: PipelineCell,
-    driver: Driver,
-    max_payload: u32,
+    /// The log; its storage is out of the slot while a leader holds it.
+    log: WriteAheadLog<Slot<S>>,
+    /// The relay's buffers, kept between leaders.
+    relay: Relay,
     /// A thread holds the storage and runs the I/O.
     leader: bool,
-    /// The storage, when no leader holds it.
-    io: Option<Io<S>>,
     /// A leader panicked holding the storage: nothing more can be done.
     lost: bool,
 }
@@ -86,14 +85,21 @@ impl<S: SegmentStorage> State<S> {
         if self.lost {
             return Err(Error::Panicked);
         }
-        match self.cell.borrow_dependent().poisoned() {
-            Some(poison) => Err(self.driver.poisoned(poison)),
-            None => Ok(()),
-        }
+        self.log.check()
     }
 
     fn pipe(&self) -> &Pipe<'_> {
-        self.cell.borrow_dependent()
+        self.log.cell.borrow_dependent()
+    }
+
+    /// Takes the storage (and the relay) out, to lead.
+    fn take_io(&mut self) -> Result<Io<S>, Error> {
+        let storage = self.log.storage.0.take().ok_or(Error::Panicked)?;
+        self.leader = true;
+        Ok(Io {
+            storage,
+            relay: std::mem::take(&mut self.relay),
+        })
     }
 
     /// `Some` once every record through `lsn` is durable.
@@ -112,7 +118,8 @@ struct Leadership<'a, S: SegmentStorage> {
 
 impl<S: SegmentStorage> Leadership<'_, S> {
     fn resign(&mut self, state: &mut State<S>, io: Io<S>) {
-        state.io = Some(io);
+        state.log.storage.0 = Some(io.storage);
+        state.relay = io.relay;
         state.leader = false;
         self.resigned = true;
         self.shared.turn.notify_all();
@@ -150,17 +157,18 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
         } = log;
         let durable = cell.borrow_dependent().durable_lsn();
         let broken = cell.borrow_dependent().poisoned().is_some();
+        let log = WriteAheadLog {
+            cell,
+            storage: Slot(Some(storage)),
+            driver,
+            max_payload,
+        };
         SharedLog {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
-                    cell,
-                    driver,
-                    max_payload,
+                    log,
+                    relay: Relay::default(),
                     leader: false,
-                    io: Some(Io {
-                        storage,
-                        relay: Relay::default(),
-                    }),
                     lost: false,
                 }),
                 turn: Condvar::new(),
@@ -180,11 +188,12 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
     pub fn append(&self, payload: &[u8]) -> Result<Lsn, Error> {
         let state = self.lock()?;
         self.drive_until(state, |state| {
-            match state.cell.with_dependent_mut(|_, p| p.append(payload, 0)) {
+            let log = &mut state.log;
+            match log.cell.with_dependent_mut(|_, p| p.append(payload, 0)) {
                 Ok(lsn) => Some(Ok(lsn)),
                 // The pipeline cut the open batch: room comes once it is durable.
                 Err(AppendError::Full) => None,
-                Err(e) => Some(Err(state.driver.append_error(e, state.max_payload))),
+                Err(e) => Some(Err(log.driver.append_error(e, log.max_payload))),
             }
         })
     }
@@ -253,29 +262,43 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
     /// [`Error::Poisoned`], [`Error::Panicked`]; [`Error::Read`] for damage or a read error;
     /// [`Error::Storage`] when the segments cannot be listed.
     pub fn read_from(&self, from: Lsn, mut each: impl FnMut(Lsn, &[u8])) -> Result<Lsn, Error> {
-        let mut state = self.lock()?;
-        loop {
-            state.check()?;
-            if !state.leader {
-                break;
-            }
-            state = self.wait(state)?;
-        }
-        let mut io = state.io.take().ok_or(Error::Panicked)?;
-        state.leader = true;
+        let mut state = self.without_leader()?;
+        let mut io = state.take_io()?;
         let mut leadership = Leadership {
             shared: &self.shared,
             resigned: false,
         };
         let state = state;
         let upto = state.pipe().durable_lsn();
-        let max_payload = usize::try_from(state.max_payload).unwrap_or(usize::MAX);
+        let max_payload = usize::try_from(state.log.max_payload).unwrap_or(usize::MAX);
         drop(state);
         let mut window = vec![0u8; min_window(max_payload).max(64 * 1024)];
         let result = read::read_from(&mut io.storage, from, upto, &mut window, &mut each);
         let mut state = self.lock()?;
         leadership.resign(&mut state, io);
         result
+    }
+
+    /// Deletes the whole segments whose records all lie below `lsn`, like
+    /// [`WriteAheadLog::truncate_before`]: makes everything appended durable, deletes, and makes
+    /// the deletes durable; returns how many segments were deleted. It holds the lock meanwhile,
+    /// so calls on other handles wait for it (a sync, a few deletes and a directory sync). Its
+    /// sync is not counted in [`Self::syncs`].
+    ///
+    /// # Errors
+    /// What [`WriteAheadLog::truncate_before`] returns, and [`Error::Panicked`].
+    pub fn truncate_before(&self, lsn: Lsn) -> Result<usize, Error> {
+        let mut state = self.without_leader()?;
+        let state = &mut *state;
+        // With no leader the storage is in its slot and the single-owner code runs on it; first
+        // the completions the last leader collected (it feeds them before it stops, so this is
+        // for certainty only).
+        let (log, relay) = (&mut state.log, &mut state.relay);
+        log.cell
+            .with_dependent_mut(|_, p| log.driver.complete(p, relay));
+        let deleted = log.truncate_before(lsn);
+        self.publish(state);
+        deleted
     }
 
     /// Closes the log, when this is the last handle: everything appended is made durable and a
@@ -298,15 +321,15 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
         let shared = Arc::try_unwrap(self.shared).map_err(|shared| Error::HandlesAlive {
             others: Arc::strong_count(&shared).saturating_sub(1),
         })?;
-        let state = shared.state.into_inner().map_err(|_| Error::Panicked)?;
-        let State {
+        let State { log, mut relay, .. } =
+            shared.state.into_inner().map_err(|_| Error::Panicked)?;
+        let WriteAheadLog {
             mut cell,
+            storage,
             mut driver,
             max_payload,
-            io,
-            ..
-        } = state;
-        let Io { storage, mut relay } = io.ok_or(Error::Panicked)?;
+        } = log;
+        let storage = storage.0.ok_or(Error::Panicked)?;
         // Completions collected but not yet fed back (a leader stops only after feeding them;
         // this keeps the pipeline whole whatever happened).
         cell.with_dependent_mut(|_, p| driver.complete(p, &mut relay));
@@ -320,6 +343,18 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
 
     fn lock(&self) -> Result<MutexGuard<'_, State<S>>, Error> {
         self.shared.state.lock().map_err(|_| Error::Panicked)
+    }
+
+    /// The lock, once no leader holds the storage.
+    fn without_leader(&self) -> Result<MutexGuard<'_, State<S>>, Error> {
+        let mut state = self.lock()?;
+        loop {
+            state.check()?;
+            if !state.leader {
+                return Ok(state);
+            }
+            state = self.wait(state)?;
+        }
     }
 
     fn wait<'a>(&self, state: MutexGuard<'a, State<S>>) -> Result<MutexGuard<'a, State<S>>, Error> {
@@ -353,8 +388,7 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
         mut state: MutexGuard<'_, State<S>>,
         done: &mut impl FnMut(&mut State<S>) -> Option<Result<R, Error>>,
     ) -> Result<R, Error> {
-        let mut io = state.io.take().ok_or(Error::Panicked)?;
-        state.leader = true;
+        let mut io = state.take_io()?;
         let mut leadership = Leadership {
             shared: &self.shared,
             resigned: false,
@@ -363,9 +397,9 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
         let mut state = state;
         let mut idle = 0u32;
         let answer = loop {
-            let st = &mut *state;
-            let (driver, relay) = (&mut st.driver, &mut io.relay);
-            let fed = st
+            let log = &mut state.log;
+            let (driver, relay) = (&mut log.driver, &mut io.relay);
+            let fed = log
                 .cell
                 .with_dependent_mut(|_, p| driver.complete(p, relay) + driver.events(p));
             self.publish(&state);
@@ -375,9 +409,9 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
             if let Some(answer) = done(&mut state) {
                 break answer;
             }
-            let st = &mut *state;
-            let (driver, relay) = (&mut st.driver, &mut io.relay);
-            let submitted = st.cell.with_dependent_mut(|_, p| {
+            let log = &mut state.log;
+            let (driver, relay) = (&mut log.driver, &mut io.relay);
+            let submitted = log.cell.with_dependent_mut(|_, p| {
                 let mut n = driver.submit(p, relay);
                 if !relay.has_sync() {
                     // Whatever was appended since the last round is written in this one. Not

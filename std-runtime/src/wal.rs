@@ -373,7 +373,7 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
     }
 
     /// `Err(Poisoned)` once a write or sync failed.
-    fn check(&self) -> Result<(), Error> {
+    pub(crate) fn check(&self) -> Result<(), Error> {
         match self.cell.borrow_dependent().poisoned() {
             Some(poison) => Err(self.driver.poisoned(poison)),
             None => Ok(()),

@@ -1,6 +1,7 @@
 //! `SharedLog`: many threads committing on one log, on the simulated device and on files. Every
 //! acknowledged record is durable and reads back once with its bytes; power cuts, failed writes
-//! and syncs, and a panicking leader never leave a thread waiting or lose an acknowledgement.
+//! and syncs, and a panicking leader never leave a thread waiting or lose an acknowledgement;
+//! truncation while threads commit keeps every record from the cut on.
 
 use lamina::file_backend::FileStorage;
 use lamina::{
@@ -337,6 +338,7 @@ fn poisoned_while_committing<S: SegmentStorage + Send>(
         assert_poisoned(handle.sync(), failure);
         assert_poisoned(handle.wait_durable(Lsn::FIRST), failure);
         assert_poisoned(handle.read_from(Lsn::FIRST, |_, _| {}), failure);
+        assert_poisoned(handle.truncate_before(Lsn::MAX), failure);
     }
     drop(other);
     let log = log.into_log().expect("last handle");
@@ -528,4 +530,37 @@ fn a_too_large_record_is_refused_and_the_shared_log_goes_on() {
     );
     let lsn = log.commit(b"fits").expect("commit");
     assert_eq!(log.durable_lsn(), lsn);
+}
+
+#[test]
+fn truncate_before_while_threads_commit_keeps_every_acked_record_from_the_cut_on() {
+    let log = SharedLog::new(open_sim(SimStorage::new(81)));
+    let (cut, deleted, acked) = thread::scope(|scope| {
+        let truncating = scope.spawn(|| {
+            let (mut cut, mut deleted) = (Lsn::ZERO, 0);
+            for _ in 0..20 {
+                thread::yield_now();
+                let at = Lsn(log.durable_lsn().0 / 2);
+                deleted += log.truncate_before(at).expect("truncate");
+                cut = cut.max(at);
+            }
+            (cut, deleted)
+        });
+        let (acked, errors) = commit_from_threads(&log, 4, 60);
+        assert!(errors.iter().all(Option::is_none), "{errors:?}");
+        let (cut, deleted) = truncating.join().expect("truncating thread");
+        (cut, deleted, acked)
+    });
+    // Once more after the commits, so that something is deleted whatever the interleaving.
+    let last = Lsn(log.durable_lsn().0 / 2);
+    let deleted = deleted + log.truncate_before(last).expect("truncate");
+    let cut = cut.max(last);
+    assert!(deleted > 0, "nothing was deleted");
+    let mut storage = log.into_log().expect("last handle").into_storage();
+    storage.crash();
+    let read = read_all(&mut open_sim(storage));
+    assert!(read.first().expect("records").0 <= cut);
+    let kept: Records = acked.into_iter().filter(|(lsn, _)| *lsn >= cut).collect();
+    assert!(!kept.is_empty());
+    assert_acked_read_back(&kept, &read);
 }
