@@ -9,6 +9,7 @@ use lamina_core::Lsn;
 use lamina_core::commit::AppendError;
 use lamina_core::decode::min_window;
 use lamina_core::io::SegmentStorage;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -256,7 +257,8 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
     /// Hands every durable data record with an LSN from `from` on to `each`, in LSN order, and
     /// returns the LSN after the last one handed over, like [`WriteAheadLog::read_from`]. This
     /// thread holds the storage meanwhile (appends go on; syncs wait): `each` must not wait for
-    /// durability on this log, or it waits for itself.
+    /// durability on this log, or it waits for itself. A panic in `each` is passed on, and the
+    /// log goes on.
     ///
     /// # Errors
     /// [`Error::Poisoned`], [`Error::Panicked`]; [`Error::Read`] for damage or a read error;
@@ -273,10 +275,14 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
         let max_payload = usize::try_from(state.log.max_payload).unwrap_or(usize::MAX);
         drop(state);
         let mut window = vec![0u8; min_window(max_payload).max(64 * 1024)];
-        let result = read::read_from(&mut io.storage, from, upto, &mut window, &mut each);
-        let mut state = self.lock()?;
-        leadership.resign(&mut state, io);
-        result
+        // A panic in `each` leaves the storage as it was (reads change nothing): give it back
+        // before passing the panic on, so the log goes on.
+        let result = panic::catch_unwind(AssertUnwindSafe(|| {
+            read::read_from(&mut io.storage, from, upto, &mut window, &mut each)
+        }));
+        leadership.resign(&mut *self.lock()?, io);
+        // The lock is released: unwinding with it held would poison it.
+        result.unwrap_or_else(|payload| panic::resume_unwind(payload))
     }
 
     /// Deletes the whole segments whose records all lie below `lsn`, like

@@ -564,3 +564,21 @@ fn truncate_before_while_threads_commit_keeps_every_acked_record_from_the_cut_on
     assert!(!kept.is_empty());
     assert_acked_read_back(&kept, &read);
 }
+
+#[test]
+fn a_panic_in_a_read_callback_is_passed_on_and_the_log_goes_on() {
+    let log = SharedLog::new(open_sim(SimStorage::new(91)));
+    let first = log.commit(b"one").expect("commit");
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        log.read_from(Lsn::FIRST, |_, _| panic!("the reader panics (test)"))
+    }));
+    assert!(caught.is_err());
+    let second = log.commit(b"two").expect("commit after the panic");
+    let mut read = Vec::new();
+    log.read_from(Lsn::FIRST, |lsn, p| read.push((lsn, p.to_vec())))
+        .expect("read_from");
+    assert_eq!(
+        read,
+        vec![(first, b"one".to_vec()), (second, b"two".to_vec())]
+    );
+}
