@@ -1,6 +1,7 @@
 //! [`Relay`]: the storage a shared log's pipeline talks to while the state lock is held. It
 //! records the requests the pipeline makes, copying a write's bytes out of the pipeline's buffer
-//! (the borrow cannot outlive the lock), and hands back completions collected earlier.
+//! (the borrow cannot outlive the lock) into buffers it keeps until the write completes, and hands
+//! back completions collected earlier.
 //! [`Relay::run`] replays the recorded requests on the real storage with the lock released, and
 //! collects what completes. So the driver's loop (`Driver::submit`, `Driver::complete`) works
 //! unchanged, and the slow calls (pwrite, fdatasync) run outside the lock.
@@ -9,7 +10,6 @@ use lamina_core::SegmentId;
 use lamina_core::io::{Completion, ErrorType, Failure, SegmentOp, SegmentStorage};
 use std::collections::VecDeque;
 use std::fmt;
-use std::ops::Range;
 
 /// A backend error carried across the lock: its kind, and its `Debug` text (the poison's cause).
 /// Keeping text instead of the error itself keeps the shared state `Send` whatever the error is.
@@ -39,17 +39,19 @@ impl lamina_core::io::Error for Relayed {
     }
 }
 
-/// A recorded request; byte ranges point into [`Relay::bytes`].
+/// A recorded request. A create's or write's bytes are in a buffer of the relay's own, kept
+/// unchanged until the operation's completion is polled (the backend contract: a backend that
+/// completes later may still be reading them).
 #[derive(Debug)]
 enum Op {
     Create {
         segment: SegmentId,
-        header: Range<usize>,
+        header: Vec<u8>,
     },
     Write {
         segment: SegmentId,
         offset: u64,
-        data: Range<usize>,
+        data: Vec<u8>,
         sync: bool,
     },
     Sync {
@@ -61,15 +63,25 @@ enum Op {
     },
 }
 
+/// An operation submitted through the relay and not yet completed.
+#[derive(Debug)]
+struct InFlight {
+    token: u64,
+    /// Its bytes (empty for an operation without any), freed for reuse at its completion.
+    bytes: Vec<u8>,
+    /// A sync, or a linked write: counted when it completes.
+    syncs: bool,
+}
+
 /// Requests recorded under the lock, and completions collected outside it.
 #[derive(Debug, Default)]
 pub(crate) struct Relay {
     ops: Vec<(u64, Op)>,
-    /// The bytes of the recorded creates and writes (reused: cleared after each run).
-    bytes: Vec<u8>,
+    in_flight: Vec<InFlight>,
+    /// Buffers of completed operations, to record the next ones in (at most one per operation
+    /// ever in flight at once: the pipeline bounds them).
+    spare: Vec<Vec<u8>>,
     done: VecDeque<Completion<Relayed>>,
-    /// Tokens of the syncs (and linked writes) submitted and not yet completed.
-    syncing: Vec<u64>,
 }
 
 impl Relay {
@@ -83,55 +95,76 @@ impl Relay {
         self.ops.iter().any(|(_, op)| matches!(op, Op::Sync { .. }))
     }
 
+    /// Whether an operation submitted through the relay has not completed yet.
+    pub(crate) fn has_in_flight(&self) -> bool {
+        !self.in_flight.is_empty()
+    }
+
     /// Submits the recorded requests to `storage` in order, then collects every completion it
     /// reports. Returns how many completed (a refused submit counts: its failure is reported)
     /// and how many of them were successful data syncs.
     pub(crate) fn run<S: SegmentStorage>(&mut self, storage: &mut S) -> (usize, u64) {
         let mut completed = 0;
-        for (token, op) in self.ops.drain(..) {
-            let bytes = |range: Range<usize>| self.bytes.get(range).unwrap_or(&[]);
-            let (op, syncs) = match op {
-                Op::Create { segment, header } => (
+        let mut ops = std::mem::take(&mut self.ops);
+        for (token, op) in ops.drain(..) {
+            let submitted = match &op {
+                Op::Create { segment, header } => storage.submit(
+                    token,
                     SegmentOp::Create {
-                        segment,
-                        header: bytes(header),
+                        segment: *segment,
+                        header,
                     },
-                    false,
                 ),
                 Op::Write {
                     segment,
                     offset,
                     data,
                     sync,
-                } => (
+                } => storage.submit(
+                    token,
                     SegmentOp::Write {
-                        segment,
-                        offset,
-                        data: bytes(data),
-                        sync,
+                        segment: *segment,
+                        offset: *offset,
+                        data,
+                        sync: *sync,
                     },
-                    sync,
                 ),
-                Op::Sync { segment } => (SegmentOp::Sync { segment }, true),
-                Op::SyncNamespace => (SegmentOp::SyncNamespace, false),
-                Op::Delete { segment } => (SegmentOp::Delete { segment }, false),
+                Op::Sync { segment } => {
+                    storage.submit(token, SegmentOp::Sync { segment: *segment })
+                }
+                Op::SyncNamespace => storage.submit(token, SegmentOp::SyncNamespace),
+                Op::Delete { segment } => {
+                    storage.submit(token, SegmentOp::Delete { segment: *segment })
+                }
             };
-            match storage.submit(token, op) {
-                Ok(()) if syncs => self.syncing.push(token),
-                Ok(()) => {}
+            let (bytes, syncs) = match op {
+                Op::Create { header, .. } => (header, false),
+                Op::Write { data, sync, .. } => (data, sync),
+                Op::Sync { .. } => (Vec::new(), true),
+                Op::SyncNamespace | Op::Delete { .. } => (Vec::new(), false),
+            };
+            match submitted {
+                Ok(()) => self.in_flight.push(InFlight {
+                    token,
+                    bytes,
+                    syncs,
+                }),
                 Err(e) => {
                     // It never started: report it as failed, as the blocking driver does.
                     self.done.push_back((token, Err(Relayed::of(&e))));
+                    self.spare(bytes);
                     completed += 1;
                 }
             }
         }
-        self.bytes.clear();
+        // The list's room is kept for the next round.
+        self.ops = ops;
         let mut synced = 0;
         while let Some((token, result)) = storage.poll_completion() {
-            if let Some(i) = self.syncing.iter().position(|t| *t == token) {
-                self.syncing.swap_remove(i);
-                synced += u64::from(result.is_ok());
+            if let Some(i) = self.in_flight.iter().position(|f| f.token == token) {
+                let done = self.in_flight.swap_remove(i);
+                synced += u64::from(done.syncs && result.is_ok());
+                self.spare(done.bytes);
             }
             self.done
                 .push_back((token, result.map_err(|e| Relayed::of(&e))));
@@ -140,11 +173,18 @@ impl Relay {
         (completed, synced)
     }
 
-    /// Copies `data` into the reused byte store; returns where it lies.
-    fn keep(&mut self, data: &[u8]) -> Range<usize> {
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(data);
-        start..self.bytes.len()
+    /// A copy of `data` in a reused buffer.
+    fn keep(&mut self, data: &[u8]) -> Vec<u8> {
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(data);
+        buf
+    }
+
+    fn spare(&mut self, buf: Vec<u8>) {
+        if buf.capacity() > 0 {
+            self.spare.push(buf);
+        }
     }
 }
 

@@ -64,10 +64,11 @@ struct Shared<S: SegmentStorage> {
     broken: AtomicBool,
 }
 
+/// Fields drop in order: the storage (in `log`) before the relay's buffers it may still read.
 struct State<S: SegmentStorage> {
     /// The log; its storage is out of the slot while a leader holds it.
     log: WriteAheadLog<Slot<S>>,
-    /// The relay's buffers, kept between leaders.
+    /// The relay, with the buffers of operations in flight, kept between leaders.
     relay: Relay,
     /// A thread holds the storage and runs the I/O.
     leader: bool,
@@ -75,7 +76,7 @@ struct State<S: SegmentStorage> {
     lost: bool,
 }
 
-/// What only the leader touches.
+/// What only the leader touches. The storage drops before the relay's buffers it may still read.
 struct Io<S> {
     storage: S,
     relay: Relay,
@@ -101,6 +102,37 @@ impl<S: SegmentStorage> State<S> {
             storage,
             relay: std::mem::take(&mut self.relay),
         })
+    }
+
+    /// With the storage in its slot: polls it until nothing submitted through the relay is in
+    /// flight, feeding the completions back, so that the single-owner code on the log sees every
+    /// completion itself and the relay's buffers are no longer read.
+    fn settle(&mut self, syncs: &AtomicU64) -> Result<(), Error> {
+        let mut idle = 0u32;
+        loop {
+            let (log, relay) = (&mut self.log, &mut self.relay);
+            log.cell
+                .with_dependent_mut(|_, p| log.driver.complete(p, relay) + log.driver.events(p));
+            if !relay.has_in_flight() {
+                return Ok(());
+            }
+            let storage = log.storage.0.as_mut().ok_or(Error::Panicked)?;
+            let (completed, synced) = relay.run(storage);
+            syncs.fetch_add(synced, Ordering::Relaxed);
+            if completed > 0 {
+                idle = 0;
+            } else {
+                idle += 1;
+                if idle > STALL_ROUNDS {
+                    let p = self.pipe();
+                    return Err(Error::Stalled {
+                        durable: p.durable_lsn(),
+                        wanted: p.next_lsn().prev(),
+                    });
+                }
+                std::thread::yield_now();
+            }
+        }
     }
 
     /// `Some` once every record through `lsn` is durable.
@@ -296,13 +328,12 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
     pub fn truncate_before(&self, lsn: Lsn) -> Result<usize, Error> {
         let mut state = self.without_leader()?;
         let state = &mut *state;
-        // With no leader the storage is in its slot and the single-owner code runs on it; first
-        // the completions the last leader collected (it feeds them before it stops, so this is
-        // for certainty only).
-        let (log, relay) = (&mut state.log, &mut state.relay);
-        log.cell
-            .with_dependent_mut(|_, p| log.driver.complete(p, relay));
-        let deleted = log.truncate_before(lsn);
+        // With no leader the storage is in its slot, and once nothing the leaders submitted is
+        // in flight the single-owner code runs on it.
+        let settled = state.settle(&self.shared.syncs);
+        self.publish(state);
+        settled?;
+        let deleted = state.log.truncate_before(lsn);
         self.publish(state);
         deleted
     }
@@ -322,23 +353,23 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
     ///
     /// # Errors
     /// [`Error::HandlesAlive`] when other handles are alive (this one is dropped);
-    /// [`Error::Panicked`] when a leader panicked and the storage went with it.
+    /// [`Error::Panicked`] when a leader panicked and the storage went with it;
+    /// [`Error::Stalled`] when operations in flight never complete.
     pub fn into_log(self) -> Result<WriteAheadLog<S>, Error> {
-        let shared = Arc::try_unwrap(self.shared).map_err(|shared| Error::HandlesAlive {
-            others: Arc::strong_count(&shared).saturating_sub(1),
-        })?;
-        let State { log, mut relay, .. } =
-            shared.state.into_inner().map_err(|_| Error::Panicked)?;
+        let Shared { state, syncs, .. } =
+            Arc::try_unwrap(self.shared).map_err(|shared| Error::HandlesAlive {
+                others: Arc::strong_count(&shared).saturating_sub(1),
+            })?;
+        let mut state = state.into_inner().map_err(|_| Error::Panicked)?;
+        // The single owner polls the storage itself from now on.
+        state.settle(&syncs)?;
         let WriteAheadLog {
-            mut cell,
+            cell,
             storage,
-            mut driver,
+            driver,
             max_payload,
-        } = log;
+        } = state.log;
         let storage = storage.0.ok_or(Error::Panicked)?;
-        // Completions collected but not yet fed back (a leader stops only after feeding them;
-        // this keeps the pipeline whole whatever happened).
-        cell.with_dependent_mut(|_, p| driver.complete(p, &mut relay));
         Ok(WriteAheadLog {
             cell,
             storage,
