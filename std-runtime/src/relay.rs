@@ -238,3 +238,116 @@ fn unsupported() -> Relayed {
         text: "reads go to the storage, not the relay".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Relay;
+    use lamina_core::SegmentId;
+    use lamina_core::io::{Completion, Error as _, ErrorType, Failure, SegmentOp, SegmentStorage};
+    use std::collections::VecDeque;
+
+    /// A backend that completes only when told to, or refuses every submit.
+    #[derive(Default)]
+    struct Later {
+        writes: Vec<Vec<u8>>,
+        pending: VecDeque<u64>,
+        complete: bool,
+        refuse: bool,
+    }
+
+    impl ErrorType for Later {
+        type Error = Failure;
+    }
+
+    impl SegmentStorage for Later {
+        fn submit(&mut self, token: u64, op: SegmentOp<'_>) -> Result<(), Failure> {
+            if self.refuse {
+                return Err(Failure::NoSpace);
+            }
+            if let SegmentOp::Write { data, .. } = op {
+                self.writes.push(data.to_vec());
+            }
+            self.pending.push_back(token);
+            Ok(())
+        }
+
+        fn poll_completion(&mut self) -> Option<Completion<Failure>> {
+            if !self.complete {
+                return None;
+            }
+            self.pending.pop_front().map(|token| (token, Ok(())))
+        }
+
+        fn read_at(&mut self, _: SegmentId, _: u64, _: &mut [u8]) -> Result<usize, Failure> {
+            Err(Failure::Unsupported)
+        }
+
+        fn list(&mut self, _: &mut [SegmentId]) -> Result<usize, Failure> {
+            Err(Failure::Unsupported)
+        }
+    }
+
+    fn record_write_and_sync(relay: &mut Relay) {
+        let segment = SegmentId(0);
+        let write = SegmentOp::Write {
+            segment,
+            offset: 64,
+            data: b"abc",
+            sync: false,
+        };
+        relay.submit(1, write).expect("recorded");
+        relay
+            .submit(2, SegmentOp::Sync { segment })
+            .expect("recorded");
+    }
+
+    #[test]
+    fn a_write_stays_in_flight_until_it_completes_then_its_buffer_is_reused() {
+        let mut relay = Relay::default();
+        let mut storage = Later::default();
+        record_write_and_sync(&mut relay);
+        assert!(relay.has_requests() && relay.has_sync());
+        assert_eq!(relay.run(&mut storage), (0, 0));
+        assert!(!relay.has_requests() && relay.has_in_flight());
+        assert_eq!(storage.writes, vec![b"abc".to_vec()]);
+        assert!(relay.poll_completion().is_none());
+
+        storage.complete = true;
+        assert_eq!(relay.run(&mut storage), (2, 1), "two completed, one a sync");
+        assert!(!relay.has_in_flight());
+        assert_eq!(relay.spare.len(), 1, "the write's buffer is kept for reuse");
+        assert_eq!(
+            relay.poll_completion().map(|(t, r)| (t, r.is_ok())),
+            Some((1, true))
+        );
+        assert_eq!(
+            relay.poll_completion().map(|(t, r)| (t, r.is_ok())),
+            Some((2, true))
+        );
+        assert!(relay.poll_completion().is_none());
+    }
+
+    #[test]
+    fn a_refused_submit_comes_back_as_its_failure_with_the_backend_text() {
+        let mut relay = Relay::default();
+        let mut storage = Later {
+            refuse: true,
+            ..Later::default()
+        };
+        record_write_and_sync(&mut relay);
+        assert_eq!(relay.run(&mut storage), (2, 0));
+        assert!(!relay.has_in_flight());
+        let (token, result) = relay.poll_completion().expect("the write's failure");
+        assert_eq!(token, 1);
+        let e = result.expect_err("refused");
+        assert_eq!(e.failure(), Failure::NoSpace);
+        assert_eq!(format!("{e:?}"), "NoSpace");
+    }
+
+    #[test]
+    fn reads_never_go_through_the_relay() {
+        let mut relay = Relay::default();
+        let e = relay.list(&mut []).expect_err("unsupported");
+        assert_eq!(e.failure(), Failure::Unsupported);
+    }
+}

@@ -74,3 +74,37 @@ impl<S: SegmentStorage> SegmentStorage for Slot<S> {
         self.with(|s| s.list(out))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Slot;
+    use lamina_core::SegmentId;
+    use lamina_core::io::{Error as _, Failure, SegmentOp, SegmentStorage};
+    use lamina_tests::sim::SimStorage;
+
+    #[test]
+    fn an_empty_slot_refuses_everything_and_reports_nothing() {
+        let mut slot: Slot<SimStorage> = Slot(None);
+        let e = slot.submit(1, SegmentOp::SyncNamespace).expect_err("empty");
+        assert_eq!(e.failure(), Failure::Other);
+        assert_eq!(format!("{e:?}"), "the storage is out with the leader");
+        assert!(slot.list(&mut []).is_err());
+        assert!(slot.poll_completion().is_none());
+    }
+
+    #[test]
+    fn a_full_slot_passes_through_with_the_storage_errors() {
+        let mut storage = SimStorage::new(1);
+        storage.faults.fail_sync = Some((1, Failure::Io));
+        let mut slot = Slot(Some(storage));
+        let sync = SegmentOp::Sync {
+            segment: SegmentId(0),
+        };
+        slot.submit(7, sync).expect("submitted");
+        let (token, result) = slot.poll_completion().expect("completion");
+        assert_eq!(token, 7);
+        let e = result.expect_err("the injected failure");
+        assert_eq!(e.failure(), Failure::Io);
+        assert_eq!(format!("{e:?}"), "Io");
+    }
+}
