@@ -15,7 +15,7 @@ use self_cell::{MutBorrow, self_cell};
 
 /// Batches between being cut and being durable, at most (`Config::max_writes_in_flight` must not
 /// exceed it).
-pub(crate) const SLOTS: usize = 16;
+const SLOTS: usize = 16;
 
 /// Rounds of the I/O loop in a row that may see nothing happen before the backend counts as
 /// stalled. A blocking backend completes at once; one that completes later (the simulated device
