@@ -13,7 +13,9 @@ use lamina_tests::faulty::FaultyStorage;
 use lamina_tests::sim::SimStorage;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Barrier;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
+use std::time::Duration;
 
 type Records = Vec<(Lsn, Vec<u8>)>;
 
@@ -126,6 +128,22 @@ fn assert_acked_read_back(acked: &Records, read: &Records) {
     }
     let payloads: HashSet<&Vec<u8>> = read.iter().map(|(_, p)| p).collect();
     assert_eq!(payloads.len(), read.len(), "a record is in the log twice");
+}
+
+/// Runs `f`, aborting the test binary if it has not returned after a minute: a hang guard, not a
+/// speed check, for tests whose point is that no thread is left waiting forever.
+fn without_hanging<T>(f: impl FnOnce() -> T) -> T {
+    let (finished, watch) = mpsc::channel::<()>();
+    let watchdog = thread::spawn(move || {
+        if let Err(RecvTimeoutError::Timeout) = watch.recv_timeout(Duration::from_secs(60)) {
+            eprintln!("a thread was left waiting: the test hangs");
+            std::process::abort();
+        }
+    });
+    let out = f();
+    drop(finished);
+    watchdog.join().expect("watchdog");
+    out
 }
 
 fn assert_poisoned<T: std::fmt::Debug>(result: Result<T, Error>, failure: Failure) {
@@ -306,7 +324,7 @@ fn power_cut_while_threads_commit_loses_nothing_acknowledged() {
         )
         .expect("open");
         let log = SharedLog::new(log);
-        let (acked, errors) = commit_from_threads(&log, 8, 100);
+        let (acked, errors) = without_hanging(|| commit_from_threads(&log, 8, 100));
         // Every thread learned of the cut; none waits on.
         for error in errors {
             assert_poisoned(Err::<(), _>(error.expect("the cut surfaces")), Failure::Io);
@@ -326,7 +344,7 @@ fn poisoned_while_committing<S: SegmentStorage + Send>(
     failure: Failure,
 ) -> (Records, WriteAheadLog<S>) {
     let other = log.clone();
-    let (acked, errors) = commit_from_threads(&log, 8, 200);
+    let (acked, errors) = without_hanging(|| commit_from_threads(&log, 8, 200));
     for error in errors {
         assert_poisoned(Err::<(), _>(error.expect("the fault surfaces")), failure);
     }
@@ -430,20 +448,22 @@ fn a_leader_that_panics_wakes_every_waiter_with_an_error() {
     let log = SharedLog::new(log);
     let threads = 8;
     let start = Barrier::new(threads);
-    let outcomes: Vec<thread::Result<Option<Error>>> = thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|t| {
-                let log = log.clone();
-                let start = &start;
-                scope.spawn(move || {
-                    start.wait();
-                    (0..200)
-                        .map(|i| log.commit(&payload(t, i)))
-                        .find_map(Result::err)
+    let outcomes: Vec<thread::Result<Option<Error>>> = without_hanging(|| {
+        thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let log = log.clone();
+                    let start = &start;
+                    scope.spawn(move || {
+                        start.wait();
+                        (0..200)
+                            .map(|i| log.commit(&payload(t, i)))
+                            .find_map(Result::err)
+                    })
                 })
-            })
-            .collect();
-        workers.into_iter().map(|w| w.join()).collect()
+                .collect();
+            workers.into_iter().map(|w| w.join()).collect()
+        })
     });
     let panicked = outcomes.iter().filter(|o| o.is_err()).count();
     assert_eq!(panicked, 1, "the leader that met the panic unwound");
