@@ -7,6 +7,8 @@
 //!
 //! Today it holds [`WriteAheadLog`], a log with a single owner: `append` (buffered), `sync`
 //! (durable through the returned LSN), `read_from` any LSN, `truncate_before`, `close`; and
+//! [`SharedLog`], a `Clone + Send + Sync` handle over it for many threads that each `commit` and
+//! return once their record is durable, one fdatasync covering many threads' records; and
 //! [`Tail`], a reader on another thread that follows the log from any LSN while the owner writes
 //! it, handing out each record once it is durable. It runs on any [`SegmentStorage`]: with the
 //! default feature `file`, `WriteAheadLog::open(dir, options)` opens it in a directory on the file
@@ -43,7 +45,10 @@ mod file;
 mod options;
 mod percore;
 mod read;
+mod relay;
 mod seed;
+mod shared;
+mod slot;
 mod tail;
 mod wal;
 mod watch;
@@ -53,6 +58,7 @@ pub use options::Options;
 pub use percore::{
     CoreRecord, CoreRecovery, CoreWalWriter, EpochBoundary, PerCoreRecovery, PerCoreWalManager,
 };
+pub use shared::SharedLog;
 pub use tail::{Tail, TailRecord};
 pub use wal::WriteAheadLog;
 
