@@ -161,6 +161,8 @@ pub struct UringStorage {
     enter_error: Option<std::io::Error>,
     /// Dropping: completions free their buffers and nothing is resubmitted.
     draining: bool,
+    /// Jobs given to the ring again after a short write, `EAGAIN` or `EINTR`.
+    resubmitted: u64,
 }
 
 impl std::fmt::Debug for UringStorage {
@@ -250,6 +252,7 @@ impl UringStorage {
             cqes: Vec::new(),
             enter_error: None,
             draining: false,
+            resubmitted: 0,
         })
     }
 
@@ -289,6 +292,13 @@ impl UringStorage {
     #[must_use]
     pub fn held_back(&self) -> usize {
         self.held.len()
+    }
+
+    /// How many times an operation was given to the ring again, for the rest of a short write
+    /// or after `EAGAIN` or `EINTR`.
+    #[must_use]
+    pub fn resubmissions(&self) -> u64 {
+        self.resubmitted
     }
 
     /// Blocks until an operation has ended, when operations are in flight and none has ended
@@ -389,6 +399,7 @@ impl UringStorage {
         }
         match job.outcome() {
             Ok(Step::Again) => {
+                self.resubmitted += 1;
                 job.held = true;
                 self.jobs.insert(id, job);
                 // Back in submission order: an overlapping later write must wait for it.
