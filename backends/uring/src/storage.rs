@@ -395,6 +395,7 @@ impl UringStorage {
             return;
         };
         if self.draining {
+            self.give_back_buffer(job);
             return;
         }
         match job.outcome() {
@@ -795,5 +796,16 @@ impl Drop for UringStorage {
             }
             self.reap();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_storage_can_move_to_another_thread() {
+        fn send<T: Send>() {}
+        send::<UringStorage>();
     }
 }
