@@ -4,12 +4,14 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Options {
-    /// Submission-queue entries of the ring (the completion queue has twice as many). Writes,
-    /// syncs and linked pairs beyond it wait in the backend until the kernel takes them.
+    /// Submission-queue entries of the ring, 2 to 4096 (the completion queue has twice as
+    /// many). Writes, syncs and linked pairs beyond it wait in the backend until the kernel takes
+    /// them.
     pub queue_depth: u32,
     /// Register segment files with the ring (`IORING_REGISTER_FILES`) and name them by slot.
     pub fixed_files: bool,
-    /// Register `queue_depth` write buffers of `buffer_size` bytes with the ring and write them
+    /// Register `queue_depth` (at most 1024) write buffers of `buffer_size` bytes with the ring,
+    /// allocated at open, and write them
     /// with `IORING_OP_WRITE_FIXED`. A write larger than `buffer_size`, or one issued while every
     /// registered buffer is in use, goes out from an unregistered buffer.
     pub fixed_buffers: bool,

@@ -335,11 +335,14 @@ impl UringStorage {
         self.flush();
     }
 
-    /// Hands the queued entries to the kernel (no system call when there are none).
+    /// Hands the queued entries to the kernel, and has it move completions that overflowed the
+    /// completion queue into it; no system call when there is neither.
     fn flush(&mut self) {
-        if self.ring.submission().is_empty() {
+        let sq = self.ring.submission();
+        if sq.is_empty() && !sq.cq_overflow() {
             return;
         }
+        drop(sq);
         match self.ring.submit() {
             Ok(_) => {}
             Err(e) if retryable(&e) => {}
@@ -705,14 +708,19 @@ fn check_opcodes(ring: &IoUring, dir: &Path, fixed_buffers: bool) -> Result<(), 
 /// The block size and buffer alignment of direct I/O in `dir`, after checking that its file
 /// system accepts `O_DIRECT` (on the lock file, which is always there).
 fn direct_alignment(dir: &Path) -> Result<(usize, usize), UringError> {
-    let probe = dir.join(names::LOCK_FILE);
-    let (block, memory) = direct::alignment(&probe)?;
+    probe_direct(&dir.join(names::LOCK_FILE))
+}
+
+/// The block size and buffer alignment of direct I/O on `file`'s file system, after opening it
+/// with `O_DIRECT`.
+fn probe_direct(file: &Path) -> Result<(usize, usize), UringError> {
+    let (block, memory) = direct::alignment(file)?;
     rustix::fs::open(
-        &probe,
+        file,
         OFlags::RDONLY | OFlags::DIRECT | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| open_error(&probe, None, true, e.into()))?;
+    .map_err(|e| open_error(file, None, true, e.into()))?;
     Ok((block, memory.max(block).max(direct::DEFAULT_BLOCK)))
 }
 
@@ -802,6 +810,22 @@ impl Drop for UringStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_system_that_refuses_o_direct_is_a_clear_error() {
+        // procfs has no direct I/O: the kernel refuses the open with EINVAL.
+        let proc_file = Path::new("/proc/self/status");
+        let e = probe_direct(proc_file).unwrap_err();
+        assert!(matches!(e, UringError::DirectUnsupported { .. }), "{e:?}");
+        assert_eq!(e.path(), Some(proc_file));
+        assert!(e.to_string().contains("O_DIRECT is refused"), "{e}");
+        // The disk this builds on takes it.
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let file = dir.path().join("probe");
+        std::fs::write(&file, b"x").unwrap();
+        let (block, align) = probe_direct(&file).unwrap();
+        assert!(block.is_power_of_two() && align >= 4096 && align >= block);
+    }
 
     #[test]
     fn the_storage_can_move_to_another_thread() {
