@@ -2,8 +2,9 @@
 //! `lamina-file`. It implements the core's backend contract (`lamina_core::io`) on a Linux
 //! directory with the same files, lock and create rule as the file backend, so a log written
 //! by one is read by the other: [`UringStorage`] writes segments and makes them durable through
-//! an io_uring, driven by the core's commit pipeline on the caller's thread (no thread of its
-//! own). Nothing here knows the record format.
+//! an io_uring, driven by the core's commit pipeline on the caller's thread: submission and
+//! completion happen there, and the backend starts no thread (the kernel runs fsyncs, and writes
+//! that would block, on its own io-wq workers). Nothing here knows the record format.
 //!
 //! # What goes through the ring
 //! * Writes: `IORING_OP_WRITE` (`IORING_OP_WRITE_FIXED` from registered buffers), several in
@@ -53,6 +54,7 @@
 mod buffer;
 mod direct;
 mod error;
+mod fsync;
 mod options;
 mod storage;
 mod write;

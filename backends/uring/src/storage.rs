@@ -4,9 +4,10 @@
 use crate::buffer::{Buffer, Pool};
 use crate::direct::{self, Span, Tail};
 use crate::error::{Op, UringError, open_error, setup_error};
+use crate::fsync;
 use crate::options::Options;
-use crate::write::{Bytes, FileRef, Step, step_of};
-use io_uring::{IoUring, Probe, opcode, squeue, types};
+use crate::write::{Bytes, FileRef, Step};
+use io_uring::{IoUring, Probe, opcode, squeue};
 use lamina_core::SegmentId;
 use lamina_core::io::{Completion, ErrorType, SegmentOp, SegmentStorage};
 use lamina_file::{FileStorage, names};
@@ -49,11 +50,7 @@ impl SegFile {
     }
 
     fn fsync_entry(&self) -> squeue::Entry {
-        let flags = types::FsyncFlags::DATASYNC;
-        match self.file_ref() {
-            FileRef::Fd(fd) => opcode::Fsync::new(types::Fd(fd)).flags(flags).build(),
-            FileRef::Fixed(slot) => opcode::Fsync::new(types::Fixed(slot)).flags(flags).build(),
-        }
+        fsync::entry(self.file_ref())
     }
 }
 
@@ -97,35 +94,14 @@ impl Job {
     /// What its answered entries add up to.
     fn outcome(&mut self) -> Result<Step, (Op, Errno)> {
         match &mut self.work {
-            Work::Sync { res } => {
-                match step_of(res.take().unwrap_or(-Errno::CANCELED.raw_os_error())) {
-                    Step::Failed(e) => Err((Op::Sync, e)),
-                    step => Ok(step),
-                }
-            }
+            Work::Sync { res } => fsync::outcome(res.take()),
             Work::Write {
                 bytes,
                 linked,
                 write_res,
                 sync_res,
                 ..
-            } => {
-                let written = write_res.take().unwrap_or(-Errno::CANCELED.raw_os_error());
-                let synced = sync_res.take();
-                match bytes.advance(written) {
-                    // The write's own error, whatever the linked sync says (`-ECANCELED`).
-                    Step::Failed(e) => Err((Op::Write, e)),
-                    // A short write breaks the link: the rest goes out with a new sync.
-                    Step::Again => Ok(Step::Again),
-                    Step::Done if !*linked => Ok(Step::Done),
-                    Step::Done => {
-                        match step_of(synced.unwrap_or(-Errno::CANCELED.raw_os_error())) {
-                            Step::Failed(e) => Err((Op::Sync, e)),
-                            step => Ok(step),
-                        }
-                    }
-                }
-            }
+            } => bytes.outcome(*linked, write_res.take(), sync_res.take()),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! completion result means for it (done, resubmit the rest, or failed).
 
 use crate::buffer::Buffer;
+use crate::error::Op;
 use io_uring::{opcode, squeue, types};
 use rustix::io::Errno;
 
@@ -19,7 +20,7 @@ pub(crate) enum Step {
     Failed(Errno),
 }
 
-/// What a sync's (or any whole operation's) completion result `res` means.
+/// What a completion result `res` that is not a byte count means.
 pub(crate) fn step_of(res: i32) -> Step {
     if res >= 0 {
         return Step::Done;
@@ -29,6 +30,9 @@ pub(crate) fn step_of(res: i32) -> Step {
         errno => Step::Failed(errno),
     }
 }
+
+/// A result the kernel never gave: counted as cancelled, never as success.
+pub(crate) const MISSING: i32 = -(libc::ECANCELED);
 
 /// The bytes of one write, owned until the kernel has answered for them.
 #[derive(Debug)]
@@ -57,6 +61,25 @@ impl Bytes {
             Step::Done
         } else {
             Step::Again
+        }
+    }
+
+    /// What a write's completion (`written`), and with `linked` its fsync's (`synced`), add up
+    /// to: done, again for the rest, or the failed operation and its error. A failed write is
+    /// the pair's error whatever the fsync says (the kernel cancels it: `-ECANCELED`); a
+    /// cancelled or failed fsync after a whole write is the fsync's error, never a success.
+    pub(crate) fn outcome(
+        &mut self,
+        linked: bool,
+        written: Option<i32>,
+        synced: Option<i32>,
+    ) -> Result<Step, (Op, Errno)> {
+        match self.advance(written.unwrap_or(MISSING)) {
+            Step::Failed(e) => Err((Op::Write, e)),
+            // A short write breaks the link: the rest goes out with a new fsync.
+            Step::Again => Ok(Step::Again),
+            Step::Done if !linked => Ok(Step::Done),
+            Step::Done => crate::fsync::outcome(synced),
         }
     }
 
@@ -155,9 +178,59 @@ mod tests {
     }
 
     #[test]
-    fn sync_results_are_done_retried_or_failed() {
-        assert_eq!(step_of(0), Step::Done);
-        assert_eq!(step_of(neg(Errno::INTR)), Step::Again);
-        assert_eq!(step_of(neg(Errno::CANCELED)), Step::Failed(Errno::CANCELED));
+    fn a_failed_linked_write_is_the_write_error_whatever_the_fsync_says() {
+        let cancelled = Some(neg(Errno::CANCELED));
+        let mut b = bytes(100);
+        assert_eq!(
+            b.outcome(true, Some(neg(Errno::IO)), cancelled),
+            Err((Op::Write, Errno::IO))
+        );
+        assert_eq!(
+            b.outcome(true, Some(neg(Errno::NOSPC)), Some(0)),
+            Err((Op::Write, Errno::NOSPC))
+        );
+    }
+
+    #[test]
+    fn a_cancelled_fsync_after_a_whole_write_is_never_a_success() {
+        let mut b = bytes(100);
+        assert_eq!(
+            b.outcome(true, Some(100), Some(neg(Errno::CANCELED))),
+            Err((Op::Sync, Errno::CANCELED))
+        );
+        let mut b = bytes(100);
+        assert_eq!(
+            b.outcome(true, Some(100), None),
+            Err((Op::Sync, Errno::CANCELED))
+        );
+        let mut b = bytes(100);
+        assert_eq!(
+            b.outcome(true, None, Some(0)),
+            Err((Op::Write, Errno::CANCELED))
+        );
+    }
+
+    #[test]
+    fn a_short_linked_write_goes_again_with_a_new_fsync() {
+        let mut b = bytes(100);
+        let cancelled = Some(neg(Errno::CANCELED));
+        assert_eq!(b.outcome(true, Some(60), cancelled), Ok(Step::Again));
+        assert_eq!(b.rest(), (60, 4156, 40));
+        assert_eq!(b.outcome(true, Some(40), Some(0)), Ok(Step::Done));
+        // An interrupted fsync after the whole write: the pair goes again, with nothing left
+        // to write.
+        let mut b = bytes(100);
+        assert_eq!(
+            b.outcome(true, Some(100), Some(neg(Errno::INTR))),
+            Ok(Step::Again)
+        );
+        assert_eq!(b.rest(), (100, 4196, 0));
+        assert_eq!(b.outcome(true, Some(0), Some(0)), Ok(Step::Done));
+    }
+
+    #[test]
+    fn an_unlinked_write_ignores_the_fsync_it_does_not_have() {
+        let mut b = bytes(100);
+        assert_eq!(b.outcome(false, Some(100), None), Ok(Step::Done));
     }
 }
