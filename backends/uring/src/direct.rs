@@ -95,7 +95,7 @@ pub(crate) fn compose(
     let tail = if end.is_multiple_of(block as u64) {
         None
     } else {
-        let last = out.get(span.len - block..)?;
+        let last = out.get(span.len.checked_sub(block)?..)?;
         Some(Tail {
             index: end / block as u64,
             bytes: last.into(),

@@ -50,6 +50,15 @@
 //! [`UringStorage::open`] fails with [`UringError::Unavailable`], whose message names the file
 //! backend as the alternative.
 #![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 
 mod buffer;
 mod direct;
