@@ -39,6 +39,12 @@ impl AlignedBuf {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
     }
 
+    /// Its bytes, read-only.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        // SAFETY: as in `as_mut_slice`, shared.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
+    }
+
     /// The address the kernel reads from (stable while the buffer lives).
     pub(crate) fn as_ptr(&self) -> *const u8 {
         self.ptr.as_ptr()

@@ -35,8 +35,11 @@
 //! of its first block][its data][zeros to the end of its last block]; the backend keeps each
 //! segment's last partly written block for the next write, and reads it from disk when it does
 //! not have it (the first write after a reopen). Two writes that share a block are never in
-//! flight at once: the later waits in the backend until the earlier completes, since landing
-//! out of order the earlier one's zeros would overwrite the later one's bytes. So a segment
+//! flight at once, since landing out of order the earlier one's zeros would overwrite the later
+//! one's bytes: the later waits in the backend until the earlier completes. When only its first
+//! block is shared, the rest of it goes out at once and that block alone waits; the write
+//! completes when both parts have, and a linked one then gets its fsync (not a linked entry:
+//! it must cover both parts). So a segment
 //! written without preparation ends on a block boundary, with zeros after its last record,
 //! where the file backend's ends at the last record; recovery reads both the same.
 //!

@@ -80,6 +80,21 @@ struct Job {
     /// Not given to the ring yet (an overlapping earlier write is in flight, or the queue was
     /// full).
     held: bool,
+    /// The operation it is a part of, when it is one of several.
+    group: Option<u64>,
+}
+
+/// An operation of the core carried out by several jobs: a direct write split at a first block
+/// that an earlier write still changes, and the fsync of a linked one.
+#[derive(Debug)]
+struct Group {
+    token: u64,
+    /// Jobs of it not yet finished.
+    parts: u8,
+    /// The first error a part met.
+    error: Option<UringError>,
+    /// A linked write's file, to fsync once every part is written.
+    then_sync: Option<Arc<SegFile>>,
 }
 
 impl Job {
@@ -126,6 +141,7 @@ pub struct UringStorage {
     jobs: HashMap<u64, Job>,
     /// Jobs not given to the ring yet, in submission order.
     held: VecDeque<u64>,
+    groups: HashMap<u64, Group>,
     next_id: u64,
     /// Each segment's last partly written block (direct I/O).
     tails: HashMap<SegmentId, Tail>,
@@ -221,6 +237,7 @@ impl UringStorage {
             free_slots,
             jobs: HashMap::new(),
             held: VecDeque::new(),
+            groups: HashMap::new(),
             next_id: 0,
             tails: HashMap::new(),
             ready: VecDeque::new(),
@@ -260,11 +277,13 @@ impl UringStorage {
     /// Operations submitted whose completions have not been polled yet.
     #[must_use]
     pub fn in_flight(&self) -> usize {
-        self.jobs.len() + self.ready.len()
+        let alone = self.jobs.values().filter(|j| j.group.is_none()).count();
+        alone + self.groups.len() + self.ready.len()
     }
 
-    /// Operations accepted but not yet given to the kernel: a direct-I/O write waiting for an
-    /// earlier write into the same block to complete, or entries beyond a full submission queue.
+    /// Jobs accepted but not yet given to the kernel: a direct-I/O write (or the first block of
+    /// one) waiting for an earlier write into the same block to complete, or entries beyond a
+    /// full submission queue.
     #[must_use]
     pub fn held_back(&self) -> usize {
         self.held.len()
@@ -387,22 +406,53 @@ impl UringStorage {
                 self.held.insert(at, id);
             }
             Ok(_) => {
-                self.give_back(job);
+                let (token, group) = (job.token, job.group);
+                self.give_back_buffer(job);
+                self.finish(group, token, Ok(()));
             }
             Err((op, errno)) => {
                 let e = UringError::io(op, &job.file.path, Some(job.file.segment), errno.into());
-                let token = job.token;
+                let (token, group) = (job.token, job.group);
                 self.give_back_buffer(job);
-                self.ready.push_back((token, Err(e)));
+                self.finish(group, token, Err(e));
             }
         }
     }
 
-    /// Reports a job done and takes its buffer back.
-    fn give_back(&mut self, job: Job) {
-        let token = job.token;
-        self.give_back_buffer(job);
-        self.ready.push_back((token, Ok(())));
+    /// Reports the end of a job: the operation's completion, or, for a part of one, its end
+    /// once every part has ended (the first error wins; a linked write's fsync follows).
+    fn finish(&mut self, group: Option<u64>, token: u64, result: Result<(), UringError>) {
+        let Some(id) = group else {
+            self.ready.push_back((token, result));
+            return;
+        };
+        let Some(g) = self.groups.get_mut(&id) else {
+            self.ready.push_back((token, result));
+            return;
+        };
+        if let Err(e) = result
+            && g.error.is_none()
+        {
+            g.error = Some(e);
+        }
+        g.parts = g.parts.saturating_sub(1);
+        if g.parts > 0 {
+            return;
+        }
+        let Some(mut g) = self.groups.remove(&id) else {
+            return;
+        };
+        match (g.error.take(), g.then_sync.take()) {
+            (Some(e), _) => self.ready.push_back((g.token, Err(e))),
+            (None, Some(file)) => {
+                // Every part is written: the fsync now covers them all.
+                g.parts = 1;
+                let token = g.token;
+                self.groups.insert(id, g);
+                self.enqueue(token, file, Work::Sync { res: None }, Some(id));
+            }
+            (None, None) => self.ready.push_back((g.token, Ok(()))),
+        }
     }
 
     fn give_back_buffer(&mut self, job: Job) {
@@ -491,7 +541,7 @@ impl UringStorage {
     }
 
     /// Queues a job to be given to the ring.
-    fn enqueue(&mut self, token: u64, file: Arc<SegFile>, work: Work) {
+    fn enqueue(&mut self, token: u64, file: Arc<SegFile>, work: Work, group: Option<u64>) {
         let id = self.next_id;
         self.next_id += 1;
         self.jobs.insert(
@@ -502,6 +552,7 @@ impl UringStorage {
                 work,
                 outstanding: 0,
                 held: true,
+                group,
             },
         );
         self.held.push_back(id);
@@ -552,20 +603,79 @@ impl UringStorage {
     }
 
     fn write(&mut self, token: u64, segment: SegmentId, offset: u64, data: &[u8], linked: bool) {
-        match self.compose(segment, offset, data) {
-            Ok((file, bytes, span)) => self.enqueue(
-                token,
-                file,
-                Work::Write {
-                    bytes,
-                    span,
-                    linked,
-                    write_res: None,
-                    sync_res: None,
-                },
-            ),
-            Err(e) => self.ready.push_back((token, Err(e))),
+        let (file, bytes, span) = match self.compose(segment, offset, data) {
+            Ok(composed) => composed,
+            Err(e) => return self.ready.push_back((token, Err(e))),
+        };
+        let block = self.block;
+        let first = Span {
+            start: span.start,
+            len: block,
+        };
+        if block == 1 || span.len <= block || !self.changing(segment, &first) {
+            let work = Work::Write {
+                bytes,
+                span,
+                linked,
+                write_res: None,
+                sync_res: None,
+            };
+            return self.enqueue(token, file, work, None);
         }
+        // An earlier write still changes the first block: the other blocks go out at once, the
+        // first one once that write completes.
+        let Some(mut head) = self.pool.take(block) else {
+            self.pool.give(bytes.buffer);
+            let e = UringError::io(Op::Alloc, &file.path, Some(segment), Errno::NOMEM.into());
+            return self.ready.push_back((token, Err(e)));
+        };
+        if let (Some(to), Some(from)) = (
+            head.buf.as_mut_slice().get_mut(..block),
+            bytes.buffer.buf.as_slice().get(..block),
+        ) {
+            to.copy_from_slice(from);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.groups.insert(
+            id,
+            Group {
+                token,
+                parts: 2,
+                error: None,
+                then_sync: linked.then(|| Arc::clone(&file)),
+            },
+        );
+        let part = |bytes, span| Work::Write {
+            bytes,
+            span,
+            linked: false,
+            write_res: None,
+            sync_res: None,
+        };
+        let rest = Span {
+            start: span.start + block as u64,
+            len: span.len - block,
+        };
+        let body = Bytes {
+            done: block,
+            ..bytes
+        };
+        self.enqueue(token, Arc::clone(&file), part(body, rest), Some(id));
+        let head = Bytes {
+            buffer: head,
+            start: span.start,
+            len: block,
+            done: 0,
+        };
+        self.enqueue(token, file, part(head, first), Some(id));
+    }
+
+    /// Whether a write accepted earlier (held or in flight) changes bytes of `span`.
+    fn changing(&self, segment: SegmentId, span: &Span) -> bool {
+        self.jobs
+            .values()
+            .any(|j| j.file.segment == segment && j.span().is_some_and(|s| s.overlaps(span)))
     }
 
     /// Copies `data` into a buffer of the backend's, as whole blocks under direct I/O.
@@ -588,11 +698,7 @@ impl UringStorage {
                 start: span.start,
                 len: block,
             };
-            let busy = self
-                .jobs
-                .values()
-                .any(|j| j.file.segment == segment && j.span().is_some_and(|s| s.overlaps(&first)));
-            if busy {
+            if self.changing(segment, &first) {
                 return Err(UringError::BlockInFlight {
                     path: file.path.clone(),
                     segment,
@@ -632,7 +738,7 @@ impl UringStorage {
 
     fn sync(&mut self, token: u64, segment: SegmentId) {
         match self.file(segment) {
-            Ok(file) => self.enqueue(token, file, Work::Sync { res: None }),
+            Ok(file) => self.enqueue(token, file, Work::Sync { res: None }, None),
             Err(e) => self.ready.push_back((token, Err(e))),
         }
     }
@@ -801,6 +907,40 @@ mod tests {
         std::fs::write(&file, b"x").unwrap();
         let (block, align) = probe_direct(&file).unwrap();
         assert!(block.is_power_of_two() && align >= 4096 && align >= block);
+    }
+
+    #[test]
+    fn a_split_write_ends_once_with_the_first_error_of_its_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = UringStorage::open(dir.path(), Options::new()).unwrap();
+        let group = |then_sync| Group {
+            token: 9,
+            parts: 2,
+            error: None,
+            then_sync,
+        };
+        s.groups.insert(1, group(None));
+        let e = || UringError::io(Op::Write, dir.path(), None, Errno::IO.into());
+        s.finish(Some(1), 9, Err(e()));
+        assert!(s.ready.is_empty(), "one part is still out");
+        assert_eq!(s.in_flight(), 1);
+        s.finish(Some(1), 9, Ok(()));
+        let (token, result) = s.ready.pop_front().unwrap();
+        assert_eq!(token, 9);
+        assert!(matches!(result, Err(UringError::Io { op: Op::Write, .. })));
+        assert!(s.groups.is_empty() && s.ready.is_empty());
+        // A linked write whose parts fail never gets its fsync.
+        let file = Arc::new(SegFile {
+            fd: rustix::fs::open(dir.path(), OFlags::RDONLY, Mode::empty()).unwrap(),
+            slot: None,
+            path: dir.path().to_path_buf(),
+            segment: SegmentId(0),
+        });
+        s.groups.insert(2, group(Some(file)));
+        s.finish(Some(2), 9, Ok(()));
+        s.finish(Some(2), 9, Err(e()));
+        assert!(s.jobs.is_empty(), "no fsync after a failed part");
+        assert!(matches!(s.ready.pop_front(), Some((9, Err(_)))));
     }
 
     #[test]

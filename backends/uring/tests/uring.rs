@@ -310,6 +310,44 @@ fn direct_writes_sharing_a_block_wait_for_each_other() {
 }
 
 #[test]
+fn a_direct_write_sharing_only_its_first_block_sends_the_rest_at_once() {
+    for linked in [false, true] {
+        let dir = tempdir();
+        let mut s = open(dir.path(), Options::new().direct(true));
+        let block = s.block_size();
+        let id = SegmentId(0);
+        create(&mut s, id, &[1; HEADER_LEN]);
+        let small = [7u8; 100];
+        let large: Vec<u8> = (0..3 * block as u32).map(|i| (i % 249) as u8).collect();
+        let writes = [(HEADER_LEN, &small[..]), (HEADER_LEN + 100, &large[..])];
+        for (token, (offset, data)) in writes.iter().enumerate() {
+            let write = SegmentOp::Write {
+                segment: id,
+                offset: *offset as u64,
+                data,
+                sync: linked,
+            };
+            s.submit(token as u64, write).unwrap();
+        }
+        // Only the first block of the second write waits for the first write.
+        assert_eq!(s.held_back(), 1, "linked {linked}");
+        assert_eq!(s.in_flight(), 2, "two operations, however many parts");
+        let done = drain(&mut s);
+        assert_eq!(done.len(), 2, "linked {linked}: {done:?}");
+        assert!(
+            done.iter().all(|c| c.1.is_ok()),
+            "linked {linked}: {done:?}"
+        );
+        let mut want = vec![1u8; HEADER_LEN];
+        want.extend_from_slice(&small);
+        want.extend_from_slice(&large);
+        let mut back = vec![0u8; want.len()];
+        assert_eq!(s.read_at(id, 0, &mut back).unwrap(), want.len());
+        assert_eq!(back, want, "linked {linked}");
+    }
+}
+
+#[test]
 fn buffered_adjacent_writes_go_out_together() {
     let dir = tempdir();
     let mut s = open(dir.path(), Options::new());
