@@ -69,7 +69,8 @@ enum Work {
     Sync { res: Option<i32> },
 }
 
-/// One operation of the core, from `submit` until the kernel has answered for all its entries.
+/// One operation of the core, or one part of one, from `submit` until the kernel has answered
+/// for all its entries.
 #[derive(Debug)]
 struct Job {
     token: u64,
