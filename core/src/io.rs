@@ -150,6 +150,17 @@ pub trait SegmentStorage: ErrorType {
     /// # Errors
     /// When the segments cannot be listed.
     fn list(&mut self, out: &mut [SegmentId]) -> Result<usize, Self::Error>;
+
+    /// Blocks until a submitted operation has ended, when some are in flight and none has
+    /// ended yet, so that a driver waits instead of polling in a loop; returns at once when a
+    /// completion is ready or nothing is in flight. The default returns at once: it suits a
+    /// backend that completes every operation inside `submit`.
+    ///
+    /// # Errors
+    /// When the backend cannot wait (its completion mechanism failed).
+    fn wait_for_completion(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
 }
 
 /// How an object is published.
