@@ -5,9 +5,17 @@
 //!   4 KiB frame (4064-byte payload) per commit (`EveryRecord`), pumped until durable; once
 //!   with a write then a separate sync, once with the sync linked to the write.
 //!
+//! * `pages_{256,1000}`: small commits (`write_all_at` + `sync_data`) at growing, unaligned
+//!   offsets (the commits back to back, as the pipeline writes them) against the same commits
+//!   each widened to the whole 4 KiB pages it touches (the page's earlier bytes rewritten from a
+//!   copy of the file's tail); each once with the pre-zeroed file still in the page cache
+//!   (`warm`) and once with its cache dropped before the timed loop (`cold`, so a partial page
+//!   write may have to read the page first).
+//!
 //! Each sample starts on a fresh file prepared outside the timed loop, so no commit grows a
 //! file. At the end the commits/s of each (over every iteration criterion ran, warm-up
-//! included) and their ratio to `raw` are printed.
+//! included) and their ratio to `raw` (or, for the page groups, to the unaligned warm writes)
+//! are printed.
 //! `LAMINA_BENCH_DIR` picks the file system (default: the system's temporary directory).
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -16,7 +24,7 @@ use lamina_core::segment::SegmentHeader;
 use lamina_core::{Lsn, SegmentId, drive};
 use lamina_file::{FileStorage, Options};
 use std::cell::Cell;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, RandomState};
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
@@ -44,10 +52,8 @@ fn size_for(iters: u64) -> u64 {
     (iters + 4) * COMMIT as u64
 }
 
-/// `iters` writes of 4 KiB + `sync_data` into a file pre-zeroed beforehand; the time of the
-/// writes only.
-fn raw(iters: u64) -> Duration {
-    let dir = scratch();
+/// A new file in `dir` holding `size` zeros, synced.
+fn zeroed(dir: &TempDir, size: u64) -> File {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -55,7 +61,6 @@ fn raw(iters: u64) -> Duration {
         .open(dir.path().join("raw"))
         .expect("create");
     let zeros = vec![0u8; 1 << 20];
-    let size = size_for(iters);
     let mut at = 0;
     while at < size {
         let n = (size - at).min(zeros.len() as u64);
@@ -63,6 +68,14 @@ fn raw(iters: u64) -> Duration {
         at += n;
     }
     file.sync_all().expect("sync");
+    file
+}
+
+/// `iters` writes of 4 KiB + `sync_data` into a file pre-zeroed beforehand; the time of the
+/// writes only.
+fn raw(iters: u64) -> Duration {
+    let dir = scratch();
+    let file = zeroed(&dir, size_for(iters));
     let data = vec![0xa5u8; COMMIT];
     let start = Instant::now();
     for i in 0..iters {
@@ -106,6 +119,50 @@ fn pipeline(iters: u64, linked: bool) -> Duration {
         let lsn = p.append(&payload, 0).expect("append");
         drive::pump_all(&mut p, &mut storage, &mut |_| {});
         assert!(p.durable_lsn() >= lsn, "durable after the pump");
+    }
+    start.elapsed()
+}
+
+/// The page size whole-page writes are aligned to.
+const PAGE: u64 = 4096;
+
+/// How the small commits of the page groups are written.
+#[derive(Clone, Copy)]
+struct Pages {
+    /// Bytes per commit.
+    commit: u64,
+    /// Widen each write to the whole pages it touches.
+    whole: bool,
+    /// Drop the pre-zeroed file from the page cache before the timed loop.
+    cold: bool,
+}
+
+/// `iters` commits of `how.commit` bytes + `sync_data`, back to back from offset 72 (the first
+/// record's offset) into a file pre-zeroed beforehand; the time of the writes only.
+fn pages(iters: u64, how: Pages) -> Duration {
+    let dir = scratch();
+    let start_at = 72;
+    let size = (start_at + (iters + 1) * how.commit).div_ceil(PAGE) * PAGE;
+    let file = zeroed(&dir, size);
+    if how.cold {
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+    }
+    // The file's bytes as written so far, so that a widened write rewrites what is there.
+    let mut image = vec![0u8; size as usize];
+    let start = Instant::now();
+    let mut at = start_at;
+    for i in 0..iters {
+        let end = at + how.commit;
+        image[at as usize..end as usize].fill(i as u8 | 1);
+        let (from, to) = if how.whole {
+            (at / PAGE * PAGE, end.div_ceil(PAGE) * PAGE)
+        } else {
+            (at, end)
+        };
+        file.write_all_at(&image[from as usize..to as usize], from)
+            .expect("write");
+        file.sync_data().expect("sync");
+        at = end;
     }
     start.elapsed()
 }
@@ -161,12 +218,46 @@ fn commit(c: &mut Criterion) {
     }
 }
 
+fn whole_pages(c: &mut Criterion) {
+    for commit in [256, 1000] {
+        let mut group = c.benchmark_group(format!("pages_{commit}"));
+        let mut tallies = Vec::new();
+        for (name, whole, cold) in [
+            ("unaligned_warm", false, false),
+            ("whole_pages_warm", true, false),
+            ("unaligned_cold", false, true),
+            ("whole_pages_cold", true, true),
+        ] {
+            let how = Pages {
+                commit,
+                whole,
+                cold,
+            };
+            let tally = Tally::default();
+            group.bench_function(name, |b| b.iter_custom(|n| tally.add(n, pages(n, how))));
+            tallies.push((name, tally));
+        }
+        group.finish();
+        let base = tallies.first().and_then(|(_, t)| t.per_second());
+        for (name, t) in &tallies {
+            let Some(got) = t.per_second() else { continue };
+            match base {
+                Some(base) => println!(
+                    "pages_{commit}: {name} {got:.0} commits/s, {:.3}x unaligned_warm",
+                    got / base
+                ),
+                None => println!("pages_{commit}: {name} {got:.0} commits/s"),
+            }
+        }
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = commit
+    targets = commit, whole_pages
 }
 criterion_main!(benches);

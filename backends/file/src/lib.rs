@@ -17,7 +17,8 @@ mod lock;
 pub mod names;
 mod objects;
 mod segments;
+mod spares;
 
 pub use error::{FileError, Op};
 pub use objects::FileObjects;
-pub use segments::{FileStorage, Options};
+pub use segments::{FileStorage, Options, Stats};
