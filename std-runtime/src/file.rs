@@ -7,20 +7,42 @@ use std::path::Path;
 impl WriteAheadLog<FileStorage> {
     /// Opens the log in directory `dir` (created if missing) on the file backend, recovering it,
     /// and takes the directory's lock: a second opener gets an error naming this process.
-    /// Segments are not pre-zeroed; use [`WriteAheadLog::open_with`] with a [`FileStorage`]
-    /// opened with `prepare_size` for that.
+    ///
+    /// The storage prepares segments ahead of need and recycles them: each segment is
+    /// zero-filled to the pipeline's `segment_size` (`options.config.segment_size`) before its
+    /// header, so commits overwrite blocks that exist and `fdatasync` has no file size to
+    /// journal; a background thread owned by the storage keeps one such spare file ready, so
+    /// no zero-filling happens on the append path; and up to two segments deleted by
+    /// [`WriteAheadLog::truncate_before`] are kept as spares and reused (their old records stay
+    /// invisible under the new segment's header). The spares cost up to two segment sizes of
+    /// disk beside the log, named `spare-*.tmp` and removed at the next open. For other
+    /// settings, open a [`FileStorage`] with its own [`lamina_file::Options`] and use
+    /// [`WriteAheadLog::open_with`].
     ///
     /// # Errors
     /// [`Error::Storage`] when the directory cannot be opened or is locked, then what
     /// [`WriteAheadLog::open_with`] returns.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<(Self, RecoveryReport), Error> {
-        let storage =
-            FileStorage::open(dir.as_ref(), lamina_file::Options::new()).map_err(|e| {
-                Error::Storage {
-                    op: "opening the log directory".into(),
-                    detail: e.to_string(),
-                }
-            })?;
+        let storage = FileStorage::open(dir.as_ref(), file_options(&options)).map_err(|e| {
+            Error::Storage {
+                op: "opening the log directory".into(),
+                detail: e.to_string(),
+            }
+        })?;
         Self::open_with(storage, options)
     }
 }
+
+/// The file backend's settings [`WriteAheadLog::open`] uses for `options` (see there).
+fn file_options(options: &Options) -> lamina_file::Options {
+    lamina_file::Options::new()
+        .prepare_size(options.config.segment_size)
+        .prepare_ahead(SPARES_AHEAD)
+        .recycle(SPARES_KEPT)
+}
+
+/// Spare segment files [`WriteAheadLog::open`] keeps prepared ahead of need.
+const SPARES_AHEAD: usize = 1;
+
+/// The most spare segment files (prepared or recycled) [`WriteAheadLog::open`] keeps.
+const SPARES_KEPT: usize = 2;
