@@ -12,6 +12,10 @@
 //!   (`warm`) and once with its cache dropped before the timed loop (`cold`, so a partial page
 //!   write may have to read the page first).
 //!
+//! After each page group, the same four ways run again in turn, their order rotating, and each
+//! one's median and 90th percentile commit latency is printed: on a machine shared with other
+//! work, that pairing is what makes them comparable.
+//!
 //! Each sample starts on a fresh file prepared outside the timed loop, so no commit grows a
 //! file. At the end the commits/s of each (over every iteration criterion ran, warm-up
 //! included) and their ratio to `raw` (or, for the page groups, to the unaligned warm writes)
@@ -140,6 +144,11 @@ struct Pages {
 /// `iters` commits of `how.commit` bytes + `sync_data`, back to back from offset 72 (the first
 /// record's offset) into a file pre-zeroed beforehand; the time of the writes only.
 fn pages(iters: u64, how: Pages) -> Duration {
+    pages_each(iters, how, &mut |_| {})
+}
+
+/// As [`pages`], also telling `each` the time of every commit.
+fn pages_each(iters: u64, how: Pages, each: &mut dyn FnMut(Duration)) -> Duration {
     let dir = scratch();
     let start_at = 72;
     let size = (start_at + (iters + 1) * how.commit).div_ceil(PAGE) * PAGE;
@@ -159,9 +168,11 @@ fn pages(iters: u64, how: Pages) -> Duration {
         } else {
             (at, end)
         };
+        let one = Instant::now();
         file.write_all_at(&image[from as usize..to as usize], from)
             .expect("write");
         file.sync_data().expect("sync");
+        each(one.elapsed());
         at = end;
     }
     start.elapsed()
@@ -218,16 +229,52 @@ fn commit(c: &mut Criterion) {
     }
 }
 
+/// The ways the page groups write, by name.
+const PAGE_WAYS: [(&str, bool, bool); 4] = [
+    ("unaligned_warm", false, false),
+    ("whole_pages_warm", true, false),
+    ("unaligned_cold", false, true),
+    ("whole_pages_cold", true, true),
+];
+
+/// Rounds of the paired comparison, and commits per way in each round.
+const PAIRED_ROUNDS: usize = 12;
+const PAIRED_COMMITS: u64 = 150;
+
+/// The four ways in turn (the order rotating every round), so that load from elsewhere on a
+/// shared machine falls on all of them alike; prints each way's median and 90th percentile
+/// commit latency.
+fn paired(commit: u64) {
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); PAGE_WAYS.len()];
+    for round in 0..PAIRED_ROUNDS {
+        for k in 0..PAGE_WAYS.len() {
+            let i = (k + round) % PAGE_WAYS.len();
+            let (_, whole, cold) = PAGE_WAYS[i];
+            let how = Pages {
+                commit,
+                whole,
+                cold,
+            };
+            pages_each(PAIRED_COMMITS, how, &mut |d| times[i].push(d));
+        }
+    }
+    for ((name, ..), t) in PAGE_WAYS.iter().zip(&mut times) {
+        t.sort_unstable();
+        let at = |q: f64| t[((t.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+        println!(
+            "pages_{commit} paired: {name} median {:.0} µs, p90 {:.0} µs ({} commits)",
+            at(0.5),
+            at(0.9),
+            t.len()
+        );
+    }
+}
+
 fn whole_pages(c: &mut Criterion) {
     for commit in [256, 1000] {
         let mut group = c.benchmark_group(format!("pages_{commit}"));
         let mut tallies = Vec::new();
-        for (name, whole, cold) in [
-            ("unaligned_warm", false, false),
-            ("whole_pages_warm", true, false),
-            ("unaligned_cold", false, true),
-            ("whole_pages_cold", true, true),
-        ] {
+        for (name, whole, cold) in PAGE_WAYS {
             let how = Pages {
                 commit,
                 whole,
@@ -248,6 +295,9 @@ fn whole_pages(c: &mut Criterion) {
                 ),
                 None => println!("pages_{commit}: {name} {got:.0} commits/s"),
             }
+        }
+        if tallies.iter().any(|(_, t)| t.per_second().is_some()) {
+            paired(commit);
         }
     }
 }

@@ -8,6 +8,16 @@
 //!
 //! Operations are blocking: `submit` does the work at once and queues its completion, which the
 //! next `poll_completion` reports. Errors ([`FileError`]) name the operation and the path.
+//!
+//! Segments are written by overwriting space that already exists, never by growing a file: a
+//! commit that extends a file makes `fdatasync` journal the new size. With
+//! [`Options::prepare_size`] each segment is zero-filled before its header; with
+//! [`Options::prepare_ahead`] a background thread does that ahead of need into spare files
+//! (`spare-{n:016x}.tmp`), which a create takes (the header is written and synced under the
+//! spare's name, then the file is renamed to the segment's); with [`Options::recycle`] a deleted
+//! segment's file is kept as a spare. A recycled file still holds its old records; the new
+//! segment's header has a fresh nonce, and every frame's checksum is seeded with it, so they
+//! read as a clean end. [`FileStorage::stats`] counts creates that found no spare ready.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
