@@ -444,6 +444,9 @@ fn recycled_segment_survives_a_crash(lost: Lost) {
             assert_eq!(cut.segment, recycled_id);
             assert_eq!(Some(cut.offset), cut_at);
             assert_eq!(cut.beyond.frames, 0, "no frame of the old use validates");
+            // The old bytes after the cut do not validate and are not zeros, so the cut's
+            // extent (what a repair by zeroing would have to zero) covers them too.
+            assert!(cut.extent >= cut.offset + frame, "{cut:?}");
             assert_eq!(resume.tail, ResumeTail::Torn);
         }
         (Lost::Nothing | Lost::Whole(_), None) => {
