@@ -144,11 +144,12 @@ struct Pages {
 /// `iters` commits of `how.commit` bytes + `sync_data`, back to back from offset 72 (the first
 /// record's offset) into a file pre-zeroed beforehand; the time of the writes only.
 fn pages(iters: u64, how: Pages) -> Duration {
-    pages_each(iters, how, &mut |_| {})
+    pages_each(iters, how, &mut |_, _| {})
 }
 
-/// As [`pages`], also telling `each` the time of every commit.
-fn pages_each(iters: u64, how: Pages, each: &mut dyn FnMut(Duration)) -> Duration {
+/// As [`pages`], also telling `each` the time of every commit and whether it is the first to
+/// write into a page (the one that may have to read it first when the cache is cold).
+fn pages_each(iters: u64, how: Pages, each: &mut dyn FnMut(Duration, bool)) -> Duration {
     let dir = scratch();
     let start_at = 72;
     let size = (start_at + (iters + 1) * how.commit).div_ceil(PAGE) * PAGE;
@@ -172,7 +173,7 @@ fn pages_each(iters: u64, how: Pages, each: &mut dyn FnMut(Duration)) -> Duratio
         file.write_all_at(&image[from as usize..to as usize], from)
             .expect("write");
         file.sync_data().expect("sync");
-        each(one.elapsed());
+        each(one.elapsed(), (end - 1) / PAGE != (at.max(1) - 1) / PAGE);
         at = end;
     }
     start.elapsed()
@@ -237,7 +238,8 @@ const PAGE_WAYS: [(&str, bool, bool); 4] = [
     ("whole_pages_cold", true, true),
 ];
 
-/// Rounds of the paired comparison, and commits per way in each round.
+/// Rounds of the paired comparison (`LAMINA_BENCH_PAIRED_ROUNDS` sets another number), and
+/// commits per way in each round.
 const PAIRED_ROUNDS: usize = 12;
 const PAIRED_COMMITS: u64 = 150;
 
@@ -245,8 +247,14 @@ const PAIRED_COMMITS: u64 = 150;
 /// shared machine falls on all of them alike; prints each way's median and 90th percentile
 /// commit latency.
 fn paired(commit: u64) {
+    // Per way: every commit's time, and those that wrote first into a page.
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); PAGE_WAYS.len()];
-    for round in 0..PAIRED_ROUNDS {
+    let mut first: Vec<Vec<Duration>> = vec![Vec::new(); PAGE_WAYS.len()];
+    let rounds = std::env::var("LAMINA_BENCH_PAIRED_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(PAIRED_ROUNDS);
+    for round in 0..rounds {
         for k in 0..PAGE_WAYS.len() {
             let i = (k + round) % PAGE_WAYS.len();
             let (_, whole, cold) = PAGE_WAYS[i];
@@ -255,17 +263,29 @@ fn paired(commit: u64) {
                 whole,
                 cold,
             };
-            pages_each(PAIRED_COMMITS, how, &mut |d| times[i].push(d));
+            pages_each(PAIRED_COMMITS, how, &mut |d, new_page| {
+                times[i].push(d);
+                if new_page {
+                    first[i].push(d);
+                }
+            });
         }
     }
-    for ((name, ..), t) in PAGE_WAYS.iter().zip(&mut times) {
+    let micros = |t: &mut Vec<Duration>, q: f64| {
         t.sort_unstable();
-        let at = |q: f64| t[((t.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+        t.get(((t.len().max(1) - 1) as f64 * q) as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    for (((name, ..), t), f) in PAGE_WAYS.iter().zip(&mut times).zip(&mut first) {
+        let mean = t.iter().sum::<Duration>().as_secs_f64() * 1e6 / t.len().max(1) as f64;
         println!(
-            "pages_{commit} paired: {name} median {:.0} µs, p90 {:.0} µs ({} commits)",
-            at(0.5),
-            at(0.9),
-            t.len()
+            "pages_{commit} paired: {name} median {:.0} µs, mean {mean:.0} µs, p90 {:.0} µs \
+             ({} commits); first into a page: median {:.0} µs ({} commits)",
+            micros(t, 0.5),
+            micros(t, 0.9),
+            t.len(),
+            micros(f, 0.5),
+            f.len()
         );
     }
 }
