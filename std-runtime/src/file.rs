@@ -15,7 +15,9 @@ impl WriteAheadLog<FileStorage> {
     /// no zero-filling happens on the append path; and up to two segments deleted by
     /// [`WriteAheadLog::truncate_before`] are kept as spares and reused (their old records stay
     /// invisible under the new segment's header). The spares cost up to two segment sizes of
-    /// disk beside the log, named `spare-*.tmp` and removed at the next open. For other
+    /// disk beside the log, named `spare-*.tmp` and removed at the next open. A write that
+    /// ends inside a page is padded with zeros to the page's end where that is safe, so a page
+    /// no longer in the page cache is not read back first. For other
     /// settings, open a [`FileStorage`] with its own [`lamina_file::Options`] and use
     /// [`WriteAheadLog::open_with`].
     ///
@@ -39,6 +41,7 @@ fn file_options(options: &Options) -> lamina_file::Options {
         .prepare_size(options.config.segment_size)
         .prepare_ahead(SPARES_AHEAD)
         .recycle(SPARES_KEPT)
+        .pad_to_page(true)
 }
 
 /// Spare segment files [`WriteAheadLog::open`] keeps prepared ahead of need.

@@ -123,6 +123,7 @@ fn open_prepares_segments_to_the_segment_size() {
         "{stats:?}"
     );
     assert_eq!(log.storage().options().prepare_size, 64 * 1024);
+    assert!(stats.padded_writes > 0, "{stats:?}");
     for entry in fs::read_dir(dir.path()).unwrap() {
         let entry = entry.unwrap();
         let name = entry.file_name().into_string().unwrap();

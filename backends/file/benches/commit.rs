@@ -8,11 +8,12 @@
 //! * `pages_{256,1000}`: small commits (`write_all_at` + `sync_data`) at growing, unaligned
 //!   offsets (the commits back to back, as the pipeline writes them) against the same commits
 //!   each widened to the whole 4 KiB pages it touches (the page's earlier bytes rewritten from a
-//!   copy of the file's tail); each once with the pre-zeroed file still in the page cache
+//!   copy of the file's tail), and against them padded with zeros forward only, to the end of
+//!   their last page (what `Options::pad_to_page` does); each once with the pre-zeroed file still in the page cache
 //!   (`warm`) and once with its cache dropped before the timed loop (`cold`, so a partial page
 //!   write may have to read the page first).
 //!
-//! After each page group, the same four ways run again in turn, their order rotating, and each
+//! After each page group, the same ways run again in turn, their order rotating, and each
 //! one's median and 90th percentile commit latency is printed: on a machine shared with other
 //! work, that pairing is what makes them comparable.
 //!
@@ -130,13 +131,24 @@ fn pipeline(iters: u64, linked: bool) -> Duration {
 /// The page size whole-page writes are aligned to.
 const PAGE: u64 = 4096;
 
+/// How a small commit's write is widened.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Widen {
+    /// Not: the commit's bytes only.
+    No,
+    /// Zeros after it to the end of its last page.
+    Forward,
+    /// To the whole pages it touches, the first one's earlier bytes rewritten.
+    Whole,
+}
+
 /// How the small commits of the page groups are written.
 #[derive(Clone, Copy)]
 struct Pages {
     /// Bytes per commit.
     commit: u64,
-    /// Widen each write to the whole pages it touches.
-    whole: bool,
+    /// How each write is widened.
+    widen: Widen,
     /// Drop the pre-zeroed file from the page cache before the timed loop.
     cold: bool,
 }
@@ -164,10 +176,10 @@ fn pages_each(iters: u64, how: Pages, each: &mut dyn FnMut(Duration, bool)) -> D
     for i in 0..iters {
         let end = at + how.commit;
         image[at as usize..end as usize].fill(i as u8 | 1);
-        let (from, to) = if how.whole {
-            (at / PAGE * PAGE, end.div_ceil(PAGE) * PAGE)
-        } else {
-            (at, end)
+        let (from, to) = match how.widen {
+            Widen::No => (at, end),
+            Widen::Forward => (at, end.div_ceil(PAGE) * PAGE),
+            Widen::Whole => (at / PAGE * PAGE, end.div_ceil(PAGE) * PAGE),
         };
         let one = Instant::now();
         file.write_all_at(&image[from as usize..to as usize], from)
@@ -231,11 +243,13 @@ fn commit(c: &mut Criterion) {
 }
 
 /// The ways the page groups write, by name.
-const PAGE_WAYS: [(&str, bool, bool); 4] = [
-    ("unaligned_warm", false, false),
-    ("whole_pages_warm", true, false),
-    ("unaligned_cold", false, true),
-    ("whole_pages_cold", true, true),
+const PAGE_WAYS: [(&str, Widen, bool); 6] = [
+    ("unaligned_warm", Widen::No, false),
+    ("padded_warm", Widen::Forward, false),
+    ("whole_pages_warm", Widen::Whole, false),
+    ("unaligned_cold", Widen::No, true),
+    ("padded_cold", Widen::Forward, true),
+    ("whole_pages_cold", Widen::Whole, true),
 ];
 
 /// Rounds of the paired comparison (`LAMINA_BENCH_PAIRED_ROUNDS` sets another number), and
@@ -243,7 +257,7 @@ const PAGE_WAYS: [(&str, bool, bool); 4] = [
 const PAIRED_ROUNDS: usize = 12;
 const PAIRED_COMMITS: u64 = 150;
 
-/// The four ways in turn (the order rotating every round), so that load from elsewhere on a
+/// The ways in turn (the order rotating every round), so that load from elsewhere on a
 /// shared machine falls on all of them alike; prints each way's median and 90th percentile
 /// commit latency.
 fn paired(commit: u64) {
@@ -257,10 +271,10 @@ fn paired(commit: u64) {
     for round in 0..rounds {
         for k in 0..PAGE_WAYS.len() {
             let i = (k + round) % PAGE_WAYS.len();
-            let (_, whole, cold) = PAGE_WAYS[i];
+            let (_, widen, cold) = PAGE_WAYS[i];
             let how = Pages {
                 commit,
-                whole,
+                widen,
                 cold,
             };
             pages_each(PAIRED_COMMITS, how, &mut |d, new_page| {
@@ -294,10 +308,10 @@ fn whole_pages(c: &mut Criterion) {
     for commit in [256, 1000] {
         let mut group = c.benchmark_group(format!("pages_{commit}"));
         let mut tallies = Vec::new();
-        for (name, whole, cold) in PAGE_WAYS {
+        for (name, widen, cold) in PAGE_WAYS {
             let how = Pages {
                 commit,
-                whole,
+                widen,
                 cold,
             };
             let tally = Tally::default();

@@ -3,8 +3,9 @@
 
 use crate::error::{FileError, Op};
 use rustix::fs::{CWD, RenameFlags, renameat_with};
-use rustix::io::Errno;
+use rustix::io::{Errno, pwritev};
 use std::fs::{self, File};
+use std::io::IoSlice;
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -12,6 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The largest piece of zeros written at once when a file is zero-filled.
 const ZERO_CHUNK: usize = 1 << 20;
+
+/// The page size writes are padded to.
+pub(crate) const PAGE: u64 = 4096;
+
+/// A page of zeros to pad writes with.
+static ZERO_PAGE: [u8; PAGE as usize] = [0; PAGE as usize];
 
 /// Makes the entries of directory `dir` durable (creates, renames and deletes in it).
 ///
@@ -102,4 +109,31 @@ pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Writes `data` at `offset` followed by `pad` zeros (at most a page; fewer if more are asked),
+/// as one positioned write, so that a page it ends in is written whole; finishes short writes
+/// and retries on EINTR.
+pub(crate) fn write_all_at_padded(
+    file: &File,
+    offset: u64,
+    data: &[u8],
+    pad: usize,
+) -> io::Result<()> {
+    let zeros = ZERO_PAGE.get(..pad).unwrap_or(&ZERO_PAGE);
+    let total = data.len() + zeros.len();
+    let mut done = 0;
+    while done < total {
+        let rest = [
+            IoSlice::new(data.get(done..).unwrap_or(&[])),
+            IoSlice::new(zeros.get(done.saturating_sub(data.len())..).unwrap_or(&[])),
+        ];
+        match pwritev(file, &rest, offset + done as u64) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }

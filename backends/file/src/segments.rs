@@ -1,7 +1,10 @@
 //! [`FileStorage`]: the core's [`SegmentStorage`] over one directory, one file per segment.
 
 use crate::error::{FileError, Op};
-use crate::fsutil::{ensure_dir, fsync_directory, read_full_at, rename_noreplace, write_zeros};
+use crate::fsutil::{
+    PAGE, ensure_dir, fsync_directory, read_full_at, rename_noreplace, write_all_at_padded,
+    write_zeros,
+};
 use crate::lock::DirLock;
 use crate::names::{OBJECTS_DIR, is_spare_file_name, parse_segment_file_name, segment_file_name};
 use crate::objects::FileObjects;
@@ -33,6 +36,16 @@ pub struct Options {
     /// unlinked (0: deleted segments are unlinked). Its old records stay in it and stay
     /// invisible: the next segment's header has a fresh nonce, so they never validate.
     pub recycle: usize,
+    /// Pad a write that ends inside a 4 KiB page with zeros to the page's end, in the same
+    /// write, when it is the furthest write into its segment so far (nothing written beyond
+    /// it can be overwritten) and the file is that long already (it never grows the file).
+    /// The page is then written whole, so the kernel need not read it first when it is not in
+    /// the page cache (a recycled file's pages, or any under memory pressure). Measured here
+    /// (`benches/commit.rs`, 256 and 1000-byte commits + `fdatasync`): the first commit into a
+    /// page not in the cache ~230-240 µs unpadded against ~140-150 µs padded; a page in the
+    /// cache costs the same either way. Writes are never widened backwards: that would rewrite
+    /// bytes already durable, and a torn rewrite could damage acknowledged records.
+    pub pad_to_page: bool,
 }
 
 impl Options {
@@ -62,6 +75,13 @@ impl Options {
         self.recycle = spares;
         self
     }
+
+    /// With writes padded to the end of their last page where that is safe.
+    #[must_use]
+    pub fn pad_to_page(mut self, pad: bool) -> Self {
+        self.pad_to_page = pad;
+        self
+    }
 }
 
 /// What a [`FileStorage`] did with its spare files, since it was opened.
@@ -77,6 +97,30 @@ pub struct Stats {
     pub recycled: u64,
     /// Spare files the background thread zero-filled.
     pub prepared: u64,
+    /// Writes padded with zeros to their page's end.
+    pub padded_writes: u64,
+}
+
+/// An open segment file, and what this storage knows of it.
+#[derive(Debug)]
+struct Open {
+    file: File,
+    /// Its length: from `fstat` when opened (0 if that failed, which only stops padding),
+    /// grown by writes.
+    len: u64,
+    /// Where the furthest write into it since it was opened ends.
+    furthest: u64,
+}
+
+impl Open {
+    fn new(file: File) -> Self {
+        let len = file.metadata().map_or(0, |m| m.len());
+        Open {
+            file,
+            len,
+            furthest: 0,
+        }
+    }
 }
 
 /// A log's segments in one directory (Linux), as files named `{sequence:016x}.seg`, under an
@@ -91,7 +135,7 @@ pub struct FileStorage {
     dir: PathBuf,
     options: Options,
     /// The open segment files, kept open between writes.
-    files: HashMap<SegmentId, File>,
+    files: HashMap<SegmentId, Open>,
     /// Completions not yet polled, in submission order.
     done: VecDeque<Completion<FileError>>,
     /// Zeros to prepare segments with (allocated at the first prepared create).
@@ -197,7 +241,7 @@ impl FileStorage {
     }
 
     /// The open file of `segment`, opened (not created) if it is not yet.
-    fn file(&mut self, op: Op, segment: SegmentId) -> Result<&File, FileError> {
+    fn open_file(&mut self, op: Op, segment: SegmentId) -> Result<&mut Open, FileError> {
         if !self.files.contains_key(&segment) {
             let path = self.segment_path(segment);
             let file = OpenOptions::new()
@@ -205,11 +249,16 @@ impl FileStorage {
                 .write(true)
                 .open(&path)
                 .map_err(|e| FileError::io(op, &path, Some(segment), e))?;
-            self.files.insert(segment, file);
+            self.files.insert(segment, Open::new(file));
         }
+        let path = self.segment_path(segment);
         self.files
-            .get(&segment)
-            .ok_or_else(|| self.err(op, segment, ErrorKind::NotFound.into()))
+            .get_mut(&segment)
+            .ok_or_else(|| FileError::io(op, &path, Some(segment), ErrorKind::NotFound.into()))
+    }
+
+    fn file(&mut self, op: Op, segment: SegmentId) -> Result<&File, FileError> {
+        Ok(&self.open_file(op, segment)?.file)
     }
 
     fn create(&mut self, segment: SegmentId, header: &[u8]) -> Result<(), FileError> {
@@ -227,7 +276,7 @@ impl FileStorage {
             .map_err(|e| FileError::io(Op::Create, &path, Some(segment), e))?;
         match self.prepare(&file, header) {
             Ok(()) => {
-                self.files.insert(segment, file);
+                self.files.insert(segment, Open::new(file));
                 Ok(())
             }
             Err((op, e)) => {
@@ -275,7 +324,7 @@ impl FileStorage {
         })();
         match made {
             Ok(file) => {
-                self.files.insert(segment, file);
+                self.files.insert(segment, Open::new(file));
                 Ok(())
             }
             Err((op, e)) => {
@@ -293,9 +342,33 @@ impl FileStorage {
         data: &[u8],
         sync: bool,
     ) -> Result<(), FileError> {
-        // `write_all_at` finishes short writes and retries on EINTR.
-        let written = self.file(Op::Write, segment)?.write_all_at(data, offset);
+        let pad_to_page = self.options.pad_to_page;
+        let open = self.open_file(Op::Write, segment)?;
+        let end = offset + data.len() as u64;
+        // Only the furthest write so far: then no byte after `end` holds data written since
+        // the file was opened, and what an earlier opener wrote there lies past the end that
+        // recovery found, so nothing acknowledged.
+        let pad = if pad_to_page && end >= open.furthest {
+            (end.div_ceil(PAGE) * PAGE)
+                .min(open.len)
+                .saturating_sub(end)
+        } else {
+            0
+        };
+        // Both finish short writes and retry on EINTR.
+        let written = if pad > 0 {
+            write_all_at_padded(&open.file, offset, data, pad as usize)
+        } else {
+            open.file.write_all_at(data, offset)
+        };
+        if written.is_ok() {
+            open.furthest = open.furthest.max(end);
+            open.len = open.len.max(end);
+        }
         written.map_err(|e| self.err(Op::Write, segment, e))?;
+        if pad > 0 {
+            self.stats.padded_writes += 1;
+        }
         if sync {
             self.sync(segment)?;
         }
