@@ -159,20 +159,32 @@ impl Spares {
     /// Waits until the preparer keeps all its spares ready, has failed, or `timeout` passed;
     /// returns whether they are ready. Without a preparer, returns at once.
     pub(crate) fn wait_ready(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        // A timeout too long to add to now is as good as none.
+        let deadline = Instant::now().checked_add(timeout);
         let mut state = lock(&self.shared.state);
         loop {
             let full = state.ready.len() >= self.shared.prepare_ahead;
-            let now = Instant::now();
-            if full || self.thread.is_none() || state.error.is_some() || now >= deadline {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if full
+                || self.thread.is_none()
+                || state.error.is_some()
+                || left == Some(Duration::ZERO)
+            {
                 return full;
             }
-            state = self
-                .shared
-                .changed
-                .wait_timeout(state, deadline - now)
-                .map(|(guard, _)| guard)
-                .unwrap_or_else(|e| e.into_inner().0);
+            state = match left {
+                Some(left) => self
+                    .shared
+                    .changed
+                    .wait_timeout(state, left)
+                    .map(|(guard, _)| guard)
+                    .unwrap_or_else(|e| e.into_inner().0),
+                None => self
+                    .shared
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner),
+            };
         }
     }
 
