@@ -5,6 +5,9 @@
 //!   4 KiB frame (4064-byte payload) per commit (`EveryRecord`), pumped until durable; once
 //!   with a write then a separate sync, once with the sync linked to the write.
 //!
+//! * `rolling_4k`: the pipeline's 4 KiB commits on 1 MiB segments, rolling over every 250
+//!   commits or so: new segments zero-filled inline at creation, on the append path, against
+//!   taken from the spares a background thread prepared (the creates of each kind are printed).
 //! * `pages_{256,1000}`: small commits (`write_all_at` + `sync_data`) at growing, unaligned
 //!   offsets (the commits back to back, as the pipeline writes them) against the same commits
 //!   each widened to the whole 4 KiB pages it touches (the page's earlier bytes rewritten from a
@@ -126,6 +129,77 @@ fn pipeline(iters: u64, linked: bool) -> Duration {
         assert!(p.durable_lsn() >= lsn, "durable after the pump");
     }
     start.elapsed()
+}
+
+/// The segment size of the `rolling` group: a roll every 250 commits or so.
+const ROLL_SEGMENT: u64 = 1 << 20;
+
+/// `iters` durable 4 KiB commits through the pipeline on 1 MiB segments, so that the log rolls
+/// over again and again: each new segment zero-filled inline at its creation (`ahead` 0), or
+/// taken from the spares a background thread keeps ready (`ahead` 1). Adds the storage's
+/// counts of creates to `creates` (from a spare, inline).
+fn rolling(iters: u64, ahead: usize, creates: &Cell<(u64, u64)>) -> Duration {
+    let dir = scratch();
+    let options = Options::new()
+        .prepare_size(ROLL_SEGMENT)
+        .prepare_ahead(ahead);
+    let mut storage = FileStorage::open(dir.path(), options).expect("open");
+    let config = Config {
+        policy: SyncPolicy::EveryRecord,
+        max_writes_in_flight: 4,
+        linked: false,
+        segment_size: ROLL_SEGMENT,
+        max_payload: PAYLOAD as u32,
+        nonce_seed: random(),
+    };
+    let header = SegmentHeader {
+        core: 0,
+        log_id: 1,
+        sequence: SegmentId(0),
+        nonce: random(),
+        first_lsn: Lsn::FIRST,
+        epoch: 0,
+        prev_nonce: 0,
+    };
+    let mut buf = vec![0u8; 4 * COMMIT];
+    let mut p: Pipeline<'_, 4> = Pipeline::create(&mut buf, config, header).expect("config");
+    drive::pump_all(&mut p, &mut storage, &mut |_| {});
+    storage.wait_for_spares(Duration::from_secs(10));
+    let before = storage.stats();
+    let payload = vec![0xa5u8; PAYLOAD];
+    let start = Instant::now();
+    for _ in 0..iters {
+        let lsn = p.append(&payload, 0).expect("append");
+        drive::pump_all(&mut p, &mut storage, &mut |_| {});
+        assert!(p.durable_lsn() >= lsn, "durable after the pump");
+    }
+    let time = start.elapsed();
+    let stats = storage.stats();
+    let (spare, inline) = creates.get();
+    creates.set((
+        spare + stats.creates_from_spare - before.creates_from_spare,
+        inline + stats.creates_inline - before.creates_inline,
+    ));
+    time
+}
+
+fn roll(c: &mut Criterion) {
+    let mut group = c.benchmark_group("rolling_4k");
+    for (name, ahead) in [("inline", 0), ("background", 1)] {
+        let tally = Tally::default();
+        let creates = Cell::new((0, 0));
+        group.bench_function(name, |b| {
+            b.iter_custom(|n| tally.add(n, rolling(n, ahead, &creates)))
+        });
+        if let Some(got) = tally.per_second() {
+            let (spare, inline) = creates.get();
+            println!(
+                "rolling_4k: {name} {got:.0} commits/s; segments created from a spare {spare}, \
+                 zero-filled inline {inline}"
+            );
+        }
+    }
+    group.finish();
 }
 
 /// The page size whole-page writes are aligned to.
@@ -342,6 +416,6 @@ criterion_group! {
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = commit, whole_pages
+    targets = commit, roll, whole_pages
 }
 criterion_main!(benches);
