@@ -17,8 +17,9 @@ impl WriteAheadLog<FileStorage> {
     /// invisible under the new segment's header). The spares cost up to two segment sizes of
     /// disk beside the log, named `spare-*.tmp` and removed at the next open. A write that
     /// ends inside a page is padded with zeros to the page's end where that is safe, so a page
-    /// no longer in the page cache is not read back first. For other
-    /// settings, open a [`FileStorage`] with its own [`lamina_file::Options`] and use
+    /// no longer in the page cache is not read back first. A new log's first segment, and the
+    /// first after a reopen, may be zero-filled inline when the spare is not ready yet. For
+    /// other settings, open a [`FileStorage`] with its own [`lamina_file::Options`] and use
     /// [`WriteAheadLog::open_with`].
     ///
     /// # Errors
