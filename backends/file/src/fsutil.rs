@@ -1,11 +1,24 @@
 //! The file-system helpers every module shares: directory fsync, directory creation, full
-//! positioned reads.
+//! positioned reads, zero-filling, renames that never replace.
 
 use crate::error::{FileError, Op};
+use rustix::fs::{CWD, RenameFlags, renameat_with};
+use rustix::io::{Errno, pwritev};
 use std::fs::{self, File};
+use std::io::IoSlice;
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The largest piece of zeros written at once when a file is zero-filled.
+const ZERO_CHUNK: usize = 1 << 20;
+
+/// The page size writes are padded to.
+pub(crate) const PAGE: u64 = 4096;
+
+/// A page of zeros to pad writes with.
+static ZERO_PAGE: [u8; PAGE as usize] = [0; PAGE as usize];
 
 /// Makes the entries of directory `dir` durable (creates, renames and deletes in it).
 ///
@@ -56,4 +69,71 @@ pub(crate) fn read_full_at(file: &File, offset: u64, buf: &mut [u8]) -> io::Resu
         }
     }
     Ok(n)
+}
+
+/// Writes zeros into `file` from offset `from` up to `to`, in pieces of at most 1 MiB taken from
+/// `zeros` (grown as needed); not synced. Stops early, returning `false`, once `stop` is set.
+pub(crate) fn write_zeros(
+    file: &File,
+    from: u64,
+    to: u64,
+    zeros: &mut Vec<u8>,
+    stop: Option<&AtomicBool>,
+) -> io::Result<bool> {
+    let mut at = from;
+    while at < to {
+        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return Ok(false);
+        }
+        let n = (to - at).min(ZERO_CHUNK as u64) as usize;
+        if zeros.len() < n {
+            zeros.resize(n, 0);
+        }
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(true)
+}
+
+/// Renames `from` to `to`, failing with `EEXIST` when `to` exists instead of replacing it.
+/// (`renameat2(RENAME_NOREPLACE)`; on a file system without it, a check then a plain rename,
+/// which is exact for a directory only its lock holder changes.)
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(Errno::INVAL | Errno::NOSYS) => {
+            if fs::symlink_metadata(to).is_ok() {
+                return Err(io::Error::from_raw_os_error(Errno::EXIST.raw_os_error()));
+            }
+            fs::rename(from, to)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes `data` at `offset` followed by `pad` zeros (at most a page; fewer if more are asked),
+/// as one positioned write, so that a page it ends in is written whole; finishes short writes
+/// and retries on EINTR.
+pub(crate) fn write_all_at_padded(
+    file: &File,
+    offset: u64,
+    data: &[u8],
+    pad: usize,
+) -> io::Result<()> {
+    let zeros = ZERO_PAGE.get(..pad).unwrap_or(&ZERO_PAGE);
+    let total = data.len() + zeros.len();
+    let mut done = 0;
+    while done < total {
+        let rest = [
+            IoSlice::new(data.get(done..).unwrap_or(&[])),
+            IoSlice::new(zeros.get(done.saturating_sub(data.len())..).unwrap_or(&[])),
+        ];
+        match pwritev(file, &rest, offset + done as u64) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }

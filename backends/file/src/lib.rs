@@ -10,6 +10,22 @@
 //!
 //! Operations are blocking: `submit` does the work at once and queues its completion, which the
 //! next `poll_completion` reports. Errors ([`FileError`]) name the operation and the path.
+//!
+//! Segments are written by overwriting space that already exists, never by growing a file: a
+//! commit that extends a file makes `fdatasync` journal the new size. With
+//! [`Options::prepare_size`] each segment is zero-filled before its header; with
+//! [`Options::prepare_ahead`] a background thread does that ahead of need into spare files
+//! (`spare-{n:016x}.tmp`), which a create takes (the header is written and synced under the
+//! spare's name, then the file is renamed to the segment's); with [`Options::recycle`] a deleted
+//! segment's file is kept as a spare. A recycled file still holds its old records; the new
+//! segment's header has a fresh nonce, and every frame's checksum is seeded with it, so they
+//! read as a clean end. [`FileStorage::stats`] counts creates that found no spare ready.
+//!
+//! Whole pages: a write that ends inside a page of a file whose page is not in the page cache
+//! makes the kernel read the page first (measured here, `benches/commit.rs`: the first commit
+//! into such a page ~230-240 µs, against ~140-150 µs written whole; a cached page costs the same
+//! either way). With [`Options::pad_to_page`] the furthest write into a segment is padded with
+//! zeros to its page's end; writes are never widened backwards over bytes already durable.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
@@ -20,8 +36,9 @@ pub mod names;
 mod objects;
 mod reader;
 mod segments;
+mod spares;
 
 pub use error::{FileError, Op};
 pub use objects::FileObjects;
 pub use reader::FileReader;
-pub use segments::{FileStorage, Options};
+pub use segments::{FileStorage, Options, Stats};

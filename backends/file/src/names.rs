@@ -17,6 +17,32 @@ pub const OBJECTS_DIR: &str = "objects";
 /// The prefix of an object being published; such files are never listed as objects.
 pub const TEMP_PREFIX: &str = ".tmp-";
 
+/// The prefix of a spare segment file: a file zero-filled ahead of need or kept from a deleted
+/// segment, waiting to become a segment. Never a segment's name, so recovery never reads one.
+pub const SPARE_PREFIX: &str = "spare-";
+
+/// The suffix of a spare segment file: `spare-{number:016x}.tmp`.
+pub const SPARE_SUFFIX: &str = ".tmp";
+
+/// The file name of spare file number `n`.
+#[must_use]
+pub fn spare_file_name(n: u64) -> String {
+    format!("{SPARE_PREFIX}{n:016x}{SPARE_SUFFIX}")
+}
+
+/// Whether `name` is a spare file's name (`spare-`, 16 lowercase hex digits, `.tmp`).
+#[must_use]
+pub fn is_spare_file_name(name: &str) -> bool {
+    name.strip_prefix(SPARE_PREFIX)
+        .and_then(|rest| rest.strip_suffix(SPARE_SUFFIX))
+        .is_some_and(is_sequence_hex)
+}
+
+/// Whether `hex` is 16 lowercase hex digits.
+fn is_sequence_hex(hex: &str) -> bool {
+    hex.len() == SEGMENT_DIGITS && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// The file name of segment `id`.
 #[must_use]
 pub fn segment_file_name(id: SegmentId) -> String {
@@ -28,7 +54,7 @@ pub fn segment_file_name(id: SegmentId) -> String {
 #[must_use]
 pub fn parse_segment_file_name(name: &str) -> Option<SegmentId> {
     let hex = name.strip_suffix(SEGMENT_SUFFIX)?;
-    if hex.len() != SEGMENT_DIGITS || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if !is_sequence_hex(hex) {
         return None;
     }
     u64::from_str_radix(hex, 16).ok().map(SegmentId)
@@ -67,6 +93,25 @@ mod tests {
             ".seg",
         ] {
             assert_eq!(parse_segment_file_name(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn spare_names_are_never_segment_names() {
+        for n in [0, 7, u64::MAX] {
+            let name = spare_file_name(n);
+            assert!(is_spare_file_name(&name), "{name}");
+            assert_eq!(parse_segment_file_name(&name), None, "{name}");
+        }
+        for other in [
+            "spare-0000000000000003",
+            "spare-000000000000003.tmp",
+            "spare-000000000000000A.tmp",
+            "0000000000000003.seg",
+            "0000000000000003.seg.tmp",
+            ".tmp-1-2",
+        ] {
+            assert!(!is_spare_file_name(other), "{other}");
         }
     }
 

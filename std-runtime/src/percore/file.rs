@@ -64,12 +64,11 @@ impl PerCoreWalManager<FileStorage> {
         }
         let count = u32::try_from(cores)
             .map_err(|_| set_error(format!("{cores} cores cannot be named in a header")))?;
+        let file_options = crate::file::file_options(&options);
         let open_core = |core: usize| {
-            FileStorage::open(core_dir(dir, core), lamina_file::Options::new()).map_err(|e| {
-                Error::Storage {
-                    op: format!("opening the log directory of core {core}"),
-                    detail: e.to_string(),
-                }
+            FileStorage::open(core_dir(dir, core), file_options).map_err(|e| Error::Storage {
+                op: format!("opening the log directory of core {core}"),
+                detail: e.to_string(),
             })
         };
         let first_existed = core_dir(dir, 0).is_dir();
