@@ -1,0 +1,486 @@
+//! `WriteAheadLog` against the raw limit of the same machine, measured in the same run. Each
+//! group prints one line per benchmark with lamina's figure and its ratio to the raw reference.
+//!
+//! * `append`: buffered appends of 64/256/1024/4096-byte records (`SyncPolicy::Manual`). The
+//!   timed loop only appends: between stretches of half a buffer the log is synced outside the
+//!   timed part, so the buffer never fills inside it. It runs on a storage that discards
+//!   (`support::sink`): the timed loop does no I/O, so the backend does not matter there, and the
+//!   untimed writes cost no disk bandwidth. Segment roll-overs (every 64 MiB) fall inside the
+//!   timed loop and are counted; on that storage they cost the framing of a seal and a header.
+//! * `commit_latency`: append + sync of one record, per size, on the file backend with
+//!   pre-zeroed segments; raw: `write_all_at` of the same framed bytes at the same offsets of a
+//!   pre-zeroed file + `sync_data`. Medians of the per-commit latencies.
+//! * `group_commit`: 100 appends of 256 bytes, then sync; raw: one write of the same bytes +
+//!   `sync_data`. Records/s.
+//! * `recovery_scan`: `WriteAheadLog::open_with` recovering a log of 256-byte records from the
+//!   page cache (`LAMINA_BENCH_SCAN_BYTES`, default 1 GiB, written once in setup); raw: reading
+//!   the same files with `read_at` into a 256 KiB buffer. GB/s.
+//! * `shared`: 1/2/8/32 threads each committing 256-byte records (write, wait until durable) on
+//!   a pre-zeroed file: commits/s, p50/p99 latency, fdatasyncs per commit; references: write
+//!   then sync on one thread, a leader-based group commit, a dedicated flusher thread.
+//!
+//! Each fsync sample starts on a fresh file prepared outside the timed loop, so no commit grows
+//! a file. `LAMINA_BENCH_DIR` picks the file system (default: the system's temporary directory).
+
+mod support;
+
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group,
+    criterion_main, measurement::WallTime,
+};
+use lamina::file_backend::{self, FileStorage};
+use lamina::{Options, SyncPolicy, WriteAheadLog};
+use lamina_core::record::frame_len;
+use lamina_core::segment::HEADER_LEN;
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+use support::reference::{Flusher, Leader};
+use support::sink::Sink;
+use support::{Tally, pages, prezeroed, ratio, scratch, show};
+
+/// Record sizes of the `append` and `commit_latency` groups.
+const SIZES: [usize; 4] = [64, 256, 1024, 4096];
+/// Records per group of `group_commit`.
+const GROUP: u64 = 100;
+/// The record size of `group_commit`, `recovery_scan` and `shared`.
+const RECORD: usize = 256;
+/// Bytes of the raw scan's read buffer (the window recovery reads with).
+const SCAN_BUF: usize = 256 * 1024;
+/// Thread counts of `shared`.
+const THREADS: [usize; 4] = [1, 2, 8, 32];
+
+/// Options of a log whose one segment holds `bytes` of frames: the sync policy `Manual` (only
+/// `sync` cuts a batch), the segment sized for them with room for the header and seals.
+fn options_for(bytes: u64) -> Options {
+    let mut options = Options::default();
+    options.config.policy = SyncPolicy::Manual;
+    options.config.segment_size = segment_for(bytes);
+    options
+}
+
+/// A segment size that holds `bytes` of frames, the header and seals.
+fn segment_for(bytes: u64) -> u64 {
+    pages(bytes + HEADER_LEN as u64 + 4096)
+}
+
+/// A log on the file backend in `dir`, whose one segment is pre-zeroed and holds `bytes` of
+/// frames; opened (the segment created) before it is returned.
+fn prepared_log(dir: &std::path::Path, bytes: u64) -> WriteAheadLog<FileStorage> {
+    let options = options_for(bytes);
+    let storage = FileStorage::open(
+        dir,
+        file_backend::Options::new().prepare_size(options.config.segment_size),
+    )
+    .expect("open storage");
+    WriteAheadLog::open_with(storage, options).expect("open").0
+}
+
+/// `iters` appends of `payload` bytes on `log`, the buffer synced (untimed) every half buffer.
+fn append_run(log: &mut WriteAheadLog<Sink>, payload: &[u8], iters: u64) -> Duration {
+    let stretch = (Options::default().buffer_size / 2 / frame_len(payload.len())) as u64;
+    let mut time = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(stretch);
+        let start = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(log.append(std::hint::black_box(payload)).expect("append"));
+        }
+        time += start.elapsed();
+        log.sync().expect("sync");
+        left -= n;
+    }
+    time
+}
+
+fn append(c: &mut Criterion) {
+    let mut group = c.benchmark_group("append");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20)
+        .throughput(Throughput::Elements(1));
+    for size in SIZES {
+        let tally = Tally::default();
+        let mut options = Options::default();
+        options.config.policy = SyncPolicy::Manual;
+        let (mut log, _) = WriteAheadLog::open_with(Sink::default(), options).expect("open");
+        let payload = vec![0xa5u8; size];
+        group.bench_function(BenchmarkId::from_parameter(size), |b| {
+            b.iter_custom(|n| tally.add(n, append_run(&mut log, &payload, n)))
+        });
+        if let Some(median) = tally.median_per_op(1000) {
+            println!(
+                "append/{size}: median {} per append over the runs, {:.1} M appends/s overall",
+                show(Some(median)),
+                tally.per_second().unwrap_or(0.0) / 1e6
+            );
+        }
+    }
+    group.finish();
+}
+
+/// `iters` commits (append + sync) of `size`-byte records on a fresh log with a pre-zeroed
+/// segment; the total time, each commit's latency kept in `tally`.
+fn lamina_commits(size: usize, iters: u64, tally: &Tally) -> Duration {
+    let dir = scratch();
+    let mut log = prepared_log(dir.path(), iters * frame_len(size) as u64);
+    let payload = vec![0xa5u8; size];
+    let mut latencies = Vec::with_capacity(iters as usize);
+    let start = Instant::now();
+    for _ in 0..iters {
+        let t = Instant::now();
+        let lsn = log.append(&payload).expect("append");
+        assert!(log.sync().expect("sync") >= lsn, "durable after sync");
+        latencies.push(t.elapsed());
+    }
+    let time = start.elapsed();
+    tally.latencies(&latencies);
+    tally.add(iters, time)
+}
+
+/// The raw limit of [`lamina_commits`]: `write_all_at` of the same framed bytes at the same
+/// offsets of a pre-zeroed file of the same size, then `sync_data`.
+fn raw_commits(size: usize, iters: u64, tally: &Tally) -> Duration {
+    let dir = scratch();
+    let frame = frame_len(size) as u64;
+    let file = prezeroed(&dir.path().join("raw"), segment_for(iters * frame));
+    let data = vec![0xa5u8; frame as usize];
+    let mut latencies = Vec::with_capacity(iters as usize);
+    let start = Instant::now();
+    for i in 0..iters {
+        let t = Instant::now();
+        file.write_all_at(&data, HEADER_LEN as u64 + i * frame)
+            .expect("write");
+        file.sync_data().expect("sync");
+        latencies.push(t.elapsed());
+    }
+    let time = start.elapsed();
+    tally.latencies(&latencies);
+    tally.add(iters, time)
+}
+
+/// Settings of the groups that wait for fdatasync.
+fn fsync_group<'c>(c: &'c mut Criterion, name: &str) -> BenchmarkGroup<'c, WallTime> {
+    let mut group = c.benchmark_group(name);
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(10);
+    group
+}
+
+fn commit_latency(c: &mut Criterion) {
+    let mut group = fsync_group(c, "commit_latency");
+    group.throughput(Throughput::Elements(1));
+    for size in SIZES {
+        let (raw, lamina) = (Tally::default(), Tally::default());
+        group.bench_function(BenchmarkId::new("raw", size), |b| {
+            b.iter_custom(|n| raw_commits(size, n, &raw))
+        });
+        group.bench_function(BenchmarkId::new("lamina", size), |b| {
+            b.iter_custom(|n| lamina_commits(size, n, &lamina))
+        });
+        let (r50, l50) = (raw.percentile(50.0), lamina.percentile(50.0));
+        if l50.is_none() && r50.is_none() {
+            continue; // filtered out
+        }
+        println!(
+            "commit_latency/{size}: lamina median {} (p99 {}), raw median {} (p99 {}): {} raw",
+            show(l50),
+            show(lamina.percentile(99.0)),
+            show(r50),
+            show(raw.percentile(99.0)),
+            ratio(l50.map(|d| d.as_secs_f64()), r50.map(|d| d.as_secs_f64())),
+        );
+    }
+    group.finish();
+}
+
+/// `iters` groups of [`GROUP`] appends of [`RECORD`] bytes, each then synced, on a fresh log.
+fn lamina_groups(iters: u64) -> Duration {
+    let dir = scratch();
+    let mut log = prepared_log(dir.path(), iters * GROUP * frame_len(RECORD) as u64);
+    let payload = vec![0xa5u8; RECORD];
+    let start = Instant::now();
+    for _ in 0..iters {
+        let mut last = lamina::Lsn::ZERO;
+        for _ in 0..GROUP {
+            last = log.append(&payload).expect("append");
+        }
+        assert!(log.sync().expect("sync") >= last, "durable after sync");
+    }
+    start.elapsed()
+}
+
+/// The raw limit of [`lamina_groups`]: one write of the group's framed bytes + `sync_data`.
+fn raw_groups(iters: u64) -> Duration {
+    let dir = scratch();
+    let bytes = GROUP * frame_len(RECORD) as u64;
+    let file = prezeroed(&dir.path().join("raw"), segment_for(iters * bytes));
+    let data = vec![0xa5u8; bytes as usize];
+    let start = Instant::now();
+    for i in 0..iters {
+        file.write_all_at(&data, HEADER_LEN as u64 + i * bytes)
+            .expect("write");
+        file.sync_data().expect("sync");
+    }
+    start.elapsed()
+}
+
+fn group_commit(c: &mut Criterion) {
+    let mut group = fsync_group(c, "group_commit");
+    group.throughput(Throughput::Elements(GROUP));
+    let (raw, lamina) = (Tally::default(), Tally::default());
+    group.bench_function("raw", |b| {
+        b.iter_custom(|n| raw.add(n * GROUP, raw_groups(n)))
+    });
+    group.bench_function("lamina", |b| {
+        b.iter_custom(|n| lamina.add(n * GROUP, lamina_groups(n)))
+    });
+    group.finish();
+    let (r, l) = (raw.per_second(), lamina.per_second());
+    if r.is_none() && l.is_none() {
+        return; // filtered out
+    }
+    println!(
+        "group_commit/100x{RECORD}: lamina {:.0} records/s, raw {:.0} records/s: {} raw",
+        l.unwrap_or(0.0),
+        r.unwrap_or(0.0),
+        ratio(l, r)
+    );
+}
+
+/// Bytes of the log `recovery_scan` recovers.
+fn scan_bytes() -> u64 {
+    std::env::var("LAMINA_BENCH_SCAN_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1 << 30)
+}
+
+/// Writes a log of about `bytes` of [`RECORD`]-byte records into `dir` and closes it.
+fn write_scan_log(dir: &std::path::Path, bytes: u64) {
+    let mut options = Options::default();
+    options.config.policy = SyncPolicy::Manual;
+    let (mut log, _) = WriteAheadLog::open(dir, options).expect("open");
+    let payload = vec![0xa5u8; RECORD];
+    let frames = bytes / frame_len(RECORD) as u64;
+    for i in 0..frames {
+        log.append(&payload).expect("append");
+        if i % 100_000 == 99_999 {
+            log.sync().expect("sync");
+        }
+    }
+    log.close().expect("close");
+}
+
+/// Reads every segment file of `dir` with `read_at` into `buf`; returns the bytes.
+fn raw_scan(dir: &std::path::Path, buf: &mut [u8]) -> u64 {
+    let mut total = 0;
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    files.sort();
+    for path in files {
+        let file = std::fs::File::open(path).expect("open");
+        let mut at = 0;
+        loop {
+            let n = file.read_at(buf, at).expect("read");
+            if n == 0 {
+                break;
+            }
+            std::hint::black_box(&buf[..n]);
+            at += n as u64;
+        }
+        total += at;
+    }
+    total
+}
+
+fn recovery_scan(c: &mut Criterion) {
+    // Written on first use, so that a run filtered to other groups does not write it.
+    let log = std::cell::OnceCell::new();
+    let setup = || {
+        log.get_or_init(|| {
+            let dir = scratch();
+            let bytes = scan_bytes();
+            let start = Instant::now();
+            write_scan_log(dir.path(), bytes);
+            eprintln!(
+                "recovery_scan: wrote {bytes} bytes of {RECORD}-byte records in {:.1?}",
+                start.elapsed()
+            );
+            let file_bytes = raw_scan(dir.path(), &mut vec![0u8; SCAN_BUF]);
+            (dir, file_bytes)
+        })
+    };
+    let mut group = fsync_group(c, "recovery_scan");
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .throughput(Throughput::Bytes(scan_bytes()));
+    let (raw, lamina) = (Tally::default(), Tally::default());
+    group.bench_function("raw", |b| {
+        b.iter_custom(|n| {
+            let (dir, file_bytes) = setup();
+            let mut buf = vec![0u8; SCAN_BUF];
+            let start = Instant::now();
+            for _ in 0..n {
+                assert_eq!(raw_scan(dir.path(), &mut buf), *file_bytes);
+            }
+            raw.add(n * file_bytes, start.elapsed())
+        })
+    });
+    let mut scanned = 0;
+    group.bench_function("lamina", |b| {
+        b.iter_custom(|n| {
+            let (dir, _) = setup();
+            let mut time = Duration::ZERO;
+            for _ in 0..n {
+                let start = Instant::now();
+                let storage =
+                    FileStorage::open(dir.path(), file_backend::Options::new()).expect("open");
+                let (log, report) =
+                    WriteAheadLog::open_with(storage, Options::default()).expect("recover");
+                time += start.elapsed();
+                scanned = report.bytes;
+                // Dropped without a close: the next open resumes the same last segment.
+                drop(log);
+            }
+            lamina.add(n * scanned, time)
+        })
+    });
+    group.finish();
+    let (r, l) = (raw.per_second(), lamina.per_second());
+    if r.is_none() && l.is_none() {
+        return; // filtered out
+    }
+    let file_bytes = log.get().map_or(0, |l| l.1);
+    println!(
+        "recovery_scan/{RECORD}: lamina {:.2} GB/s ({scanned} bytes scanned), raw read_at {:.2} GB/s ({file_bytes} bytes): {} raw",
+        l.unwrap_or(0.0) / 1e9,
+        r.unwrap_or(0.0) / 1e9,
+        ratio(l, r)
+    );
+}
+
+/// `iters` commits of [`RECORD`] bytes split over `threads` threads, each calling `commit`; the
+/// wall time from the common start to the last commit, each commit's latency kept in `tally`.
+fn threaded<C: Fn(&[u8]) + Sync>(threads: usize, iters: u64, tally: &Tally, commit: C) -> Duration {
+    let data = vec![0xa5u8; frame_len(RECORD)];
+    let barrier = std::sync::Barrier::new(threads + 1);
+    let (time, latencies) = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads as u64)
+            .map(|t| {
+                let count = iters / threads as u64 + u64::from(t < iters % threads as u64);
+                let (data, barrier, commit) = (&data, &barrier, &commit);
+                s.spawn(move || {
+                    let mut latencies = Vec::with_capacity(count as usize);
+                    barrier.wait();
+                    for _ in 0..count {
+                        let t = Instant::now();
+                        commit(data);
+                        latencies.push(t.elapsed());
+                    }
+                    (latencies, Instant::now())
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let mut end = start;
+        let mut latencies = Vec::with_capacity(iters as usize);
+        for w in workers {
+            let (l, done) = w.join().expect("worker");
+            latencies.extend(l);
+            end = end.max(done);
+        }
+        (end - start, latencies)
+    });
+    tally.latencies(&latencies);
+    tally.add(iters, time)
+}
+
+/// A pre-zeroed file for `iters` commits of [`RECORD`] bytes in a fresh directory.
+fn commit_file(iters: u64) -> (tempfile::TempDir, std::fs::File) {
+    let dir = scratch();
+    let file = prezeroed(
+        &dir.path().join("raw"),
+        segment_for(iters * frame_len(RECORD) as u64),
+    );
+    (dir, file)
+}
+
+/// Prints one line for a `shared` benchmark.
+fn report_shared(name: &str, threads: usize, t: &Tally, reference: Option<(&str, &Tally)>) {
+    let Some(rate) = t.per_second() else { return };
+    let against = match reference {
+        Some((what, r)) => format!(", {} {what}", ratio(Some(rate), r.per_second())),
+        None => String::new(),
+    };
+    println!(
+        "shared/{name}/{threads}: {rate:.0} commits/s, p50 {}, p99 {}, {:.3} fdatasyncs/commit{against}",
+        show(t.percentile(50.0)),
+        show(t.percentile(99.0)),
+        t.syncs_per_op().unwrap_or(0.0),
+    );
+}
+
+fn shared(c: &mut Criterion) {
+    let mut group = fsync_group(c, "shared");
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .throughput(Throughput::Elements(1));
+    let write_then_sync = Tally::default();
+    group.bench_function(BenchmarkId::new("write_then_sync", 1), |b| {
+        b.iter_custom(|n| {
+            let (_dir, file) = commit_file(n);
+            let frame = frame_len(RECORD) as u64;
+            let at = std::sync::atomic::AtomicU64::new(HEADER_LEN as u64);
+            let time = threaded(1, n, &write_then_sync, |data| {
+                let offset = at.fetch_add(frame, std::sync::atomic::Ordering::Relaxed);
+                file.write_all_at(data, offset).expect("write");
+                file.sync_data().expect("sync");
+            });
+            write_then_sync.syncs(n);
+            time
+        })
+    });
+    report_shared("write_then_sync", 1, &write_then_sync, None);
+    for threads in THREADS {
+        let (leader, flusher) = (Tally::default(), Tally::default());
+        group.bench_function(BenchmarkId::new("leader", threads), |b| {
+            b.iter_custom(|n| {
+                let (_dir, file) = commit_file(n);
+                let log = Leader::new(file, HEADER_LEN as u64);
+                let time = threaded(threads, n, &leader, |data| log.commit(data));
+                leader.syncs(log.syncs());
+                time
+            })
+        });
+        group.bench_function(BenchmarkId::new("flusher", threads), |b| {
+            b.iter_custom(|n| {
+                let (_dir, file) = commit_file(n);
+                let log = Flusher::new(file, HEADER_LEN as u64);
+                let time = threaded(threads, n, &flusher, |data| log.commit(data));
+                flusher.syncs(log.syncs());
+                time
+            })
+        });
+        report_shared("leader", threads, &leader, None);
+        report_shared("flusher", threads, &flusher, Some(("leader", &leader)));
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    append,
+    commit_latency,
+    group_commit,
+    recovery_scan,
+    shared
+);
+criterion_main!(benches);

@@ -1,0 +1,141 @@
+//! Proof that `WriteAheadLog::append` does not allocate once the log is open: a counting global
+//! allocator watches 100,000 appends on the file backend, and the syncs between their batches.
+//!
+//! Only allocations made by this test's own thread while it is measuring count (a thread-local
+//! flag), so the test harness's threads and the set-up before and the checks after do not.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use lamina::{Options, SyncPolicy, WriteAheadLog};
+
+/// The system allocator, counting the allocations of threads that are measuring.
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static MEASURING: Cell<bool> = const { Cell::new(false) };
+}
+
+impl Counting {
+    fn note() {
+        // `try_with`: never touch a thread-local that is being torn down.
+        if MEASURING.try_with(Cell::get).unwrap_or(false) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so `System`'s
+// guarantees are the caller's; the bookkeeping around it never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        Self::note();
+        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        Self::note();
+        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        Self::note();
+        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::realloc`'s contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::dealloc`'s contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Runs `f` and returns its result with the number of allocations this thread made inside it.
+fn count_allocations<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    MEASURING.with(|m| m.set(true));
+    let r = f();
+    MEASURING.with(|m| m.set(false));
+    (r, ALLOCATIONS.load(Ordering::Relaxed) - before)
+}
+
+/// Appends measured in all.
+const APPENDS: usize = 100_000;
+/// Appends between two syncs.
+const BATCH: usize = 10_000;
+
+/// Opens a log in `dir` with `policy`, and warms it up: one append and one sync, so the file
+/// backend has opened the segment and its queues have their room.
+fn warm_log(
+    dir: &std::path::Path,
+    policy: SyncPolicy,
+) -> WriteAheadLog<lamina::file_backend::FileStorage> {
+    let mut options = Options::default();
+    options.config.policy = policy;
+    let (mut log, _) = WriteAheadLog::open(dir, options).expect("open");
+    log.append(b"warm-up").expect("append");
+    log.sync().expect("sync");
+    log
+}
+
+/// Appends [`APPENDS`] 64-byte records in batches of [`BATCH`]; returns the allocations made by
+/// the appends and by the syncs between the batches.
+fn measure(log: &mut WriteAheadLog<lamina::file_backend::FileStorage>) -> (usize, usize) {
+    let payload = [0x5au8; 64];
+    let (mut in_appends, mut in_syncs) = (0, 0);
+    for _ in 0..APPENDS / BATCH {
+        let (result, n) = count_allocations(|| {
+            for _ in 0..BATCH {
+                log.append(&payload)?;
+            }
+            Ok::<_, lamina::Error>(())
+        });
+        result.expect("append");
+        in_appends += n;
+        let (synced, n) = count_allocations(|| log.sync());
+        synced.expect("sync");
+        in_syncs += n;
+    }
+    (in_appends, in_syncs)
+}
+
+#[test]
+fn buffered_appends_and_syncs_do_not_allocate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = warm_log(dir.path(), SyncPolicy::Manual);
+    let (appends, syncs) = measure(&mut log);
+    assert_eq!(appends, 0, "allocations in {APPENDS} buffered appends");
+    assert_eq!(syncs, 0, "allocations in {} syncs", APPENDS / BATCH);
+    log.close().expect("close");
+}
+
+#[test]
+fn appends_that_cut_and_write_batches_do_not_allocate() {
+    // The default batch policy cuts a batch every 1024 records or 64 KiB: these appends write
+    // and sync on the file backend inside `append`.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = warm_log(dir.path(), Options::default().config.policy);
+    let (appends, syncs) = measure(&mut log);
+    assert_eq!(
+        appends, 0,
+        "allocations in {APPENDS} appends cutting batches"
+    );
+    assert_eq!(syncs, 0, "allocations in {} syncs", APPENDS / BATCH);
+    log.close().expect("close");
+}
+
+#[test]
+fn counting_allocator_sees_a_vec() {
+    // The proof above is only worth something if the allocator counts.
+    let (v, n) = count_allocations(|| vec![0u8; 64]);
+    assert_eq!(v.len(), 64);
+    assert_eq!(n, 1);
+}
