@@ -71,6 +71,25 @@ pub enum Error {
     /// The pipeline refused an append for another reason (it says which).
     #[error("append refused: {0}")]
     Refused(String),
+    /// [`crate::SharedLog::close`] was called while other handles to the log are alive: only
+    /// the last handle closes it (this one is dropped, the log goes on).
+    #[error("close refused: {others} other handles to the shared log are alive")]
+    HandlesAlive {
+        /// How many other handles there were.
+        others: usize,
+    },
+    /// A thread panicked while it held the shared log's state or ran its I/O, so what the
+    /// storage holds is unknown: reopen the log (recovery keeps every acknowledged record).
+    #[error("a thread panicked while driving the shared log: reopen it")]
+    Panicked,
+    /// [`crate::SharedLog::wait_durable`] was asked for an LSN no append has returned yet.
+    #[error("LSN {lsn} was not appended yet (the next is {next})")]
+    NotAppended {
+        /// The LSN asked for.
+        lsn: Lsn,
+        /// The LSN the next record gets.
+        next: Lsn,
+    },
 }
 
 fn cause_text(cause: &Option<String>) -> String {

@@ -36,11 +36,14 @@ mod error;
 mod file;
 mod options;
 mod read;
+mod relay;
 mod seed;
+mod shared;
 mod wal;
 
 pub use error::Error;
 pub use options::Options;
+pub use shared::SharedLog;
 pub use wal::WriteAheadLog;
 
 /// The file backend, with feature `file` (on by default).

@@ -15,22 +15,22 @@ use self_cell::{MutBorrow, self_cell};
 
 /// Batches between being cut and being durable, at most (`Config::max_writes_in_flight` must not
 /// exceed it).
-const SLOTS: usize = 16;
+pub(crate) const SLOTS: usize = 16;
 
 /// Rounds of the I/O loop in a row that may see nothing happen before the backend counts as
 /// stalled. A blocking backend completes at once; one that completes later (the simulated device
 /// landing a short write) gets this many chances, with a yield between them.
-const STALL_ROUNDS: u32 = 100_000;
+pub(crate) const STALL_ROUNDS: u32 = 100_000;
 
 /// Tokens of the log's own deletes and namespace syncs count down from here; the pipeline's
 /// count up from 1.
 const OWN_TOKENS: u64 = u64::MAX;
 
-type Pipe<'b> = Pipeline<'b, SLOTS>;
+pub(crate) type Pipe<'b> = Pipeline<'b, SLOTS>;
 
 self_cell!(
     /// The pipeline together with the buffer it borrows.
-    struct PipelineCell {
+    pub(crate) struct PipelineCell {
         owner: MutBorrow<Box<[u8]>>,
         #[covariant]
         dependent: Pipe,
@@ -50,10 +50,10 @@ self_cell!(
 /// Dropping the log without [`Self::close`] is a crash as far as the log can tell: records not
 /// yet synced may be lost, and the next open recovers.
 pub struct WriteAheadLog<S: SegmentStorage> {
-    cell: PipelineCell,
-    storage: S,
-    driver: Driver,
-    max_payload: u32,
+    pub(crate) cell: PipelineCell,
+    pub(crate) storage: S,
+    pub(crate) driver: Driver,
+    pub(crate) max_payload: u32,
 }
 
 impl<S: SegmentStorage> WriteAheadLog<S> {
@@ -375,28 +375,12 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
     /// `Err(Poisoned)` once a write or sync failed.
     fn check(&self) -> Result<(), Error> {
         match self.cell.borrow_dependent().poisoned() {
-            Some(poison) => Err(Error::Poisoned {
-                poison,
-                cause: self.driver.cause.clone(),
-            }),
+            Some(poison) => Err(self.driver.poisoned(poison)),
             None => Ok(()),
         }
     }
 
     fn append_error(&self, e: AppendError) -> Error {
-        match e {
-            AppendError::Poisoned(poison) => Error::Poisoned {
-                poison,
-                cause: self.driver.cause.clone(),
-            },
-            AppendError::TooLarge { len } => Error::TooLarge {
-                len,
-                max: self.max_payload,
-            },
-            AppendError::LsnExhausted => Error::LsnExhausted,
-            // `Full` is retried by the caller; `Closed` and `SealKind` cannot happen on an open
-            // log's data records.
-            other => Error::Refused(other.to_string()),
-        }
+        self.driver.append_error(e, self.max_payload)
     }
 }
