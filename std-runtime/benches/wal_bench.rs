@@ -12,12 +12,20 @@
 //!   pre-zeroed file + `sync_data`. Medians of the per-commit latencies.
 //! * `group_commit`: 100 appends of 256 bytes, then sync; raw: one write of the same bytes +
 //!   `sync_data`. Records/s.
+//!
+//!   In these two groups lamina and raw alternate commit by commit (group by group) in the same
+//!   run, on two files side by side: the fsync latency of a shared machine drifts by multiples
+//!   within seconds, so separate runs give ratios that are noise. The `raw` and `lamina`
+//!   benchmarks both run the pair and tell criterion the time of their side; the printed ratio is
+//!   over every pair of both.
 //! * `recovery_scan`: `WriteAheadLog::open_with` recovering a log of 256-byte records from the
 //!   page cache (`LAMINA_BENCH_SCAN_BYTES`, default 1 GiB, written once in setup); raw: reading
 //!   the same files with `read_at` into a 256 KiB buffer. GB/s.
 //! * `shared`: 1/2/8/32 threads each committing 256-byte records (write, wait until durable) on
-//!   a pre-zeroed file: commits/s, p50/p99 latency, fdatasyncs per commit; references: write
-//!   then sync on one thread, a leader-based group commit, a dedicated flusher thread.
+//!   a pre-zeroed file: commits/s, p50/p99 latency, fdatasyncs per commit, for `SharedLog` and
+//!   the raw references: write then sync on one thread, a leader-based group commit (the
+//!   committing thread syncs for the group, `support::reference::Leader`), a dedicated flusher
+//!   thread (`support::reference::Flusher`).
 //!
 //! Each fsync sample starts on a fresh file prepared outside the timed loop, so no commit grows
 //! a file. `LAMINA_BENCH_DIR` picks the file system (default: the system's temporary directory).
@@ -29,7 +37,7 @@ use criterion::{
     criterion_main, measurement::WallTime,
 };
 use lamina::file_backend::{self, FileStorage};
-use lamina::{Options, SyncPolicy, WriteAheadLog};
+use lamina::{Options, SharedLog, SyncPolicy, WriteAheadLog};
 use lamina_core::record::frame_len;
 use lamina_core::segment::HEADER_LEN;
 use std::os::unix::fs::FileExt;
@@ -46,6 +54,8 @@ const GROUP: u64 = 100;
 const RECORD: usize = 256;
 /// Bytes of the raw scan's read buffer (the window recovery reads with).
 const SCAN_BUF: usize = 256 * 1024;
+/// The largest payload the logs of the fsync groups accept (their largest record).
+const MAX_PAYLOAD: u32 = 4096;
 /// Thread counts of `shared`.
 const THREADS: [usize; 4] = [1, 2, 8, 32];
 
@@ -54,13 +64,15 @@ const THREADS: [usize; 4] = [1, 2, 8, 32];
 fn options_for(bytes: u64) -> Options {
     let mut options = Options::default();
     options.config.policy = SyncPolicy::Manual;
+    options.config.max_payload = MAX_PAYLOAD;
     options.config.segment_size = segment_for(bytes);
     options
 }
 
-/// A segment size that holds `bytes` of frames, the header and seals.
+/// A segment size that holds `bytes` of frames, the header and seals (and at least one of the
+/// largest frames, as the pipeline requires).
 fn segment_for(bytes: u64) -> u64 {
-    pages(bytes + HEADER_LEN as u64 + 4096)
+    pages(bytes.max(2 * MAX_PAYLOAD as u64) + HEADER_LEN as u64 + 4096)
 }
 
 /// A log on the file backend in `dir`, whose one segment is pre-zeroed and holds `bytes` of
@@ -120,44 +132,57 @@ fn append(c: &mut Criterion) {
     group.finish();
 }
 
-/// `iters` commits (append + sync) of `size`-byte records on a fresh log with a pre-zeroed
-/// segment; the total time, each commit's latency kept in `tally`.
-fn lamina_commits(size: usize, iters: u64, tally: &Tally) -> Duration {
+/// Which side of a paired run criterion is told the time of.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Raw,
+    Lamina,
+}
+
+/// A fresh log with a pre-zeroed segment and a pre-zeroed raw file, both for `bytes` of frames,
+/// side by side in a fresh directory.
+fn pair(bytes: u64) -> (tempfile::TempDir, WriteAheadLog<FileStorage>, std::fs::File) {
     let dir = scratch();
-    let mut log = prepared_log(dir.path(), iters * frame_len(size) as u64);
+    let log = prepared_log(&dir.path().join("log"), bytes);
+    let file = prezeroed(&dir.path().join("raw"), segment_for(bytes));
+    (dir, log, file)
+}
+
+/// `iters` commits of a `size`-byte record on lamina (append + sync) and as many raw commits
+/// (`write_all_at` of the same framed bytes at the same offsets of a pre-zeroed file +
+/// `sync_data`), interleaved one by one so that both see the same disk (the machine is shared
+/// and its fsync latency drifts by multiples within seconds). Keeps every latency in the
+/// tallies; returns the total time of `side`.
+fn paired_commits(size: usize, iters: u64, side: Side, raw: &Tally, lamina: &Tally) -> Duration {
+    let frame = frame_len(size) as u64;
+    let (_dir, mut log, file) = pair(iters * frame);
     let payload = vec![0xa5u8; size];
-    let mut latencies = Vec::with_capacity(iters as usize);
-    let start = Instant::now();
-    for _ in 0..iters {
+    let framed = vec![0xa5u8; frame as usize];
+    let (mut l, mut r) = (
+        Vec::with_capacity(iters as usize),
+        Vec::with_capacity(iters as usize),
+    );
+    for i in 0..iters {
         let t = Instant::now();
         let lsn = log.append(&payload).expect("append");
         assert!(log.sync().expect("sync") >= lsn, "durable after sync");
-        latencies.push(t.elapsed());
-    }
-    let time = start.elapsed();
-    tally.latencies(&latencies);
-    tally.add(iters, time)
-}
-
-/// The raw limit of [`lamina_commits`]: `write_all_at` of the same framed bytes at the same
-/// offsets of a pre-zeroed file of the same size, then `sync_data`.
-fn raw_commits(size: usize, iters: u64, tally: &Tally) -> Duration {
-    let dir = scratch();
-    let frame = frame_len(size) as u64;
-    let file = prezeroed(&dir.path().join("raw"), segment_for(iters * frame));
-    let data = vec![0xa5u8; frame as usize];
-    let mut latencies = Vec::with_capacity(iters as usize);
-    let start = Instant::now();
-    for i in 0..iters {
+        l.push(t.elapsed());
         let t = Instant::now();
-        file.write_all_at(&data, HEADER_LEN as u64 + i * frame)
+        file.write_all_at(&framed, HEADER_LEN as u64 + i * frame)
             .expect("write");
         file.sync_data().expect("sync");
-        latencies.push(t.elapsed());
+        r.push(t.elapsed());
     }
-    let time = start.elapsed();
-    tally.latencies(&latencies);
-    tally.add(iters, time)
+    lamina.latencies(&l);
+    raw.latencies(&r);
+    let (l, r) = (
+        lamina.add(iters, l.iter().sum()),
+        raw.add(iters, r.iter().sum()),
+    );
+    match side {
+        Side::Raw => r,
+        Side::Lamina => l,
+    }
 }
 
 /// Settings of the groups that wait for fdatasync.
@@ -175,69 +200,67 @@ fn commit_latency(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for size in SIZES {
         let (raw, lamina) = (Tally::default(), Tally::default());
-        group.bench_function(BenchmarkId::new("raw", size), |b| {
-            b.iter_custom(|n| raw_commits(size, n, &raw))
-        });
-        group.bench_function(BenchmarkId::new("lamina", size), |b| {
-            b.iter_custom(|n| lamina_commits(size, n, &lamina))
-        });
+        for (name, side) in [("raw", Side::Raw), ("lamina", Side::Lamina)] {
+            group.bench_function(BenchmarkId::new(name, size), |b| {
+                b.iter_custom(|n| paired_commits(size, n, side, &raw, &lamina))
+            });
+        }
         let (r50, l50) = (raw.percentile(50.0), lamina.percentile(50.0));
         if l50.is_none() && r50.is_none() {
             continue; // filtered out
         }
         println!(
-            "commit_latency/{size}: lamina median {} (p99 {}), raw median {} (p99 {}): {} raw",
+            "commit_latency/{size}: lamina median {} (p99 {}), raw median {} (p99 {}): {} raw ({} commits each)",
             show(l50),
             show(lamina.percentile(99.0)),
             show(r50),
             show(raw.percentile(99.0)),
             ratio(l50.map(|d| d.as_secs_f64()), r50.map(|d| d.as_secs_f64())),
+            lamina.count(),
         );
     }
     group.finish();
 }
 
-/// `iters` groups of [`GROUP`] appends of [`RECORD`] bytes, each then synced, on a fresh log.
-fn lamina_groups(iters: u64) -> Duration {
-    let dir = scratch();
-    let mut log = prepared_log(dir.path(), iters * GROUP * frame_len(RECORD) as u64);
+/// `iters` groups of [`GROUP`] appends of [`RECORD`] bytes then a sync on lamina, interleaved
+/// group by group with as many raw groups (one write of the same framed bytes + `sync_data`).
+/// Returns the total time of `side`.
+fn paired_groups(iters: u64, side: Side, raw: &Tally, lamina: &Tally) -> Duration {
+    let bytes = GROUP * frame_len(RECORD) as u64;
+    let (_dir, mut log, file) = pair(iters * bytes);
     let payload = vec![0xa5u8; RECORD];
-    let start = Instant::now();
-    for _ in 0..iters {
+    let framed = vec![0xa5u8; bytes as usize];
+    let (mut l, mut r) = (Duration::ZERO, Duration::ZERO);
+    for i in 0..iters {
+        let t = Instant::now();
         let mut last = lamina::Lsn::ZERO;
         for _ in 0..GROUP {
             last = log.append(&payload).expect("append");
         }
         assert!(log.sync().expect("sync") >= last, "durable after sync");
-    }
-    start.elapsed()
-}
-
-/// The raw limit of [`lamina_groups`]: one write of the group's framed bytes + `sync_data`.
-fn raw_groups(iters: u64) -> Duration {
-    let dir = scratch();
-    let bytes = GROUP * frame_len(RECORD) as u64;
-    let file = prezeroed(&dir.path().join("raw"), segment_for(iters * bytes));
-    let data = vec![0xa5u8; bytes as usize];
-    let start = Instant::now();
-    for i in 0..iters {
-        file.write_all_at(&data, HEADER_LEN as u64 + i * bytes)
+        l += t.elapsed();
+        let t = Instant::now();
+        file.write_all_at(&framed, HEADER_LEN as u64 + i * bytes)
             .expect("write");
         file.sync_data().expect("sync");
+        r += t.elapsed();
     }
-    start.elapsed()
+    let (l, r) = (lamina.add(iters * GROUP, l), raw.add(iters * GROUP, r));
+    match side {
+        Side::Raw => r,
+        Side::Lamina => l,
+    }
 }
 
 fn group_commit(c: &mut Criterion) {
     let mut group = fsync_group(c, "group_commit");
     group.throughput(Throughput::Elements(GROUP));
     let (raw, lamina) = (Tally::default(), Tally::default());
-    group.bench_function("raw", |b| {
-        b.iter_custom(|n| raw.add(n * GROUP, raw_groups(n)))
-    });
-    group.bench_function("lamina", |b| {
-        b.iter_custom(|n| lamina.add(n * GROUP, lamina_groups(n)))
-    });
+    for (name, side) in [("raw", Side::Raw), ("lamina", Side::Lamina)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|n| paired_groups(n, side, &raw, &lamina))
+        });
+    }
     group.finish();
     let (r, l) = (raw.per_second(), lamina.per_second());
     if r.is_none() && l.is_none() {
@@ -366,16 +389,21 @@ fn recovery_scan(c: &mut Criterion) {
     );
 }
 
-/// `iters` commits of [`RECORD`] bytes split over `threads` threads, each calling `commit`; the
+/// `iters` commits of `data` split over `threads` threads, each calling `commit`; the
 /// wall time from the common start to the last commit, each commit's latency kept in `tally`.
-fn threaded<C: Fn(&[u8]) + Sync>(threads: usize, iters: u64, tally: &Tally, commit: C) -> Duration {
-    let data = vec![0xa5u8; frame_len(RECORD)];
+fn threaded<C: Fn(&[u8]) + Sync>(
+    threads: usize,
+    iters: u64,
+    data: &[u8],
+    tally: &Tally,
+    commit: C,
+) -> Duration {
     let barrier = std::sync::Barrier::new(threads + 1);
     let (time, latencies) = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads as u64)
             .map(|t| {
                 let count = iters / threads as u64 + u64::from(t < iters % threads as u64);
-                let (data, barrier, commit) = (&data, &barrier, &commit);
+                let (barrier, commit) = (&barrier, &commit);
                 s.spawn(move || {
                     let mut latencies = Vec::with_capacity(count as usize);
                     barrier.wait();
@@ -433,13 +461,15 @@ fn shared(c: &mut Criterion) {
     group
         .sampling_mode(SamplingMode::Flat)
         .throughput(Throughput::Elements(1));
+    // The raw references write the framed bytes lamina writes for a record of `RECORD` bytes.
+    let (framed, payload) = (vec![0xa5u8; frame_len(RECORD)], vec![0xa5u8; RECORD]);
     let write_then_sync = Tally::default();
     group.bench_function(BenchmarkId::new("write_then_sync", 1), |b| {
         b.iter_custom(|n| {
             let (_dir, file) = commit_file(n);
             let frame = frame_len(RECORD) as u64;
             let at = std::sync::atomic::AtomicU64::new(HEADER_LEN as u64);
-            let time = threaded(1, n, &write_then_sync, |data| {
+            let time = threaded(1, n, &framed, &write_then_sync, |data| {
                 let offset = at.fetch_add(frame, std::sync::atomic::Ordering::Relaxed);
                 file.write_all_at(data, offset).expect("write");
                 file.sync_data().expect("sync");
@@ -450,12 +480,12 @@ fn shared(c: &mut Criterion) {
     });
     report_shared("write_then_sync", 1, &write_then_sync, None);
     for threads in THREADS {
-        let (leader, flusher) = (Tally::default(), Tally::default());
+        let (leader, flusher, lamina) = (Tally::default(), Tally::default(), Tally::default());
         group.bench_function(BenchmarkId::new("leader", threads), |b| {
             b.iter_custom(|n| {
                 let (_dir, file) = commit_file(n);
                 let log = Leader::new(file, HEADER_LEN as u64);
-                let time = threaded(threads, n, &leader, |data| log.commit(data));
+                let time = threaded(threads, n, &framed, &leader, |data| log.commit(data));
                 leader.syncs(log.syncs());
                 time
             })
@@ -464,13 +494,33 @@ fn shared(c: &mut Criterion) {
             b.iter_custom(|n| {
                 let (_dir, file) = commit_file(n);
                 let log = Flusher::new(file, HEADER_LEN as u64);
-                let time = threaded(threads, n, &flusher, |data| log.commit(data));
+                let time = threaded(threads, n, &framed, &flusher, |data| log.commit(data));
                 flusher.syncs(log.syncs());
+                time
+            })
+        });
+        group.bench_function(BenchmarkId::new("lamina", threads), |b| {
+            b.iter_custom(|n| {
+                let dir = scratch();
+                let log = SharedLog::new(prepared_log(dir.path(), n * frame_len(RECORD) as u64));
+                let time = threaded(threads, n, &payload, &lamina, |data| {
+                    log.commit(data).expect("commit");
+                });
+                lamina.syncs(log.syncs());
                 time
             })
         });
         report_shared("leader", threads, &leader, None);
         report_shared("flusher", threads, &flusher, Some(("leader", &leader)));
+        report_shared("lamina", threads, &lamina, Some(("leader", &leader)));
+        if threads == 1 {
+            report_shared(
+                "lamina",
+                threads,
+                &lamina,
+                Some(("write_then_sync", &write_then_sync)),
+            );
+        }
     }
     group.finish();
 }

@@ -73,6 +73,11 @@ impl Tally {
         *self.syncs.borrow_mut() += n;
     }
 
+    /// Latencies kept.
+    pub(crate) fn count(&self) -> usize {
+        self.latencies.borrow().len()
+    }
+
     fn ops(&self) -> u64 {
         self.runs.borrow().iter().map(|r| r.0).sum()
     }
