@@ -457,23 +457,74 @@ fn threaded<C: Fn(&[u8]) + Sync>(
     tally.add(iters, time)
 }
 
-/// A pre-zeroed file for `iters` commits of [`RECORD`] bytes in a fresh directory.
-fn commit_file(iters: u64) -> (tempfile::TempDir, std::fs::File) {
-    let dir = scratch();
-    let file = prezeroed(
-        &dir.path().join("raw"),
-        segment_for(iters * frame_len(RECORD) as u64),
-    );
-    (dir, file)
+/// The `shared` variants of one thread count, with what each measured.
+struct Variants {
+    write_then_sync: Option<Tally>,
+    leader: Tally,
+    flusher: Tally,
+    lamina: Tally,
 }
 
-/// Prints one line for a `shared` benchmark.
-fn report_shared(name: &str, threads: usize, t: &Tally, reference: Option<(&str, &Tally)>) {
+/// `iters` commits of [`RECORD`] bytes on `threads` threads through each variant: lamina's
+/// `SharedLog` (`commit`), the leader and flusher references, and at one thread write then
+/// sync. The variants take turns in four chunks, in a rotating order, so that all see the same
+/// disk (the machine is shared and its fsync latency drifts by multiples within seconds).
+/// Returns lamina's time.
+fn shared_round(threads: usize, iters: u64, v: &Variants) -> Duration {
+    let frame = frame_len(RECORD) as u64;
+    let bytes = iters * frame;
+    // The raw references write the framed bytes lamina writes for a record of `RECORD` bytes.
+    let (framed, payload) = (vec![0xa5u8; frame as usize], vec![0xa5u8; RECORD]);
+    let dir = scratch();
+    let file = |name: &str| prezeroed(&dir.path().join(name), segment_for(bytes));
+    let lamina = SharedLog::new(prepared_log(&dir.path().join("log"), bytes));
+    let leader = Leader::new(file("leader"), HEADER_LEN as u64);
+    let flusher = Flusher::new(file("flusher"), HEADER_LEN as u64);
+    let single = v.write_then_sync.as_ref().map(|t| (t, file("single")));
+    let at = std::sync::atomic::AtomicU64::new(HEADER_LEN as u64);
+    let chunks = iters.clamp(1, 4);
+    let mut lamina_time = Duration::ZERO;
+    for c in 0..chunks {
+        let n = iters / chunks + u64::from(c < iters % chunks);
+        for k in 0..4 {
+            match (c + k) % 4 {
+                0 => {
+                    lamina_time += threaded(threads, n, &payload, &v.lamina, |data| {
+                        lamina.commit(data).expect("commit");
+                    });
+                }
+                1 => {
+                    threaded(threads, n, &framed, &v.leader, |data| leader.commit(data));
+                }
+                2 => {
+                    threaded(threads, n, &framed, &v.flusher, |data| flusher.commit(data));
+                }
+                _ => {
+                    if let Some((tally, file)) = &single {
+                        threaded(1, n, &framed, tally, |data| {
+                            let offset = at.fetch_add(frame, std::sync::atomic::Ordering::Relaxed);
+                            file.write_all_at(data, offset).expect("write");
+                            file.sync_data().expect("sync");
+                        });
+                        tally.syncs(n);
+                    }
+                }
+            }
+        }
+    }
+    v.lamina.syncs(lamina.syncs());
+    v.leader.syncs(leader.syncs());
+    v.flusher.syncs(flusher.syncs());
+    lamina_time
+}
+
+/// Prints one line for a `shared` variant.
+fn report_shared(name: &str, threads: usize, t: &Tally, reference: &[(&str, &Tally)]) {
     let Some(rate) = t.per_second() else { return };
-    let against = match reference {
-        Some((what, r)) => format!(", {} {what}", ratio(Some(rate), r.per_second())),
-        None => String::new(),
-    };
+    let mut against = String::new();
+    for (what, r) in reference {
+        against += &format!(", {} {what}", ratio(Some(rate), r.per_second()));
+    }
     println!(
         "shared/{name}/{threads}: {rate:.0} commits/s, p50 {}, p99 {}, {:.3} fdatasyncs/commit{against}",
         show(t.percentile(50.0)),
@@ -487,66 +538,24 @@ fn shared(c: &mut Criterion) {
     group
         .sampling_mode(SamplingMode::Flat)
         .throughput(Throughput::Elements(1));
-    // The raw references write the framed bytes lamina writes for a record of `RECORD` bytes.
-    let (framed, payload) = (vec![0xa5u8; frame_len(RECORD)], vec![0xa5u8; RECORD]);
-    let write_then_sync = Tally::default();
-    group.bench_function(BenchmarkId::new("write_then_sync", 1), |b| {
-        b.iter_custom(|n| {
-            let (_dir, file) = commit_file(n);
-            let frame = frame_len(RECORD) as u64;
-            let at = std::sync::atomic::AtomicU64::new(HEADER_LEN as u64);
-            let time = threaded(1, n, &framed, &write_then_sync, |data| {
-                let offset = at.fetch_add(frame, std::sync::atomic::Ordering::Relaxed);
-                file.write_all_at(data, offset).expect("write");
-                file.sync_data().expect("sync");
-            });
-            write_then_sync.syncs(n);
-            time
-        })
-    });
-    report_shared("write_then_sync", 1, &write_then_sync, None);
     for threads in THREADS {
-        let (leader, flusher, lamina) = (Tally::default(), Tally::default(), Tally::default());
-        group.bench_function(BenchmarkId::new("leader", threads), |b| {
-            b.iter_custom(|n| {
-                let (_dir, file) = commit_file(n);
-                let log = Leader::new(file, HEADER_LEN as u64);
-                let time = threaded(threads, n, &framed, &leader, |data| log.commit(data));
-                leader.syncs(log.syncs());
-                time
-            })
-        });
-        group.bench_function(BenchmarkId::new("flusher", threads), |b| {
-            b.iter_custom(|n| {
-                let (_dir, file) = commit_file(n);
-                let log = Flusher::new(file, HEADER_LEN as u64);
-                let time = threaded(threads, n, &framed, &flusher, |data| log.commit(data));
-                flusher.syncs(log.syncs());
-                time
-            })
-        });
+        let v = Variants {
+            write_then_sync: (threads == 1).then(Tally::default),
+            leader: Tally::default(),
+            flusher: Tally::default(),
+            lamina: Tally::default(),
+        };
         group.bench_function(BenchmarkId::new("lamina", threads), |b| {
-            b.iter_custom(|n| {
-                let dir = scratch();
-                let log = SharedLog::new(prepared_log(dir.path(), n * frame_len(RECORD) as u64));
-                let time = threaded(threads, n, &payload, &lamina, |data| {
-                    log.commit(data).expect("commit");
-                });
-                lamina.syncs(log.syncs());
-                time
-            })
+            b.iter_custom(|n| shared_round(threads, n, &v))
         });
-        report_shared("leader", threads, &leader, None);
-        report_shared("flusher", threads, &flusher, Some(("leader", &leader)));
-        report_shared("lamina", threads, &lamina, Some(("leader", &leader)));
-        if threads == 1 {
-            report_shared(
-                "lamina",
-                threads,
-                &lamina,
-                Some(("write_then_sync", &write_then_sync)),
-            );
+        let mut refs = vec![("leader", &v.leader)];
+        if let Some(single) = &v.write_then_sync {
+            report_shared("write_then_sync", threads, single, &[]);
+            refs.push(("write_then_sync", single));
         }
+        report_shared("leader", threads, &v.leader, &[]);
+        report_shared("flusher", threads, &v.flusher, &[("leader", &v.leader)]);
+        report_shared("lamina", threads, &v.lamina, &refs);
     }
     group.finish();
 }
