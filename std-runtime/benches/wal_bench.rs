@@ -467,7 +467,7 @@ struct Variants {
 
 /// `iters` commits of [`RECORD`] bytes on `threads` threads through each variant: lamina's
 /// `SharedLog` (`commit`), the leader and flusher references, and at one thread write then
-/// sync. The variants take turns in four chunks, in a rotating order, so that all see the same
+/// sync. The variants take turns in chunks, in a rotating order, so that all see the same
 /// disk (the machine is shared and its fsync latency drifts by multiples within seconds).
 /// Returns lamina's time.
 fn shared_round(threads: usize, iters: u64, v: &Variants) -> Duration {
@@ -482,7 +482,8 @@ fn shared_round(threads: usize, iters: u64, v: &Variants) -> Duration {
     let flusher = Flusher::new(file("flusher"), HEADER_LEN as u64);
     let single = v.write_then_sync.as_ref().map(|t| (t, file("single")));
     let at = std::sync::atomic::AtomicU64::new(HEADER_LEN as u64);
-    let chunks = iters.clamp(1, 4);
+    // Chunks of at least 16 commits a thread, at most 64 of them.
+    let chunks = (iters / (16 * threads as u64)).clamp(1, 64);
     let mut lamina_time = Duration::ZERO;
     for c in 0..chunks {
         let n = iters / chunks + u64::from(c < iters % chunks);
