@@ -523,8 +523,13 @@ fn shared_round(threads: usize, iters: u64, v: &Variants) -> Duration {
 fn report_shared(name: &str, threads: usize, t: &Tally, reference: &[(&str, &Tally)]) {
     let Some(rate) = t.per_second() else { return };
     let mut against = String::new();
+    let p50 = |t: &Tally| t.percentile(50.0).map(|d| 1.0 / d.as_secs_f64());
     for (what, r) in reference {
-        against += &format!(", {} {what}", ratio(Some(rate), r.per_second()));
+        against += &format!(
+            ", {} {what} (at the p50s: {})",
+            ratio(Some(rate), r.per_second()),
+            ratio(p50(t), p50(r))
+        );
     }
     println!(
         "shared/{name}/{threads}: {rate:.0} commits/s, p50 {}, p99 {}, {:.3} fdatasyncs/commit{against}",
