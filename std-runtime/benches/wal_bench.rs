@@ -423,7 +423,7 @@ fn recovery_scan(c: &mut Criterion) {
     }
     group.finish();
     // GB/s of the median scan (each tally entry is one scan).
-    let median = |t: &Tally| t.median_per_op(1).map(|d| 1e-9 / d.as_secs_f64());
+    let median = |t: &Tally| t.median_rate().map(|r| r / 1e9);
     let (r, rm) = (scans[0].2.per_second(), median(&scans[0].2));
     let file_bytes = log.get().map_or(0, |l| l.1);
     for (name, _, tally) in &scans[1..] {

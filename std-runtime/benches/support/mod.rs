@@ -103,6 +103,19 @@ impl Tally {
         per.get(per.len() / 2).map(|s| Duration::from_secs_f64(*s))
     }
 
+    /// The median over the runs of operations per second (runs of any size).
+    pub(crate) fn median_rate(&self) -> Option<f64> {
+        let mut rates: Vec<f64> = self
+            .runs
+            .borrow()
+            .iter()
+            .filter(|r| r.0 > 0 && r.1 > Duration::ZERO)
+            .map(|r| r.0 as f64 / r.1.as_secs_f64())
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        rates.get(rates.len() / 2).copied()
+    }
+
     /// The `p`-th percentile (0..=100) of the kept latencies.
     pub(crate) fn percentile(&self, p: f64) -> Option<Duration> {
         let mut l = self.latencies.borrow_mut();
