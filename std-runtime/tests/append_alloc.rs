@@ -1,5 +1,7 @@
 //! Proof that `WriteAheadLog::append` does not allocate once the log is open: a counting global
 //! allocator watches 100,000 appends on the file backend, and the syncs between their batches.
+//! Also that recovery allocates per open, not per record: reopening a log of 20,000 records
+//! allocates exactly as often as reopening one of 100.
 //!
 //! Only allocations made by this test's own thread while it is measuring count (a thread-local
 //! flag and counter), so the test harness's threads, the other tests and the set-up before and
@@ -149,4 +151,40 @@ fn counting_allocator_sees_a_vec() {
     let (v, n) = count_allocations(|| vec![0u8; 64]);
     assert_eq!(v.len(), 64);
     assert_eq!(n, 1);
+}
+
+/// Writes `records` records of 256 bytes into a new log in `dir` (one segment) and closes it.
+fn closed_log(dir: &std::path::Path, records: usize) {
+    let (mut log, _) = WriteAheadLog::open(dir, Options::default()).expect("open");
+    for _ in 0..records {
+        log.append(&[0xa5u8; 256]).expect("append");
+    }
+    log.close().expect("close");
+}
+
+/// The allocations of reopening the log in `dir` (recovery included), and the records found.
+fn reopen_allocations(dir: &std::path::Path) -> (usize, u64) {
+    let (opened, n) = count_allocations(|| WriteAheadLog::open(dir, Options::default()));
+    let (log, report) = opened.expect("reopen");
+    drop(log);
+    (n, report.records)
+}
+
+#[test]
+fn recovery_allocations_do_not_grow_with_the_records() {
+    let (few, many) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    closed_log(few.path(), 100);
+    closed_log(many.path(), 20_000);
+    let (small, small_records) = reopen_allocations(few.path());
+    let (large, large_records) = reopen_allocations(many.path());
+    assert!(small_records >= 100 && large_records >= 20_000);
+    // Buffers, paths and the segment list are allocated once per open; nothing per record.
+    assert!(small > 0, "the counter sees the open's buffers");
+    assert_eq!(
+        small, large,
+        "allocations reopening {small_records} records vs {large_records} records"
+    );
 }
