@@ -1,0 +1,190 @@
+//! Proof that `WriteAheadLog::append` does not allocate once the log is open: a counting global
+//! allocator watches 100,000 appends on the file backend, and the syncs between their batches.
+//! Also that recovery allocates per open, not per record: reopening a log of 20,000 records
+//! allocates exactly as often as reopening one of 100.
+//!
+//! Only allocations made by this test's own thread while it is measuring count (a thread-local
+//! flag and counter), so the test harness's threads, the other tests and the set-up before and
+//! the checks after do not.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use lamina::{Options, SyncPolicy, WriteAheadLog};
+
+/// The system allocator, counting the allocations of threads that are measuring.
+struct Counting;
+
+thread_local! {
+    /// Whether this thread is measuring.
+    static MEASURING: Cell<bool> = const { Cell::new(false) };
+    /// This thread's allocations while measuring: per thread, so that tests running at the same
+    /// time do not count each other's.
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+    /// The size of this thread's first allocation counted, to name it in the failure.
+    static FIRST_SIZE: Cell<usize> = const { Cell::new(0) };
+}
+
+impl Counting {
+    fn note(size: usize) {
+        // `try_with`: never touch a thread-local that is being torn down.
+        if MEASURING.try_with(Cell::get).unwrap_or(false) {
+            let _ = ALLOCATIONS.try_with(|n| {
+                if n.get() == 0 {
+                    let _ = FIRST_SIZE.try_with(|f| f.set(size));
+                }
+                n.set(n.get() + 1);
+            });
+        }
+    }
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so `System`'s
+// guarantees are the caller's; the bookkeeping around it never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        Self::note(layout.size());
+        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        Self::note(layout.size());
+        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        Self::note(new_size);
+        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::realloc`'s contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::dealloc`'s contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Runs `f` and returns its result with the number of allocations this thread made inside it.
+fn count_allocations<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    let before = ALLOCATIONS.with(Cell::get);
+    MEASURING.with(|m| m.set(true));
+    let r = f();
+    MEASURING.with(|m| m.set(false));
+    (r, ALLOCATIONS.with(Cell::get) - before)
+}
+
+/// Appends measured in all.
+const APPENDS: usize = 100_000;
+/// Appends between two syncs.
+const BATCH: usize = 10_000;
+
+/// Opens a log in `dir` with `policy`, and warms it up: one append and one sync, so the file
+/// backend has opened the segment and its queues have their room.
+fn warm_log(
+    dir: &std::path::Path,
+    policy: SyncPolicy,
+) -> WriteAheadLog<lamina::file_backend::FileStorage> {
+    let mut options = Options::default();
+    options.config.policy = policy;
+    let (mut log, _) = WriteAheadLog::open(dir, options).expect("open");
+    log.append(b"warm-up").expect("append");
+    log.sync().expect("sync");
+    log
+}
+
+/// Appends [`APPENDS`] 64-byte records in batches of [`BATCH`]; returns the allocations made by
+/// the appends and by the syncs between the batches.
+fn measure(log: &mut WriteAheadLog<lamina::file_backend::FileStorage>) -> (usize, usize) {
+    let payload = [0x5au8; 64];
+    let (mut in_appends, mut in_syncs) = (0, 0);
+    for _ in 0..APPENDS / BATCH {
+        let (result, n) = count_allocations(|| {
+            for _ in 0..BATCH {
+                log.append(&payload)?;
+            }
+            Ok::<_, lamina::Error>(())
+        });
+        result.expect("append");
+        in_appends += n;
+        let (synced, n) = count_allocations(|| log.sync());
+        synced.expect("sync");
+        in_syncs += n;
+    }
+    (in_appends, in_syncs)
+}
+
+#[test]
+fn buffered_appends_and_syncs_do_not_allocate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = warm_log(dir.path(), SyncPolicy::Manual);
+    let (appends, syncs) = measure(&mut log);
+    assert_eq!(appends, 0, "allocations in {APPENDS} buffered appends");
+    assert_eq!(syncs, 0, "allocations in {} syncs", APPENDS / BATCH);
+    log.close().expect("close");
+}
+
+#[test]
+fn appends_that_cut_and_write_batches_do_not_allocate() {
+    // The default batch policy cuts a batch every 1024 records or 64 KiB: these appends write
+    // and sync on the file backend inside `append`.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = warm_log(dir.path(), Options::default().config.policy);
+    let (appends, syncs) = measure(&mut log);
+    assert_eq!(
+        appends,
+        0,
+        "allocations in {APPENDS} appends cutting batches (the first of {} bytes)",
+        FIRST_SIZE.with(Cell::get)
+    );
+    assert_eq!(syncs, 0, "allocations in {} syncs", APPENDS / BATCH);
+    log.close().expect("close");
+}
+
+#[test]
+fn counting_allocator_sees_a_vec() {
+    // The proof above is only worth something if the allocator counts.
+    let (v, n) = count_allocations(|| vec![0u8; 64]);
+    assert_eq!(v.len(), 64);
+    assert_eq!(n, 1);
+}
+
+/// Writes `records` records of 256 bytes into a new log in `dir` (one segment) and closes it.
+fn closed_log(dir: &std::path::Path, records: usize) {
+    let (mut log, _) = WriteAheadLog::open(dir, Options::default()).expect("open");
+    for _ in 0..records {
+        log.append(&[0xa5u8; 256]).expect("append");
+    }
+    log.close().expect("close");
+}
+
+/// The allocations of reopening the log in `dir` (recovery included), and the records found.
+fn reopen_allocations(dir: &std::path::Path) -> (usize, u64) {
+    let (opened, n) = count_allocations(|| WriteAheadLog::open(dir, Options::default()));
+    let (log, report) = opened.expect("reopen");
+    drop(log);
+    (n, report.records)
+}
+
+#[test]
+fn recovery_allocations_do_not_grow_with_the_records() {
+    let (few, many) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    closed_log(few.path(), 100);
+    closed_log(many.path(), 20_000);
+    let (small, small_records) = reopen_allocations(few.path());
+    let (large, large_records) = reopen_allocations(many.path());
+    assert!(small_records >= 100 && large_records >= 20_000);
+    // Buffers, paths and the segment list are allocated once per open; nothing per record.
+    assert!(small > 0, "the counter sees the open's buffers");
+    assert_eq!(
+        small, large,
+        "allocations reopening {small_records} records vs {large_records} records"
+    );
+}
