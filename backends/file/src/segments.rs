@@ -260,10 +260,12 @@ impl FileStorage {
                 .map_err(|e| FileError::io(op, &path, Some(segment), e))?;
             self.files.insert(segment, Open::new(file));
         }
-        let path = self.segment_path(segment);
-        self.files
-            .get_mut(&segment)
-            .ok_or_else(|| FileError::io(op, &path, Some(segment), ErrorKind::NotFound.into()))
+        // The path only for the error: a write must not allocate.
+        let dir = &self.dir;
+        self.files.get_mut(&segment).ok_or_else(|| {
+            let path = dir.join(segment_file_name(segment));
+            FileError::io(op, &path, Some(segment), ErrorKind::NotFound.into())
+        })
     }
 
     fn file(&mut self, op: Op, segment: SegmentId) -> Result<&File, FileError> {
