@@ -978,6 +978,18 @@ impl<'b, const SLOTS: usize> Pipeline<'b, SLOTS> {
         self.poison
     }
 
+    /// Whether the pipeline has I/O to request or completions to wait for: a cut batch not yet
+    /// durable, a sync, a segment being created, the recovery sync. While it is `false` only an
+    /// open batch (not cut yet) may be waiting, and a driver can skip its round of `poll_io`,
+    /// completions and events until the next append, flush or timeout.
+    #[must_use]
+    pub fn io_pending(&self) -> bool {
+        !self.slots.is_empty()
+            || self.sync_token.is_some()
+            || self.recovery != RecoverySync::Done
+            || !matches!(self.seg_state, SegState::Ready)
+    }
+
     /// Whether nothing is waiting: every appended record is durable and no request is in flight.
     #[must_use]
     pub fn is_idle(&self) -> bool {

@@ -168,7 +168,11 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
         loop {
             match self.cell.with_dependent_mut(|_, p| frame(p)) {
                 Ok(lsn) => {
-                    self.round();
+                    // An append that cut no batch has nothing to drive: skipping the round is
+                    // a fifth of a small append's time.
+                    if self.cell.borrow_dependent().io_pending() {
+                        self.round();
+                    }
                     return Ok(lsn);
                 }
                 Err(AppendError::Full) => {

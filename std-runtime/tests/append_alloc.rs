@@ -1,7 +1,7 @@
 //! Proof that `WriteAheadLog::append` does not allocate once the log is open: a counting global
 //! allocator watches 100,000 appends on the file backend, and the syncs between their batches.
 //! Also that recovery allocates per open, not per record: reopening a log of 20,000 records
-//! allocates exactly as often as reopening one of 100.
+//! allocates as often as reopening one of 100 (give or take a directory entry).
 //!
 //! Only allocations made by this test's own thread while it is measuring count (a thread-local
 //! flag and counter), so the test harness's threads, the other tests and the set-up before and
@@ -182,9 +182,11 @@ fn recovery_allocations_do_not_grow_with_the_records() {
     let (large, large_records) = reopen_allocations(many.path());
     assert!(small_records >= 100 && large_records >= 20_000);
     // Buffers, paths and the segment list are allocated once per open; nothing per record.
+    // The directory's listing varies by a few entries (a spare file being prepared or not),
+    // so the counts may differ by a few: allocating even once per 1,000 records would add 20.
     assert!(small > 0, "the counter sees the open's buffers");
-    assert_eq!(
-        small, large,
-        "allocations reopening {small_records} records vs {large_records} records"
+    assert!(
+        large.abs_diff(small) < 16,
+        "allocations reopening {small_records} records: {small}, {large_records} records: {large}"
     );
 }
