@@ -100,6 +100,19 @@ impl Relay {
         !self.in_flight.is_empty()
     }
 
+    /// Blocks in `storage` until an operation in flight ends, when no request waits to be run
+    /// and some are in flight (`SegmentStorage::wait_for_completion`: a backend that completes
+    /// inside `submit` returns at once).
+    ///
+    /// # Errors
+    /// When the storage cannot wait.
+    pub(crate) fn wait<S: SegmentStorage>(&self, storage: &mut S) -> Result<(), S::Error> {
+        if self.has_requests() || !self.has_in_flight() {
+            return Ok(());
+        }
+        storage.wait_for_completion()
+    }
+
     /// Submits the recorded requests to `storage` in order, then collects every completion it
     /// reports. Returns how many completed (a refused submit counts: its failure is reported)
     /// and how many of them were successful data syncs.

@@ -12,10 +12,16 @@
 //! its versions (none, some or all of those writes, oldest first, chosen by the seed), and the
 //! first write it lost may be torn there (a prefix of its new bytes kept, the rest old).
 //!
+//! Inner backends that complete later (io_uring) work too: an injected failure is a completion
+//! like any other, [`SegmentStorage::wait_for_completion`] waits in the inner backend unless a
+//! completion is ready, and a crash first waits until every operation it follows has completed.
+//!
 //! Limits:
-//! * Blocking inner backends only (such as `lamina-file`'s `FileStorage`, which completes every
-//!   operation inside `submit`): the undo log is read before the write is started and the crash
-//!   writes through `submit` and waits for the completion, so nothing may be in flight then.
+//! * The undo log reads the old bytes before the write is started: writes in flight at once must
+//!   not overlap (the commit pipeline's never do).
+//! * A crash puts bytes back with plain writes of their exact ranges, so an inner backend that
+//!   rewrites whole blocks (`O_DIRECT`) would zero what follows them in their last block: crash
+//!   only buffered backends.
 //! * Creates and deletes pass through as they are: the namespace (a create or delete that no
 //!   namespace sync made durable) is not simulated, nor the header of a create (the file backend
 //!   makes it durable before completing). A delete or create of a segment drops its undo entries.
@@ -101,7 +107,7 @@ pub struct CrashReport {
     pub lengths: Vec<(SegmentId, u64)>,
 }
 
-/// A fault-injecting wrapper around a blocking [`SegmentStorage`]; see the module documentation.
+/// A fault-injecting wrapper around a [`SegmentStorage`]; see the module documentation.
 #[derive(Debug)]
 pub struct FaultyStorage<S: SegmentStorage> {
     inner: S,
@@ -187,7 +193,7 @@ impl<S: SegmentStorage> FaultyStorage<S> {
     /// # Errors
     /// When the inner backend fails to put bytes back (the inner state is then undefined).
     pub fn crash(&mut self, seed: u64) -> Result<CrashReport, Faulty<S::Error>> {
-        self.pull();
+        self.settle()?;
         self.ready.clear();
         self.tracked.clear();
         let undo = std::mem::take(&mut self.undo);
@@ -287,8 +293,24 @@ impl<S: SegmentStorage> FaultyStorage<S> {
             match self.inner.poll_completion() {
                 Some((TOKEN, result)) => return result.map_err(Faulty::Inner),
                 Some(_) => {}
-                None => std::thread::yield_now(),
+                None => self.inner.wait_for_completion().map_err(Faulty::Inner)?,
             }
+        }
+    }
+
+    /// Waits until no operation the wrapper follows is still in the inner backend, moving the
+    /// completions to `ready` (a backend that completes later may still be writing).
+    fn settle(&mut self) -> Result<(), Faulty<S::Error>> {
+        loop {
+            self.pull();
+            let pending = self
+                .tracked
+                .keys()
+                .any(|token| !self.ready.iter().any(|(t, _)| t == token));
+            if !pending {
+                return Ok(());
+            }
+            self.inner.wait_for_completion().map_err(Faulty::Inner)?;
         }
     }
 
@@ -421,6 +443,16 @@ impl<S: SegmentStorage> SegmentStorage for FaultyStorage<S> {
 
     fn list(&mut self, out: &mut [SegmentId]) -> Result<usize, Self::Error> {
         self.inner.list(out).map_err(Faulty::Inner)
+    }
+
+    /// Returns at once while a completion (an injected failure, or one taken from the inner
+    /// backend) waits to be polled; else waits in the inner backend.
+    fn wait_for_completion(&mut self) -> Result<(), Self::Error> {
+        self.pull();
+        if !self.ready.is_empty() {
+            return Ok(());
+        }
+        self.inner.wait_for_completion().map_err(Faulty::Inner)
     }
 }
 
