@@ -98,7 +98,9 @@ fn the_single_owner_waits_for_completions_instead_of_stalling() {
     }
     assert!(log.sync().expect("sync") >= last);
     assert!(log.segment().sequence > SegmentId(2), "rolled over");
-    let deleted = log.truncate_before(last).expect("truncate, the log's own deletes");
+    let deleted = log
+        .truncate_before(last)
+        .expect("truncate, the log's own deletes");
     assert!(deleted > 0);
     let waited = waits.load(Ordering::Relaxed);
     let (closed, storage) = log.close_into_storage();
