@@ -266,6 +266,7 @@ mod tests {
         pending: VecDeque<u64>,
         complete: bool,
         refuse: bool,
+        waits: u32,
     }
 
     impl ErrorType for Later {
@@ -298,6 +299,32 @@ mod tests {
         fn list(&mut self, _: &mut [SegmentId]) -> Result<usize, Failure> {
             Err(Failure::Unsupported)
         }
+
+        /// Waiting lets everything in flight complete.
+        fn wait_for_completion(&mut self) -> Result<(), Failure> {
+            self.waits += 1;
+            self.complete = true;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_relay_waits_in_the_storage_only_with_operations_in_flight_and_none_to_run() {
+        let mut relay = Relay::default();
+        let mut storage = Later::default();
+        relay.wait(&mut storage).expect("nothing in flight");
+        assert_eq!(storage.waits, 0);
+        record_write_and_sync(&mut relay);
+        relay.wait(&mut storage).expect("requests to run first");
+        assert_eq!(storage.waits, 0);
+        assert_eq!(relay.run(&mut storage), (0, 0));
+        relay.wait(&mut storage).expect("in flight");
+        assert_eq!(storage.waits, 1);
+        assert_eq!(
+            relay.run(&mut storage),
+            (2, 1),
+            "what the wait let complete"
+        );
     }
 
     fn record_write_and_sync(relay: &mut Relay) {

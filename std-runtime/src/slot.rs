@@ -98,6 +98,10 @@ mod tests {
         assert_eq!(format!("{e:?}"), "the storage is out with the leader");
         assert!(slot.list(&mut []).is_err());
         assert!(slot.poll_completion().is_none());
+        assert!(
+            slot.wait_for_completion().is_ok(),
+            "nothing in flight: at once"
+        );
     }
 
     #[test]

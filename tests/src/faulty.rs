@@ -460,11 +460,15 @@ impl<S: SegmentStorage> SegmentStorage for FaultyStorage<S> {
 mod tests {
     use super::*;
 
-    /// A blocking in-memory backend: every operation is done inside `submit`.
+    /// A blocking in-memory backend: every operation is done inside `submit`. With `later`, its
+    /// completions are handed out only after a `wait_for_completion`, as a ring's are.
     #[derive(Debug, Default)]
     struct Mem {
         files: BTreeMap<SegmentId, Vec<u8>>,
         done: VecDeque<Completion<Failure>>,
+        later: bool,
+        released: usize,
+        waits: u32,
     }
 
     impl ErrorType for Mem {
@@ -505,7 +509,19 @@ mod tests {
         }
 
         fn poll_completion(&mut self) -> Option<Completion<Failure>> {
+            if self.later {
+                if self.released == 0 {
+                    return None;
+                }
+                self.released -= 1;
+            }
             self.done.pop_front()
+        }
+
+        fn wait_for_completion(&mut self) -> Result<(), Failure> {
+            self.waits += 1;
+            self.released = self.done.len();
+            Ok(())
         }
 
         fn read_at(&mut self, s: SegmentId, offset: u64, buf: &mut [u8]) -> Result<usize, Failure> {
@@ -568,6 +584,58 @@ mod tests {
         write(&mut s, 16, &[b'a'; 4080]).expect("write");
         sync(&mut s).expect("sync");
         s
+    }
+
+    #[test]
+    fn a_backend_that_completes_later_is_waited_on_unless_a_completion_is_ready() {
+        let mut s = storage();
+        s.inner_mut().later = true;
+        let op = SegmentOp::Write {
+            segment: SEG,
+            offset: 4096,
+            data: b"later",
+            sync: false,
+        };
+        s.submit(5, op).expect("submitted");
+        assert!(s.poll_completion().is_none(), "in flight");
+        s.wait_for_completion().expect("wait");
+        assert_eq!(s.inner().waits, 1);
+        assert!(matches!(s.poll_completion(), Some((5, Ok(())))));
+        // An injected failure is ready at once: no wait reaches the backend.
+        s.fail_sync(1, Failure::Io);
+        s.submit(6, SegmentOp::Sync { segment: SEG })
+            .expect("submitted");
+        s.wait_for_completion().expect("wait");
+        assert_eq!(s.inner().waits, 1);
+        assert!(matches!(
+            s.poll_completion(),
+            Some((6, Err(Faulty::Injected(Failure::Io))))
+        ));
+    }
+
+    #[test]
+    fn a_crash_waits_for_writes_still_in_flight_then_undoes_them() {
+        let mut s = storage();
+        s.inner_mut().later = true;
+        let op = SegmentOp::Write {
+            segment: SEG,
+            offset: 16,
+            data: &[b'z'; 4080],
+            sync: false,
+        };
+        s.submit(7, op).expect("submitted");
+        let report = s.crash(3).expect("crash");
+        assert_eq!(report.writes, 1);
+        assert!(s.inner().waits >= 1, "the crash waited for the write");
+        assert!(
+            s.inner().done.is_empty(),
+            "nothing of it is left to complete"
+        );
+        let f = &s.inner().files[&SEG];
+        // Whatever each sector kept, nothing outside the write changed and no sector is
+        // anything but old, new or a torn mix.
+        assert!(f[..16] == [b'h'; 16]);
+        assert!(f[16..].iter().all(|&b| b == b'a' || b == b'z'));
     }
 
     #[test]

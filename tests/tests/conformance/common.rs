@@ -1,9 +1,10 @@
 //! What the scenarios share: the backend under test, opening a log on it, payloads, reading back.
 
 use lamina::{
-    Backend, BackendKind, DirLog, DirStorage, Error, Lsn, Options, RecoveryReport, SegmentStorage,
-    SyncPolicy, WriteAheadLog,
+    Backend, BackendKind, DirError, DirLog, DirStorage, Error, Lsn, Options, RecoveryReport,
+    SegmentStorage, SyncPolicy, WriteAheadLog,
 };
+use lamina_core::io::Completion;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -132,4 +133,16 @@ pub(crate) fn segment_files(dir: &Path) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+/// The completions of `n` operations submitted to `s`, waiting in the backend between polls.
+pub(crate) fn completions(s: &mut DirStorage, n: usize) -> Vec<Completion<DirError>> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        match s.poll_completion() {
+            Some(c) => out.push(c),
+            None => s.wait_for_completion().expect("wait"),
+        }
+    }
+    out
 }

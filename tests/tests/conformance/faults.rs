@@ -3,9 +3,9 @@
 //! flight, at the backend contract and under the log (with a simulated power cut).
 
 use crate::common::*;
-use lamina::{DirError, DirStorage, Error, Failure, Lsn, SyncPolicy, WriteAheadLog};
+use lamina::{DirStorage, Error, Failure, Lsn, SyncPolicy, WriteAheadLog};
 use lamina_core::SegmentId;
-use lamina_core::io::{Completion, SegmentOp, SegmentStorage};
+use lamina_core::io::{SegmentOp, SegmentStorage};
 use lamina_tests::faulty::FaultyStorage;
 
 type Faulty = WriteAheadLog<FaultyStorage<DirStorage>>;
@@ -122,18 +122,6 @@ pub(crate) fn a_poisoned_log_refuses_every_call_and_reopen_recovers(under: &Unde
     assert_eq!(read[..acked.len()], acked[..]);
     let lsn = log.append(b"after reopen").expect("the reopened log works");
     assert!(log.sync().expect("sync") >= lsn);
-}
-
-/// The completions of `n` operations, waiting in the backend between polls.
-fn completions(s: &mut DirStorage, n: usize) -> Vec<Completion<DirError>> {
-    let mut out = Vec::new();
-    while out.len() < n {
-        match s.poll_completion() {
-            Some(c) => out.push(c),
-            None => s.wait_for_completion().expect("wait"),
-        }
-    }
-    out
 }
 
 pub(crate) fn a_sync_submitted_while_writes_are_in_flight_completes_each_once(

@@ -10,6 +10,7 @@
 //! tmpfs. `LAMINA_CONFORMANCE_KILL_ROUNDS` sets the SIGKILL rounds per backend (default 3).
 #![cfg(unix)]
 
+mod bytes;
 mod common;
 mod concurrent;
 mod faults;
@@ -47,6 +48,7 @@ macro_rules! conformance {
                     log::bit_flip_in_a_middle_segment_is_skipped_in_skip_corrupt,
                     log::a_log_written_here_is_read_and_continued_by_every_backend,
                     log::a_tail_follows_the_log_from_its_own_reader,
+                    bytes::the_same_operations_leave_the_same_bytes_as_the_file_backend,
                     faults::eio_on_a_write_poisons_and_reopen_keeps_what_was_acked,
                     faults::enospc_on_a_write_poisons_and_reopen_keeps_what_was_acked,
                     faults::eio_on_a_sync_poisons_and_reopen_keeps_what_was_acked,
