@@ -98,6 +98,15 @@ impl Driver {
     }
 }
 
+/// The error for a backend that could not wait for a completion (its completion mechanism
+/// failed): the operations in flight are neither done nor failed as far as the log can tell.
+pub(crate) fn wait_error(e: &impl std::fmt::Debug) -> Error {
+    Error::Storage {
+        op: "waiting for the storage to complete an operation".into(),
+        detail: format!("{e:?}"),
+    }
+}
+
 /// Keeps the first cause only: later failures follow from it.
 fn note(cause: &mut Option<String>, text: impl FnOnce() -> String) {
     if cause.is_none() {

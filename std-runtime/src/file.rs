@@ -52,7 +52,7 @@ impl WriteAheadLog<FileStorage> {
 }
 
 /// Adds the path of the segment's file to a recovery error about one segment.
-fn name_the_file(error: Error, dir: &Path) -> Error {
+pub(crate) fn name_the_file(error: Error, dir: &Path) -> Error {
     match error {
         Error::Recover {
             detail,

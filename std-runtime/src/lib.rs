@@ -13,6 +13,9 @@
 //! it, handing out each record once it is durable. It runs on any [`SegmentStorage`]: with the
 //! default feature `file`, `WriteAheadLog::open(dir, options)` opens it in a directory on the file
 //! backend (`lamina-file`); the tests also run it on the simulated device of `lamina-tests`.
+//! [`WriteAheadLog::open_dir`] opens a [`DirLog`] on the [`Backend`] an option names: the file
+//! backend, or with feature `io-uring` the io_uring backend (`lamina-uring`), failing or falling
+//! back to the file backend, reported, when the kernel refuses io_uring.
 //!
 //! [`PerCoreWalManager`] keeps one such log per core: it opens and recovers the set, hands each
 //! core a [`CoreWalWriter`] that owns its log (no lock shared between cores), whose
@@ -38,6 +41,8 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+#[cfg(feature = "file")]
+mod backend;
 mod driver;
 mod error;
 #[cfg(feature = "file")]
@@ -53,6 +58,8 @@ mod tail;
 mod wal;
 mod watch;
 
+#[cfg(feature = "file")]
+pub use backend::{Backend, BackendKind, DirError, DirLog, DirStorage, Selected};
 pub use error::Error;
 pub use options::Options;
 pub use percore::{
@@ -65,6 +72,10 @@ pub use wal::WriteAheadLog;
 /// The file backend, with feature `file` (on by default).
 #[cfg(feature = "file")]
 pub use lamina_file as file_backend;
+
+/// The io_uring backend, with feature `io-uring`.
+#[cfg(feature = "io-uring")]
+pub use lamina_uring as uring_backend;
 
 pub use lamina_core::commit::{Config, ConfigError, OpKind, Poison, SyncPolicy};
 pub use lamina_core::decode::Mode;

@@ -100,6 +100,19 @@ impl Relay {
         !self.in_flight.is_empty()
     }
 
+    /// Blocks in `storage` until an operation in flight ends, when no request waits to be run
+    /// and some are in flight (`SegmentStorage::wait_for_completion`: a backend that completes
+    /// inside `submit` returns at once).
+    ///
+    /// # Errors
+    /// When the storage cannot wait.
+    pub(crate) fn wait<S: SegmentStorage>(&self, storage: &mut S) -> Result<(), S::Error> {
+        if self.has_requests() || !self.has_in_flight() {
+            return Ok(());
+        }
+        storage.wait_for_completion()
+    }
+
     /// Submits the recorded requests to `storage` in order, then collects every completion it
     /// reports. Returns how many completed (a refused submit counts: its failure is reported)
     /// and how many of them were successful data syncs.
@@ -253,6 +266,7 @@ mod tests {
         pending: VecDeque<u64>,
         complete: bool,
         refuse: bool,
+        waits: u32,
     }
 
     impl ErrorType for Later {
@@ -285,6 +299,32 @@ mod tests {
         fn list(&mut self, _: &mut [SegmentId]) -> Result<usize, Failure> {
             Err(Failure::Unsupported)
         }
+
+        /// Waiting lets everything in flight complete.
+        fn wait_for_completion(&mut self) -> Result<(), Failure> {
+            self.waits += 1;
+            self.complete = true;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_relay_waits_in_the_storage_only_with_operations_in_flight_and_none_to_run() {
+        let mut relay = Relay::default();
+        let mut storage = Later::default();
+        relay.wait(&mut storage).expect("nothing in flight");
+        assert_eq!(storage.waits, 0);
+        record_write_and_sync(&mut relay);
+        relay.wait(&mut storage).expect("requests to run first");
+        assert_eq!(storage.waits, 0);
+        assert_eq!(relay.run(&mut storage), (0, 0));
+        relay.wait(&mut storage).expect("in flight");
+        assert_eq!(storage.waits, 1);
+        assert_eq!(
+            relay.run(&mut storage),
+            (2, 1),
+            "what the wait let complete"
+        );
     }
 
     fn record_write_and_sync(relay: &mut Relay) {

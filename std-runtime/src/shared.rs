@@ -116,6 +116,9 @@ impl<S: SegmentStorage> State<S> {
                 return Ok(());
             }
             let storage = log.storage.0.as_mut().ok_or(Error::Panicked)?;
+            relay
+                .wait(storage)
+                .map_err(|e| crate::driver::wait_error(&e))?;
             let (completed, synced) = relay.run(storage);
             syncs.fetch_add(synced, Ordering::Relaxed);
             if completed > 0 {
@@ -489,13 +492,21 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
                 }
             }
             drop(state);
-            if !io.relay.has_requests() {
-                // Only operations of a backend that completes later are in flight.
+            let waited = if io.relay.has_requests() {
+                Ok(())
+            } else {
+                // Only operations of a backend that completes later are in flight: block in
+                // the backend until one ends (others append meanwhile), or let them run.
+                let waited = io.relay.wait(&mut io.storage);
                 std::thread::yield_now();
-            }
+                waited.map_err(|e| crate::driver::wait_error(&e))
+            };
             let (_, synced) = io.relay.run(&mut io.storage);
             self.shared.syncs.fetch_add(synced, Ordering::Relaxed);
             state = self.lock()?;
+            if let Err(e) = waited {
+                break Err(e);
+            }
         };
         leadership.resign(&mut state, io);
         answer

@@ -73,6 +73,14 @@ impl<S: SegmentStorage> SegmentStorage for Slot<S> {
     fn list(&mut self, out: &mut [SegmentId]) -> Result<usize, Self::Error> {
         self.with(|s| s.list(out))
     }
+
+    /// Nothing submitted through an empty slot is in flight: it returns at once.
+    fn wait_for_completion(&mut self) -> Result<(), Self::Error> {
+        match self.0.as_mut() {
+            Some(storage) => storage.wait_for_completion().map_err(SlotError::Storage),
+            None => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -90,6 +98,10 @@ mod tests {
         assert_eq!(format!("{e:?}"), "the storage is out with the leader");
         assert!(slot.list(&mut []).is_err());
         assert!(slot.poll_completion().is_none());
+        assert!(
+            slot.wait_for_completion().is_ok(),
+            "nothing in flight: at once"
+        );
     }
 
     #[test]

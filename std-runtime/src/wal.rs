@@ -22,7 +22,8 @@ const SLOTS: usize = 16;
 
 /// Rounds of the I/O loop in a row that may see nothing happen before the backend counts as
 /// stalled. A blocking backend completes at once; one that completes later (the simulated device
-/// landing a short write) gets this many chances, with a yield between them.
+/// landing a short write) gets this many chances, with a yield between them; one whose
+/// `wait_for_completion` blocks until an operation ends (io_uring) makes progress after each.
 pub(crate) const STALL_ROUNDS: u32 = 100_000;
 
 /// Tokens of the log's own deletes and namespace syncs count down from here; the pipeline's
@@ -424,14 +425,21 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
         }
     }
 
-    /// After `idle` rounds in a row without progress: yields, or reports a stall.
-    fn idle_wait(&self, idle: u32) -> Result<(), Error> {
+    /// After `idle` rounds in a row without progress: waits for the storage to complete an
+    /// operation in flight (a backend that completes later blocks there instead of the loop
+    /// spinning; one that completes inside `submit` returns at once) and yields, or reports a
+    /// stall. A round after a wait that blocked sees the completion, so only a backend that
+    /// returns at once with nothing done counts up to a stall.
+    fn idle_wait(&mut self, idle: u32) -> Result<(), Error> {
         if idle > STALL_ROUNDS {
             return Err(Error::Stalled {
                 durable: self.durable_lsn(),
                 wanted: self.next_lsn().prev(),
             });
         }
+        self.storage
+            .wait_for_completion()
+            .map_err(|e| crate::driver::wait_error(&e))?;
         std::thread::yield_now();
         Ok(())
     }
@@ -461,6 +469,9 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
                     if idle > STALL_ROUNDS {
                         return Err(storage_error("the operation never completed".into()));
                     }
+                    self.storage
+                        .wait_for_completion()
+                        .map_err(|e| storage_error(format!("waiting for it: {e:?}")))?;
                     std::thread::yield_now();
                 }
             }

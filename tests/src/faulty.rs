@@ -12,10 +12,16 @@
 //! its versions (none, some or all of those writes, oldest first, chosen by the seed), and the
 //! first write it lost may be torn there (a prefix of its new bytes kept, the rest old).
 //!
+//! Inner backends that complete later (io_uring) work too: an injected failure is a completion
+//! like any other, [`SegmentStorage::wait_for_completion`] waits in the inner backend unless a
+//! completion is ready, and a crash first waits until every operation it follows has completed.
+//!
 //! Limits:
-//! * Blocking inner backends only (such as `lamina-file`'s `FileStorage`, which completes every
-//!   operation inside `submit`): the undo log is read before the write is started and the crash
-//!   writes through `submit` and waits for the completion, so nothing may be in flight then.
+//! * The undo log reads the old bytes before the write is started: writes in flight at once must
+//!   not overlap (the commit pipeline's never do).
+//! * A crash puts bytes back with plain writes of their exact ranges, so an inner backend that
+//!   rewrites whole blocks (`O_DIRECT`) would zero what follows them in their last block: crash
+//!   only buffered backends.
 //! * Creates and deletes pass through as they are: the namespace (a create or delete that no
 //!   namespace sync made durable) is not simulated, nor the header of a create (the file backend
 //!   makes it durable before completing). A delete or create of a segment drops its undo entries.
@@ -101,7 +107,7 @@ pub struct CrashReport {
     pub lengths: Vec<(SegmentId, u64)>,
 }
 
-/// A fault-injecting wrapper around a blocking [`SegmentStorage`]; see the module documentation.
+/// A fault-injecting wrapper around a [`SegmentStorage`]; see the module documentation.
 #[derive(Debug)]
 pub struct FaultyStorage<S: SegmentStorage> {
     inner: S,
@@ -187,7 +193,7 @@ impl<S: SegmentStorage> FaultyStorage<S> {
     /// # Errors
     /// When the inner backend fails to put bytes back (the inner state is then undefined).
     pub fn crash(&mut self, seed: u64) -> Result<CrashReport, Faulty<S::Error>> {
-        self.pull();
+        self.settle()?;
         self.ready.clear();
         self.tracked.clear();
         let undo = std::mem::take(&mut self.undo);
@@ -287,8 +293,24 @@ impl<S: SegmentStorage> FaultyStorage<S> {
             match self.inner.poll_completion() {
                 Some((TOKEN, result)) => return result.map_err(Faulty::Inner),
                 Some(_) => {}
-                None => std::thread::yield_now(),
+                None => self.inner.wait_for_completion().map_err(Faulty::Inner)?,
             }
+        }
+    }
+
+    /// Waits until no operation the wrapper follows is still in the inner backend, moving the
+    /// completions to `ready` (a backend that completes later may still be writing).
+    fn settle(&mut self) -> Result<(), Faulty<S::Error>> {
+        loop {
+            self.pull();
+            let pending = self
+                .tracked
+                .keys()
+                .any(|token| !self.ready.iter().any(|(t, _)| t == token));
+            if !pending {
+                return Ok(());
+            }
+            self.inner.wait_for_completion().map_err(Faulty::Inner)?;
         }
     }
 
@@ -422,17 +444,31 @@ impl<S: SegmentStorage> SegmentStorage for FaultyStorage<S> {
     fn list(&mut self, out: &mut [SegmentId]) -> Result<usize, Self::Error> {
         self.inner.list(out).map_err(Faulty::Inner)
     }
+
+    /// Returns at once while a completion (an injected failure, or one taken from the inner
+    /// backend) waits to be polled; else waits in the inner backend.
+    fn wait_for_completion(&mut self) -> Result<(), Self::Error> {
+        self.pull();
+        if !self.ready.is_empty() {
+            return Ok(());
+        }
+        self.inner.wait_for_completion().map_err(Faulty::Inner)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A blocking in-memory backend: every operation is done inside `submit`.
+    /// A blocking in-memory backend: every operation is done inside `submit`. With `later`, its
+    /// completions are handed out only after a `wait_for_completion`, as a ring's are.
     #[derive(Debug, Default)]
     struct Mem {
         files: BTreeMap<SegmentId, Vec<u8>>,
         done: VecDeque<Completion<Failure>>,
+        later: bool,
+        released: usize,
+        waits: u32,
     }
 
     impl ErrorType for Mem {
@@ -473,7 +509,19 @@ mod tests {
         }
 
         fn poll_completion(&mut self) -> Option<Completion<Failure>> {
+            if self.later {
+                if self.released == 0 {
+                    return None;
+                }
+                self.released -= 1;
+            }
             self.done.pop_front()
+        }
+
+        fn wait_for_completion(&mut self) -> Result<(), Failure> {
+            self.waits += 1;
+            self.released = self.done.len();
+            Ok(())
         }
 
         fn read_at(&mut self, s: SegmentId, offset: u64, buf: &mut [u8]) -> Result<usize, Failure> {
@@ -536,6 +584,58 @@ mod tests {
         write(&mut s, 16, &[b'a'; 4080]).expect("write");
         sync(&mut s).expect("sync");
         s
+    }
+
+    #[test]
+    fn a_backend_that_completes_later_is_waited_on_unless_a_completion_is_ready() {
+        let mut s = storage();
+        s.inner_mut().later = true;
+        let op = SegmentOp::Write {
+            segment: SEG,
+            offset: 4096,
+            data: b"later",
+            sync: false,
+        };
+        s.submit(5, op).expect("submitted");
+        assert!(s.poll_completion().is_none(), "in flight");
+        s.wait_for_completion().expect("wait");
+        assert_eq!(s.inner().waits, 1);
+        assert!(matches!(s.poll_completion(), Some((5, Ok(())))));
+        // An injected failure is ready at once: no wait reaches the backend.
+        s.fail_sync(1, Failure::Io);
+        s.submit(6, SegmentOp::Sync { segment: SEG })
+            .expect("submitted");
+        s.wait_for_completion().expect("wait");
+        assert_eq!(s.inner().waits, 1);
+        assert!(matches!(
+            s.poll_completion(),
+            Some((6, Err(Faulty::Injected(Failure::Io))))
+        ));
+    }
+
+    #[test]
+    fn a_crash_waits_for_writes_still_in_flight_then_undoes_them() {
+        let mut s = storage();
+        s.inner_mut().later = true;
+        let op = SegmentOp::Write {
+            segment: SEG,
+            offset: 16,
+            data: &[b'z'; 4080],
+            sync: false,
+        };
+        s.submit(7, op).expect("submitted");
+        let report = s.crash(3).expect("crash");
+        assert_eq!(report.writes, 1);
+        assert!(s.inner().waits >= 1, "the crash waited for the write");
+        assert!(
+            s.inner().done.is_empty(),
+            "nothing of it is left to complete"
+        );
+        let f = &s.inner().files[&SEG];
+        // Whatever each sector kept, nothing outside the write changed and no sector is
+        // anything but old, new or a torn mix.
+        assert!(f[..16] == [b'h'; 16]);
+        assert!(f[16..].iter().all(|&b| b == b'a' || b == b'z'));
     }
 
     #[test]

@@ -60,6 +60,10 @@ impl SegmentStorage for SharedSim {
     fn list(&mut self, out: &mut [SegmentId]) -> Result<usize, Failure> {
         self.lock().list(out)
     }
+
+    fn wait_for_completion(&mut self) -> Result<(), Failure> {
+        self.lock().wait_for_completion()
+    }
 }
 
 /// A read-only view of a [`SharedSim`]: reads and listings go to the shared device, every submit

@@ -1,10 +1,10 @@
-//! A per-core set in a directory on the file backend: `PerCoreWalManager::open(dir, cores,
-//! options)`.
+//! A per-core set in a directory on the file backend, `PerCoreWalManager::open(dir, cores,
+//! options)`, or on the backend an option names, `PerCoreWalManager::open_dir`.
 
 use super::describe;
 use super::manager::PerCoreWalManager;
 use super::recovery::PerCoreRecovery;
-use crate::{Error, Options};
+use crate::{Backend, DirStorage, Error, Options, SegmentStorage, Selected};
 use lamina_file::FileStorage;
 use std::path::{Path, PathBuf};
 
@@ -53,83 +53,136 @@ impl PerCoreWalManager<FileStorage> {
         cores: usize,
         options: Options,
     ) -> Result<(Self, PerCoreRecovery), Error> {
-        let dir = dir.as_ref();
-        let name = dir.display().to_string();
-        let set_error = |detail: String| Error::CoreSet {
-            dir: name.clone(),
-            detail,
-        };
-        if cores == 0 {
-            return Err(set_error("a per-core set needs at least one core".into()));
-        }
-        let count = u32::try_from(cores)
-            .map_err(|_| set_error(format!("{cores} cores cannot be named in a header")))?;
         let file_options = crate::file::file_options(&options);
-        let open_core = |core: usize| {
-            FileStorage::open(core_dir(dir, core), file_options).map_err(|e| Error::Storage {
+        open_set(dir.as_ref(), cores, options, |core, path| {
+            FileStorage::open(path, file_options).map_err(|e| Error::Storage {
                 op: format!("opening the log directory of core {core}"),
                 detail: e.to_string(),
             })
-        };
-        let first_existed = core_dir(dir, 0).is_dir();
-        if !first_existed && dir.join(describe::NAME).exists() {
-            // Taking core 0's lock would create its directory and hide that it is gone.
-            return Err(missing(dir, 0, &name));
-        }
-        // Core 0's lock guards the description too.
-        let first = open_core(0)?;
-        let stored = describe::read(dir)?;
-        match stored {
-            Some(stored) if stored != count => {
-                return Err(Error::CoreCountMismatch {
-                    dir: name,
-                    stored: usize::try_from(stored).unwrap_or(usize::MAX),
-                    requested: cores,
-                });
-            }
-            Some(_) => {
-                for core in 0..cores {
-                    let exists = if core == 0 {
-                        first_existed
-                    } else {
-                        core_dir(dir, core).is_dir()
-                    };
-                    if !exists {
-                        return Err(missing(dir, core, &name));
-                    }
-                }
-            }
-            None => {
-                // A set whose creation was cut short has core directories but no description
-                // yet; a set of more cores than asked for would lose its other cores' logs.
-                let entries = std::fs::read_dir(dir).map_err(|e| Error::Storage {
-                    op: format!("listing {}", dir.display()),
-                    detail: e.to_string(),
-                })?;
-                for entry in entries.flatten() {
-                    if let Some(core) = entry.file_name().to_str().and_then(core_index)
-                        && core >= cores
-                    {
-                        return Err(set_error(format!(
-                            "it has no description but holds the directory of core {core}; \
-                             {cores} cores were asked for"
-                        )));
-                    }
-                }
-            }
-        }
-        let mut storages = Vec::with_capacity(cores);
-        storages.push(first);
-        for core in 1..cores {
-            storages.push(open_core(core)?);
-        }
-        if stored.is_none() {
-            // Every core directory exists and is durable (the backend syncs its parent when
-            // it creates one): only now does the description say the set exists.
-            describe::write(dir, count)?;
-        }
-        Self::open_in(storages, options, &name)
+        })
     }
+}
+
+impl PerCoreWalManager<DirStorage> {
+    /// [`PerCoreWalManager::open`] on `backend`: every core's log runs on it (see
+    /// [`crate::WriteAheadLog::open_dir`]). Also returns what the opens chose: io_uring, or the
+    /// file backend, with the reason when a core fell back to it.
+    ///
+    /// # Errors
+    /// What [`PerCoreWalManager::open`] returns, and what [`DirStorage::open`] returns for a
+    /// core's directory.
+    pub fn open_dir(
+        dir: impl AsRef<Path>,
+        cores: usize,
+        options: Options,
+        backend: Backend,
+    ) -> Result<(Self, PerCoreRecovery, Selected), Error> {
+        let mut selected: Option<Selected> = None;
+        let file_options = crate::file::file_options(&options);
+        let (set, recovery) = open_set(dir.as_ref(), cores, options, |core, path| {
+            let storage =
+                DirStorage::open_on(&path, backend, file_options).map_err(|e| match e {
+                    Error::Storage { op, detail } => Error::Storage {
+                        op: format!("{op} of core {core}"),
+                        detail,
+                    },
+                    other => other,
+                })?;
+            // The first fall-back is the one to report; else what core 0 runs on.
+            let this = storage.selected();
+            if selected
+                .as_ref()
+                .is_none_or(|s| s.fallback.is_none() && this.fallback.is_some())
+            {
+                selected = Some(this);
+            }
+            Ok(storage)
+        })?;
+        let selected = selected.ok_or_else(|| Error::CoreSet {
+            dir: dir.as_ref().display().to_string(),
+            detail: "no core was opened".into(),
+        })?;
+        Ok((set, recovery, selected))
+    }
+}
+
+/// Opens the per-core set in `dir`, each core's directory with `open_core`: see
+/// [`PerCoreWalManager::open`].
+fn open_set<S: SegmentStorage>(
+    dir: &Path,
+    cores: usize,
+    options: Options,
+    mut open_core: impl FnMut(usize, PathBuf) -> Result<S, Error>,
+) -> Result<(PerCoreWalManager<S>, PerCoreRecovery), Error> {
+    let name = dir.display().to_string();
+    let set_error = |detail: String| Error::CoreSet {
+        dir: name.clone(),
+        detail,
+    };
+    if cores == 0 {
+        return Err(set_error("a per-core set needs at least one core".into()));
+    }
+    let count = u32::try_from(cores)
+        .map_err(|_| set_error(format!("{cores} cores cannot be named in a header")))?;
+    let mut open_core = |core: usize| open_core(core, core_dir(dir, core));
+    let first_existed = core_dir(dir, 0).is_dir();
+    if !first_existed && dir.join(describe::NAME).exists() {
+        // Taking core 0's lock would create its directory and hide that it is gone.
+        return Err(missing(dir, 0, &name));
+    }
+    // Core 0's lock guards the description too.
+    let first = open_core(0)?;
+    let stored = describe::read(dir)?;
+    match stored {
+        Some(stored) if stored != count => {
+            return Err(Error::CoreCountMismatch {
+                dir: name,
+                stored: usize::try_from(stored).unwrap_or(usize::MAX),
+                requested: cores,
+            });
+        }
+        Some(_) => {
+            for core in 0..cores {
+                let exists = if core == 0 {
+                    first_existed
+                } else {
+                    core_dir(dir, core).is_dir()
+                };
+                if !exists {
+                    return Err(missing(dir, core, &name));
+                }
+            }
+        }
+        None => {
+            // A set whose creation was cut short has core directories but no description
+            // yet; a set of more cores than asked for would lose its other cores' logs.
+            let entries = std::fs::read_dir(dir).map_err(|e| Error::Storage {
+                op: format!("listing {}", dir.display()),
+                detail: e.to_string(),
+            })?;
+            for entry in entries.flatten() {
+                if let Some(core) = entry.file_name().to_str().and_then(core_index)
+                    && core >= cores
+                {
+                    return Err(set_error(format!(
+                        "it has no description but holds the directory of core {core}; \
+                             {cores} cores were asked for"
+                    )));
+                }
+            }
+        }
+    }
+    let mut storages = Vec::with_capacity(cores);
+    storages.push(first);
+    for core in 1..cores {
+        storages.push(open_core(core)?);
+    }
+    if stored.is_none() {
+        // Every core directory exists and is durable (the backend syncs its parent when
+        // it creates one): only now does the description say the set exists.
+        describe::write(dir, count)?;
+    }
+    PerCoreWalManager::open_in(storages, options, &name)
 }
 
 #[cfg(test)]
