@@ -171,6 +171,9 @@ impl<S: SegmentStorage> Drop for Leadership<'_, S> {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         state.leader = false;
         state.lost = true;
+        // Nothing more becomes durable: tails end after what is, instead of waiting forever
+        // while other handles live.
+        state.log.watch.end(Error::Panicked);
         drop(state);
         self.shared.broken.store(true, Ordering::Release);
         self.shared.turn.notify_all();

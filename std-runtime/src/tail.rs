@@ -56,9 +56,11 @@ enum Position {
 ///
 /// It ends with an error: [`Error::Closed`] after the last durable record of a log that was closed
 /// (or dropped), [`Error::Poisoned`] after the last durable record of a poisoned log,
+/// [`Error::Panicked`] after the last durable record of a [`crate::SharedLog`] whose leader
+/// panicked,
 /// [`Error::Truncated`] when segments it had not read yet were deleted, [`Error::Read`] for damage
 /// or a read error, [`Error::Storage`] when the segments cannot be listed. Every error but
-/// `Closed` and `Poisoned` is final: later calls answer it again.
+/// `Closed`, `Poisoned` and `Panicked` is final: later calls answer it again.
 ///
 /// ```
 /// use lamina::{Error, Lsn, Options, WriteAheadLog};
@@ -206,7 +208,8 @@ impl<R: SegmentStorage> Tail<R> {
     ///
     /// # Errors
     /// [`Error::Closed`] when the log was closed or dropped and every durable record was handed
-    /// out; [`Error::Poisoned`] likewise for a poisoned log; [`Error::Truncated`] when segments
+    /// out; [`Error::Poisoned`] likewise for a poisoned log, [`Error::Panicked`] for a shared
+    /// log whose leader panicked; [`Error::Truncated`] when segments
     /// not yet read were deleted (their records are lost to this tail); [`Error::Read`] for damage
     /// in durable records, a read error or a broken chain of segments; [`Error::Storage`] when the
     /// segments cannot be listed.

@@ -1,0 +1,92 @@
+//! `SharedLog` and its tails when things go wrong: a tail must never wait forever once nothing
+//! more can become durable.
+
+use lamina::{Error, Failure, Lsn, Options, SegmentId, SegmentStorage, SharedLog, WriteAheadLog};
+use lamina_core::io::{Completion, ErrorType, SegmentOp};
+use lamina_tests::shared::SharedSim;
+use lamina_tests::sim::SimStorage;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+/// A tail that gets nothing for this long is stuck (a hang guard, not a timing assertion).
+const STUCK: Duration = Duration::from_secs(20);
+
+/// The shared simulated device, panicking at a sync once armed: a backend bug inside a leader.
+struct PanicOnSync {
+    inner: SharedSim,
+    armed: Arc<AtomicBool>,
+}
+
+impl ErrorType for PanicOnSync {
+    type Error = Failure;
+}
+
+impl SegmentStorage for PanicOnSync {
+    fn submit(&mut self, token: u64, op: SegmentOp<'_>) -> Result<(), Failure> {
+        if let SegmentOp::Sync { .. } = op {
+            assert!(
+                !self.armed.load(Ordering::Relaxed),
+                "the backend panics (test)"
+            );
+        }
+        self.inner.submit(token, op)
+    }
+
+    fn poll_completion(&mut self) -> Option<Completion<Failure>> {
+        self.inner.poll_completion()
+    }
+
+    fn read_at(
+        &mut self,
+        segment: SegmentId,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, Failure> {
+        self.inner.read_at(segment, offset, buf)
+    }
+
+    fn list(&mut self, out: &mut [SegmentId]) -> Result<usize, Failure> {
+        self.inner.list(out)
+    }
+}
+
+#[test]
+fn a_leader_panic_ends_a_waiting_tail_while_other_handles_live() {
+    let sim = SharedSim::new(SimStorage::new(7));
+    let reader = sim.reader();
+    let armed = Arc::new(AtomicBool::new(false));
+    let storage = PanicOnSync {
+        inner: sim,
+        armed: Arc::clone(&armed),
+    };
+    let (log, _) = WriteAheadLog::open_with(storage, Options::default()).expect("open");
+    let log = SharedLog::new(log);
+    let mut tail = log.tail_with(reader, Lsn::FIRST).expect("tail");
+    let first = log.commit(b"durable").expect("commit");
+    let (send, got) = mpsc::channel();
+    let tailer = thread::spawn(move || {
+        let record = tail
+            .next(None)
+            .map(|r| r.map(|r| (r.lsn, r.payload.to_vec())));
+        send.send(format!("{record:?}")).expect("send");
+        // Waits with no timeout: only the end of the log may wake it.
+        let end = tail.next(None).map(|r| r.map(|r| r.lsn));
+        send.send(format!("{end:?}")).expect("send");
+    });
+    let expected = format!("{:?}", Ok::<_, Error>(Some((first, b"durable".to_vec()))));
+    assert_eq!(got.recv_timeout(STUCK).expect("first record"), expected);
+    armed.store(true, Ordering::Relaxed);
+    let other = log.clone();
+    let panicked = thread::spawn(move || other.commit(b"never durable")).join();
+    assert!(panicked.is_err(), "the leader met the backend's panic");
+    // `log` is still alive: the tail must learn that nothing more will be durable.
+    let end = got
+        .recv_timeout(STUCK)
+        .expect("the tail still waits after the leader panicked");
+    assert_eq!(end, format!("{:?}", Err::<Option<Lsn>, _>(Error::Panicked)));
+    assert_eq!(log.commit(b"x"), Err(Error::Panicked));
+    tailer.join().expect("tailer");
+}
