@@ -294,9 +294,10 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
 
     /// Hands every durable data record with an LSN from `from` on to `each`, in LSN order, and
     /// returns the LSN after the last one handed over, like [`WriteAheadLog::read_from`]. This
-    /// thread holds the storage meanwhile (appends go on; syncs wait): `each` must not wait for
-    /// durability on this log, or it waits for itself. A panic in `each` is passed on, and the
-    /// log goes on.
+    /// thread holds the storage meanwhile (appends go on while the buffer has room; syncs wait):
+    /// `each` must not wait for durability on this log, nor append to it (an append that finds
+    /// the buffer full waits for the storage), or it waits for itself. A panic in `each` is
+    /// passed on, and the log goes on.
     ///
     /// # Errors
     /// [`Error::Poisoned`], [`Error::Panicked`]; [`Error::Read`] for damage or a read error;
@@ -330,7 +331,22 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
     /// # Errors
     /// What [`WriteAheadLog::tail_with`] returns; [`Error::Panicked`].
     pub fn tail_with<R: SegmentStorage>(&self, reader: R, from: Lsn) -> Result<Tail<R>, Error> {
-        self.lock()?.log.tail_with(reader, from)
+        // The reader's I/O (and a panic in it) happens without the lock: it neither holds up the
+        // appenders nor poisons the log.
+        let (header, watch, max_payload, mode) = {
+            let state = self.lock()?;
+            let log = &state.log;
+            (log.segment(), log.watch.watch(), log.max_payload, log.mode)
+        };
+        Tail::new(
+            reader,
+            watch,
+            from,
+            header.log_id,
+            header.core,
+            max_payload,
+            mode,
+        )
     }
 
     /// Deletes the whole segments whose records all lie below `lsn`, like

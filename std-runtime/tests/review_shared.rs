@@ -90,3 +90,49 @@ fn a_leader_panic_ends_a_waiting_tail_while_other_handles_live() {
     assert_eq!(log.commit(b"x"), Err(Error::Panicked));
     tailer.join().expect("tailer");
 }
+
+/// A read-only view that panics when it lists the segments: a reader's bug.
+struct PanickingReader;
+
+impl ErrorType for PanickingReader {
+    type Error = Failure;
+}
+
+impl SegmentStorage for PanickingReader {
+    fn submit(&mut self, _: u64, _: SegmentOp<'_>) -> Result<(), Failure> {
+        Err(Failure::Unsupported)
+    }
+
+    fn poll_completion(&mut self) -> Option<Completion<Failure>> {
+        None
+    }
+
+    fn read_at(&mut self, _: SegmentId, _: u64, _: &mut [u8]) -> Result<usize, Failure> {
+        Err(Failure::Unsupported)
+    }
+
+    fn list(&mut self, _: &mut [SegmentId]) -> Result<usize, Failure> {
+        panic!("the reader panics (test)")
+    }
+}
+
+#[test]
+fn a_reader_that_panics_in_tail_with_leaves_the_shared_log_and_its_tails_working() {
+    let sim = SharedSim::new(SimStorage::new(9));
+    let reader = sim.reader();
+    let (log, _) = WriteAheadLog::open_with(sim, Options::default()).expect("open");
+    let log = SharedLog::new(log);
+    let mut tail = log.tail_with(reader, Lsn::FIRST).expect("tail");
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        log.tail_with(PanickingReader, Lsn::FIRST).map(|_| ())
+    }));
+    assert!(caught.is_err(), "the reader's panic is passed on");
+    // The reader's bug is the reader's: the log goes on, and so do its tails.
+    let lsn = log
+        .commit(b"after")
+        .expect("commit after a reader panicked");
+    let next = tail
+        .next(Some(STUCK))
+        .map(|r| r.map(|r| (r.lsn, r.payload.to_vec())));
+    assert_eq!(next, Ok(Some((lsn, b"after".to_vec()))));
+}
