@@ -2,11 +2,50 @@
 //! [`SegmentDecoder`] walks the segments in order, with the chain checks recovery makes.
 
 use crate::Error;
-use lamina_core::decode::{Decoded, End, Mode, SegmentDecoder};
+use lamina_core::decode::{Decoded, End, Mode, SegmentDecoder, Skipped};
 use lamina_core::io::SegmentStorage;
 use lamina_core::record::Kind;
 use lamina_core::segment::{self, SegmentHeader};
 use lamina_core::{Lsn, SegmentId};
+use std::sync::Arc;
+
+/// Damaged regions a log opened in `SkipCorrupt` remembers from its recovery, at most; a log
+/// whose recovery stepped over more steps over any damage when read.
+pub(crate) const MAX_STEPPED: usize = 4096;
+
+/// What reads step over: in a log opened in `SkipCorrupt`, the damaged regions its recovery
+/// stepped over (and reported), and no other. Damage met anywhere else appeared after the open
+/// and was never reported: reading it is an error, not a silent loss.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Stepped {
+    /// The log was opened in `SkipCorrupt`.
+    skip: bool,
+    regions: Arc<[(SegmentId, Skipped)]>,
+    /// Recovery stepped over more than [`MAX_STEPPED`] regions: any damage is stepped over.
+    overflow: bool,
+}
+
+impl Stepped {
+    /// For a log opened in `mode` whose recovery stepped over `regions` (`overflow`: and more
+    /// than were kept).
+    pub(crate) fn new(mode: Mode, regions: Vec<(SegmentId, Skipped)>, overflow: bool) -> Self {
+        Stepped {
+            skip: mode == Mode::SkipCorrupt,
+            regions: regions.into(),
+            overflow,
+        }
+    }
+
+    /// The log was opened in `SkipCorrupt`: reads decode in that mode.
+    pub(crate) fn skip_corrupt(&self) -> bool {
+        self.skip
+    }
+
+    /// Whether reads step over the damage `skipped` in `segment`: recovery stepped over it.
+    pub(crate) fn steps_over(&self, segment: SegmentId, skipped: &Skipped) -> bool {
+        self.skip && (self.overflow || self.regions.contains(&(segment, *skipped)))
+    }
+}
 
 /// The ids of every segment, ascending.
 pub(crate) fn list<S: SegmentStorage>(storage: &mut S) -> Result<Vec<SegmentId>, Error> {
@@ -66,18 +105,18 @@ pub(crate) struct Entry<'a> {
 }
 
 /// Hands every data record with an LSN from `from` to `upto` (inclusive) to `each`, in order
-/// (stepping over damaged records in `SkipCorrupt`, as recovery did); returns the LSN after the last record handed over (`from` when none was). Records below the
+/// (stepping over the damage `SkipCorrupt` recovery stepped over); returns the LSN after the last record handed over (`from` when none was). Records below the
 /// oldest segment held were truncated: reading then starts at the oldest record held.
 pub(crate) fn read_from<S: SegmentStorage>(
     storage: &mut S,
     from: Lsn,
     upto: Lsn,
     window: &mut [u8],
-    mode: Mode,
+    stepped: &Stepped,
     each: &mut dyn FnMut(Lsn, &[u8]),
 ) -> Result<Lsn, Error> {
     let mut next = from;
-    read_records(storage, from, upto, window, mode, &mut |entry| {
+    read_records(storage, from, upto, window, stepped, &mut |entry| {
         if entry.kind == Kind::Data {
             each(entry.lsn, entry.payload);
             next = entry.lsn.next();
@@ -87,22 +126,23 @@ pub(crate) fn read_from<S: SegmentStorage>(
 }
 
 /// Hands every data, epoch and checkpoint record with an LSN from `from` to `upto` (inclusive)
-/// to `each`, in order, with the epoch each belongs to (stepping over damaged records in
-/// `SkipCorrupt`, as recovery did). Records below the oldest segment held
+/// to `each`, in order, with the epoch each belongs to (stepping over the damage `SkipCorrupt`
+/// recovery stepped over). Records below the oldest segment held
 /// were truncated: reading then starts at the oldest record held.
 pub(crate) fn read_records<S: SegmentStorage>(
     storage: &mut S,
     from: Lsn,
     upto: Lsn,
     window: &mut [u8],
-    mode: Mode,
+    stepped: &Stepped,
     each: &mut dyn FnMut(Entry<'_>),
 ) -> Result<(), Error> {
     // Damage that recovery stepped over in `SkipCorrupt` is stepped over again; in the other
     // modes recovery left none behind, so any damage met here is an error.
-    let mode = match mode {
-        Mode::SkipCorrupt => Mode::SkipCorrupt,
-        Mode::Strict | Mode::PointInTime => Mode::Strict,
+    let mode = if stepped.skip_corrupt() {
+        Mode::SkipCorrupt
+    } else {
+        Mode::Strict
     };
     if upto < from || upto == Lsn::ZERO {
         return Ok(());
@@ -178,7 +218,7 @@ pub(crate) fn read_records<S: SegmentStorage>(
                         return Ok(());
                     }
                 }
-                Decoded::Skipped(s) if mode == Mode::SkipCorrupt => {
+                Decoded::Skipped(s) if stepped.steps_over(id, &s) => {
                     expected = Some(s.resumed);
                 }
                 Decoded::Skipped(s) => {

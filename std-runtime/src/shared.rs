@@ -311,13 +311,13 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
         };
         let state = state;
         let upto = state.pipe().durable_lsn();
-        let mode = state.log.mode;
+        let mode = state.log.mode.clone();
         let mut window = vec![0u8; state.log.read_window_len()];
         drop(state);
         // A panic in `each` leaves the storage as it was (reads change nothing): give it back
         // before passing the panic on, so the log goes on.
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
-            read::read_from(&mut io.storage, from, upto, &mut window, mode, &mut each)
+            read::read_from(&mut io.storage, from, upto, &mut window, &mode, &mut each)
         }));
         leadership.resign(&mut *self.lock()?, io);
         // The lock is released: unwinding with it held would poison it.
@@ -336,7 +336,12 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
         let (header, watch, max_payload, mode) = {
             let state = self.lock()?;
             let log = &state.log;
-            (log.segment(), log.watch.watch(), log.max_payload, log.mode)
+            (
+                log.segment(),
+                log.watch.watch(),
+                log.max_payload,
+                log.mode.clone(),
+            )
         };
         Tail::new(
             reader,

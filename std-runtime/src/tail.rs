@@ -7,7 +7,7 @@
 //! and is read again once the durable LSN covers it.
 
 use crate::Error;
-use crate::read;
+use crate::read::{self, Stepped};
 use crate::watch::{Waited, Watch};
 use lamina_core::decode::{Decoded, Mode, SegmentDecoder, min_window};
 use lamina_core::io::{Error as _, Failure, SegmentStorage};
@@ -97,9 +97,9 @@ pub struct Tail<R: SegmentStorage> {
     core: u32,
     /// Records below it are read but not handed out.
     from: Lsn,
-    /// The log was opened in `SkipCorrupt`: damage that recovery stepped over is stepped over
-    /// again (its records are lost), as `read_from` does.
-    skip_damage: bool,
+    /// The damage `SkipCorrupt` recovery stepped over: stepped over again (its records are
+    /// lost), as `read_from` does; other damage is an error.
+    stepped: Stepped,
     /// The LSN of the next frame in the chain.
     next: Lsn,
     at: Position,
@@ -135,7 +135,7 @@ impl<R: SegmentStorage> Tail<R> {
         log_id: u64,
         core: u32,
         max_payload: u32,
-        mode: Mode,
+        stepped: Stepped,
     ) -> Result<Self, Error> {
         // `Lsn::ZERO`: from the oldest record held, whatever truncation deleted.
         let oldest_held = from == Lsn::ZERO;
@@ -187,7 +187,7 @@ impl<R: SegmentStorage> Tail<R> {
             log_id,
             core,
             from,
-            skip_damage: mode == Mode::SkipCorrupt,
+            stepped,
             next: start.first_lsn,
             at: Position::Start {
                 segment: start.sequence,
@@ -417,7 +417,7 @@ impl<R: SegmentStorage> Tail<R> {
         header: SegmentHeader,
         what: String,
     ) -> Result<Option<(Lsn, usize, usize)>, Error> {
-        if self.skip_damage
+        if self.stepped.skip_corrupt()
             && let Some((offset, lsn)) = self.next_valid(header)?
         {
             self.discard();
@@ -455,7 +455,7 @@ impl<R: SegmentStorage> Tail<R> {
                 Decoded::Record(r) if r.header.lsn <= durable && r.offset > self.pos => {
                     return Ok(Some((r.offset, r.header.lsn)));
                 }
-                Decoded::Skipped(_) => {}
+                Decoded::Skipped(s) if self.stepped.steps_over(segment, &s) => {}
                 _ => return Ok(None),
             }
         }
