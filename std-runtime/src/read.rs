@@ -258,3 +258,38 @@ pub(crate) fn read_records<S: SegmentStorage>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Stepped;
+    use lamina_core::decode::{Mode, Skipped};
+    use lamina_core::{Lsn, SegmentId};
+
+    fn skip(offset: u64) -> Skipped {
+        Skipped {
+            offset,
+            len: 64,
+            first_lost: Lsn(10),
+            resumed: Lsn(12),
+        }
+    }
+
+    #[test]
+    fn only_the_regions_recovery_stepped_over_are_stepped_over() {
+        let known = Stepped::new(Mode::SkipCorrupt, vec![(SegmentId(1), skip(100))], false);
+        assert!(known.steps_over(SegmentId(1), &skip(100)));
+        assert!(!known.steps_over(SegmentId(1), &skip(200)));
+        assert!(!known.steps_over(SegmentId(2), &skip(100)));
+    }
+
+    #[test]
+    fn past_the_limit_any_damage_is_stepped_over_and_other_modes_step_over_none() {
+        let overflowed = Stepped::new(Mode::SkipCorrupt, Vec::new(), true);
+        assert!(overflowed.steps_over(SegmentId(5), &skip(7)));
+        for mode in [Mode::Strict, Mode::PointInTime] {
+            let strict = Stepped::new(mode, vec![(SegmentId(1), skip(100))], true);
+            assert!(!strict.skip_corrupt());
+            assert!(!strict.steps_over(SegmentId(1), &skip(100)));
+        }
+    }
+}
