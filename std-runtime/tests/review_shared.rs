@@ -136,3 +136,79 @@ fn a_reader_that_panics_in_tail_with_leaves_the_shared_log_and_its_tails_working
         .map(|r| r.map(|r| (r.lsn, r.payload.to_vec())));
     assert_eq!(next, Ok(Some((lsn, b"after".to_vec()))));
 }
+
+/// Small segments and buffer, so that threads roll segments and fill the buffer often.
+fn small_options() -> Options {
+    let mut options = Options::default();
+    options.config.segment_size = 8 * 1024;
+    options.config.max_payload = 300;
+    options.config.max_writes_in_flight = 8;
+    options.config.policy = lamina::SyncPolicy::Batch {
+        max_records: 8,
+        max_bytes: 2048,
+        max_delay: 0,
+    };
+    options.buffer_size = 16 * 1024;
+    options
+}
+
+/// Seeds for the stress below (`LAMINA_REVIEW_SEEDS` for more).
+fn seeds() -> u64 {
+    std::env::var("LAMINA_REVIEW_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+#[test]
+fn tail_of_a_shared_log_on_a_device_completing_late_sees_each_acked_record_once() {
+    for seed in 0..seeds() {
+        let sim = SharedSim::new(SimStorage::new(100 + seed));
+        sim.lock().short_writes = true;
+        let reader = sim.reader();
+        let (log, _) = WriteAheadLog::open_with(sim, small_options()).expect("open");
+        let log = SharedLog::new(log);
+        let mut tail = log.tail_with(reader, Lsn::FIRST).expect("tail");
+        let tailer = thread::spawn(move || {
+            let mut seen = Vec::new();
+            loop {
+                match tail.next(Some(STUCK)) {
+                    Ok(Some(r)) => {
+                        let lsn = r.lsn;
+                        seen.push((lsn, r.payload.to_vec()));
+                        assert!(lsn <= tail.durable_lsn(), "handed out above durable");
+                    }
+                    Ok(None) => panic!("seed {seed}: the tail waited {STUCK:?}"),
+                    Err(Error::Closed { .. }) => return seen,
+                    Err(e) => panic!("seed {seed}: tail: {e}"),
+                }
+            }
+        });
+        let mut acked: Vec<(Lsn, Vec<u8>)> = thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|t| {
+                    let log = log.clone();
+                    scope.spawn(move || {
+                        (0..150)
+                            .map(|i| {
+                                let p = format!("seed {seed} thread {t} record {i}").into_bytes();
+                                (log.commit(&p).expect("commit"), p)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("worker"))
+                .collect()
+        });
+        acked.sort();
+        log.close().expect("close");
+        let seen = tailer.join().expect("tailer");
+        assert_eq!(
+            seen, acked,
+            "seed {seed}: every acked record once, in order"
+        );
+    }
+}
