@@ -398,8 +398,11 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
                 others: Arc::strong_count(&shared).saturating_sub(1),
             })?;
         let mut state = state.into_inner().map_err(|_| Error::Panicked)?;
-        // The single owner polls the storage itself from now on.
-        state.settle(&syncs)?;
+        // The single owner polls the storage itself from now on. What the settling made durable
+        // reaches the tails, also when the log is dropped right after.
+        let settled = state.settle(&syncs);
+        state.log.publish_to_tails();
+        settled?;
         let WriteAheadLog {
             cell,
             storage,

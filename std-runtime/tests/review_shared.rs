@@ -212,3 +212,87 @@ fn tail_of_a_shared_log_on_a_device_completing_late_sees_each_acked_record_once(
         );
     }
 }
+
+/// The shared simulated device, holding back the completions of syncs while `hold` is set.
+struct HoldSyncs {
+    inner: SharedSim,
+    hold: Arc<AtomicBool>,
+    syncs: Vec<u64>,
+    held: Vec<Completion<Failure>>,
+}
+
+impl ErrorType for HoldSyncs {
+    type Error = Failure;
+}
+
+impl SegmentStorage for HoldSyncs {
+    fn submit(&mut self, token: u64, op: SegmentOp<'_>) -> Result<(), Failure> {
+        if let SegmentOp::Sync { .. } = op {
+            self.syncs.push(token);
+        }
+        self.inner.submit(token, op)
+    }
+
+    fn poll_completion(&mut self) -> Option<Completion<Failure>> {
+        let holding = self.hold.load(Ordering::Relaxed);
+        if !holding && let Some(done) = self.held.pop() {
+            return Some(done);
+        }
+        let done = self.inner.poll_completion()?;
+        if holding && self.syncs.contains(&done.0) {
+            self.held.push(done);
+            return None;
+        }
+        Some(done)
+    }
+
+    fn read_at(
+        &mut self,
+        segment: SegmentId,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, Failure> {
+        self.inner.read_at(segment, offset, buf)
+    }
+
+    fn list(&mut self, out: &mut [SegmentId]) -> Result<usize, Failure> {
+        self.inner.list(out)
+    }
+}
+
+#[test]
+fn a_sync_completed_while_into_log_settles_reaches_the_tails() {
+    let sim = SharedSim::new(SimStorage::new(3));
+    sim.lock().reorder = false;
+    let reader = sim.reader();
+    let hold = Arc::new(AtomicBool::new(false));
+    let storage = HoldSyncs {
+        inner: sim,
+        hold: Arc::clone(&hold),
+        syncs: Vec::new(),
+        held: Vec::new(),
+    };
+    let (log, _) = WriteAheadLog::open_with(storage, Options::default()).expect("open");
+    let log = SharedLog::new(log);
+    let mut tail = log.tail_with(reader, Lsn::FIRST).expect("tail");
+    let a = log.commit(b"a").expect("commit a");
+    let b = log.append(b"b").expect("append b");
+    hold.store(true, Ordering::Relaxed);
+    // The leader writes b, syncs, and gives up waiting for the sync: it is left in flight.
+    assert!(matches!(log.wait_durable(b), Err(Error::Stalled { .. })));
+    hold.store(false, Ordering::Relaxed);
+    // The last handle takes the log back: the sync completes while it settles, so b is durable.
+    let log = log.into_log().expect("into_log");
+    assert!(log.durable_lsn() >= b);
+    drop(log.into_storage());
+    let mut seen = Vec::new();
+    let end = loop {
+        match tail.next(Some(STUCK)) {
+            Ok(Some(r)) => seen.push(r.lsn),
+            Ok(None) => panic!("the tail waited {STUCK:?}"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(seen, vec![a, b], "every durable record reaches the tail");
+    assert!(matches!(end, Error::Closed { .. }), "{end:?}");
+}
