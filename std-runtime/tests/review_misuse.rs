@@ -97,3 +97,62 @@ fn tail_steps_over_a_headerless_file_and_names_a_directory_under_a_segment_name(
         other => panic!("expected a storage error naming the directory, got {other:?}"),
     }
 }
+
+/// Runs `f` on another thread; `None` when it has not returned within 20 s (it is left behind).
+fn within_20s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (send, got) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = send.send(f());
+    });
+    got.recv_timeout(Duration::from_secs(20)).ok()
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+#[test]
+fn a_fifo_under_a_segment_name_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = WriteAheadLog::open(dir.path(), Options::default()).expect("open");
+    log.append(b"a").expect("append");
+    log.sync().expect("sync");
+    mkfifo(&dir.path().join("00000000000000f0.seg"));
+    let reader = FileReader::open(dir.path()).expect("reader");
+    let tailed = within_20s(move || log.tail_with(reader, Lsn::FIRST).map(|_| ()))
+        .expect("a tail on a directory with a FIFO hangs");
+    match tailed {
+        Err(e) => assert!(e.to_string().contains("00000000000000f0.seg"), "{e}"),
+        Ok(()) => panic!("a FIFO under a segment name was taken for a segment"),
+    }
+    let path = dir.path().to_path_buf();
+    let reopened = within_20s(move || WriteAheadLog::open(&path, Options::default()).map(|_| ()))
+        .expect("recovery of a directory with a FIFO hangs");
+    match reopened {
+        Err(e) => assert!(e.to_string().contains("00000000000000f0.seg"), "{e}"),
+        Ok(()) => panic!("a FIFO under a segment name was taken for a segment"),
+    }
+}
+
+#[test]
+fn a_fifo_as_the_percore_description_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(PerCoreWalManager::open(dir.path(), 2, Options::default()).expect("open"));
+    std::fs::remove_file(dir.path().join("PERCORE")).expect("rm");
+    mkfifo(&dir.path().join("PERCORE"));
+    let path = dir.path().to_path_buf();
+    let opened = within_20s(move || {
+        PerCoreWalManager::open(&path, 2, Options::default())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .expect("opening a set whose description is a FIFO hangs");
+    match opened {
+        Err(e) => assert!(e.contains("PERCORE"), "{e}"),
+        Ok(()) => panic!("a FIFO was taken for the description"),
+    }
+}
