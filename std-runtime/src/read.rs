@@ -5,6 +5,7 @@ use crate::Error;
 use lamina_core::decode::{Decoded, End, Mode, SegmentDecoder, Skipped};
 use lamina_core::io::SegmentStorage;
 use lamina_core::record::Kind;
+use lamina_core::recover::Replay;
 use lamina_core::segment::{self, SegmentHeader};
 use lamina_core::{Lsn, SegmentId};
 use std::sync::Arc;
@@ -14,14 +15,19 @@ use std::sync::Arc;
 pub(crate) const MAX_STEPPED: usize = 4096;
 
 /// What reads step over: in a log opened in `SkipCorrupt`, the damaged regions its recovery
-/// stepped over (and reported), and no other. Damage met anywhere else appeared after the open
-/// and was never reported: reading it is an error, not a silent loss.
+/// stepped over (and reported), and the ends of segments it stepped from into a successor that
+/// does not link (a segment whose end was damaged), and no other. Damage met anywhere else
+/// appeared after the open and was never reported: reading it is an error, not a silent loss.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Stepped {
     /// The log was opened in `SkipCorrupt`.
     skip: bool,
     regions: Arc<[(SegmentId, Skipped)]>,
-    /// Recovery stepped over more than [`MAX_STEPPED`] regions: any damage is stepped over.
+    /// Headers recovery went on reading at across a broken link, each with the first LSN it lost
+    /// before it (the LSN after the last record it read).
+    salvaged: Arc<[(SegmentHeader, Lsn)]>,
+    /// Recovery stepped over more than [`MAX_STEPPED`] regions or links: any damage is stepped
+    /// over.
     overflow: bool,
 }
 
@@ -32,6 +38,7 @@ impl Stepped {
         Stepped {
             skip: mode == Mode::SkipCorrupt,
             regions: regions.into(),
+            salvaged: Arc::new([]),
             overflow,
         }
     }
@@ -44,6 +51,74 @@ impl Stepped {
     /// Whether reads step over the damage `skipped` in `segment`: recovery stepped over it.
     pub(crate) fn steps_over(&self, segment: SegmentId, skipped: &Skipped) -> bool {
         self.skip && (self.overflow || self.regions.contains(&(segment, *skipped)))
+    }
+
+    /// Whether a read that lost its way before LSN `lost` (at a segment's damaged end) goes on
+    /// at the segment with header `h`: recovery went on there from the same place.
+    pub(crate) fn goes_on_at(&self, h: &SegmentHeader, lost: Lsn) -> bool {
+        self.skip
+            && h.first_lsn >= lost
+            && (self.overflow
+                || self
+                    .salvaged
+                    .iter()
+                    .any(|(header, at)| header == h && lost >= *at))
+    }
+}
+
+/// Collects what [`Stepped`] keeps from recovery's replay.
+#[derive(Debug, Default)]
+pub(crate) struct SteppedBuilder {
+    regions: Vec<(SegmentId, Skipped)>,
+    salvaged: Vec<(SegmentHeader, Lsn)>,
+    overflow: bool,
+    /// The segment read last, the LSN after its last record, and whether that was a seal.
+    last: Option<(SegmentHeader, Lsn, bool)>,
+}
+
+impl SteppedBuilder {
+    /// Takes in one step of recovery's replay.
+    pub(crate) fn replayed(&mut self, replayed: Replay<'_>) {
+        match replayed {
+            Replay::Skipped { segment, skipped } => {
+                if self.regions.len() < MAX_STEPPED {
+                    self.regions.push((segment, skipped));
+                } else {
+                    self.overflow = true;
+                }
+            }
+            Replay::Segment(h) => {
+                if let Some((p, after, sealed)) = self.last {
+                    let linked = sealed
+                        && h.log_id == p.log_id
+                        && h.core == p.core
+                        && h.sequence == p.sequence.next()
+                        && h.prev_nonce == p.nonce
+                        && h.first_lsn == after;
+                    if !linked {
+                        if self.salvaged.len() < MAX_STEPPED {
+                            self.salvaged.push((*h, after));
+                        } else {
+                            self.overflow = true;
+                        }
+                    }
+                }
+                self.last = Some((*h, h.first_lsn, false));
+            }
+            Replay::Record(r) => {
+                if let Some((_, after, sealed)) = &mut self.last {
+                    *after = r.header.lsn.next();
+                    *sealed = r.header.kind == Kind::Seal;
+                }
+            }
+        }
+    }
+
+    /// What reads of a log opened in `mode` step over.
+    pub(crate) fn build(self, mode: Mode) -> Stepped {
+        let mut stepped = Stepped::new(mode, self.regions, self.overflow);
+        stepped.salvaged = self.salvaged.into();
+        stepped
     }
 }
 
@@ -158,7 +233,8 @@ pub(crate) fn read_records<S: SegmentStorage>(
     let mut expected: Option<Lsn> = None;
     let mut prev: Option<SegmentHeader> = None;
     let mut epoch = 0;
-    for &id in ids.get(start..).unwrap_or(&[]) {
+    let held = ids.get(start..).unwrap_or(&[]);
+    for (i, &id) in held.iter().enumerate() {
         let mut decoder = SegmentDecoder::new(&mut *window, mode);
         loop {
             match decoder.poll() {
@@ -183,7 +259,10 @@ pub(crate) fn read_records<S: SegmentStorage>(
                             && h.sequence == p.sequence.next()
                             && h.prev_nonce == p.nonce
                     });
-                    if h.sequence != id || !linked || h.first_lsn != expected_lsn {
+                    // A link that does not hold is read on only where recovery read on.
+                    let continues = (linked && h.first_lsn == expected_lsn)
+                        || stepped.goes_on_at(&h, expected_lsn);
+                    if h.sequence != id || !continues {
                         return Err(fail(format!(
                             "segment {id} does not continue the log: its header says segment {} \
                              from LSN {}, LSN {expected_lsn} was expected",
@@ -235,6 +314,16 @@ pub(crate) fn read_records<S: SegmentStorage>(
                     if next_lsn > upto {
                         // Everything durable was read: the rest was never acknowledged.
                         return Ok(());
+                    }
+                    // A damaged end that `SkipCorrupt` recovery stepped from into the next
+                    // segment: the read goes on there too.
+                    if let Some(&successor) = held.get(i + 1)
+                        && let Some(h) = header(storage, successor)?
+                        && stepped.goes_on_at(&h, next_lsn)
+                    {
+                        expected = Some(next_lsn);
+                        prev = None;
+                        break;
                     }
                     return Err(fail(format!(
                         "segment {id} ends at offset {offset} (before LSN {next_lsn}) \

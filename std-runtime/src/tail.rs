@@ -273,7 +273,13 @@ impl<R: SegmentStorage> Tail<R> {
             Position::Start { segment, prev } => self.enter(segment, prev)?,
         };
         let segment = header.sequence;
-        self.fill(segment, record::HEADER_LEN)?;
+        if let Err(e) = self.fill(segment, record::HEADER_LEN) {
+            return if self.go_on_after(header)? {
+                Ok(None)
+            } else {
+                Err(e)
+            };
+        }
         let frame_header = self
             .buffered()
             .get(..record::HEADER_LEN)
@@ -425,7 +431,32 @@ impl<R: SegmentStorage> Tail<R> {
             self.next = lsn;
             return Ok(None);
         }
+        if self.go_on_after(header)? {
+            return Ok(None);
+        }
         Err(self.damage(header.sequence, what))
+    }
+
+    /// At the damaged end of the segment with `header`: when `SkipCorrupt` recovery went on from
+    /// the same place in the next segment (which does not link), goes on there too.
+    fn go_on_after(&mut self, header: SegmentHeader) -> Result<bool, Error> {
+        if !self.stepped.skip_corrupt() {
+            return Ok(false);
+        }
+        let successor = header.sequence.next();
+        let Some(h) = read::header(&mut self.reader, successor)? else {
+            return Ok(false);
+        };
+        if !self.stepped.goes_on_at(&h, self.next) || h.first_lsn > self.watch.durable() {
+            return Ok(false);
+        }
+        self.discard();
+        self.at = Position::Start {
+            segment: successor,
+            prev: None,
+        };
+        self.next = h.first_lsn;
+        Ok(true)
     }
 
     /// Decodes the tail's segment from its start in `SkipCorrupt`, as recovery did, to the first

@@ -10,7 +10,7 @@ use crate::watch::Publisher;
 use lamina_core::commit::{AppendError, Pipeline};
 use lamina_core::decode::min_window;
 use lamina_core::io::{SegmentOp, SegmentStorage};
-use lamina_core::recover::{self, RecoverError, RecoveryReport, Replay};
+use lamina_core::recover::{self, RecoverError, RecoveryReport};
 use lamina_core::segment::SegmentHeader;
 use lamina_core::{Lsn, SegmentId};
 use self_cell::{MutBorrow, self_cell};
@@ -95,21 +95,13 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
         let max_payload = usize::try_from(config.max_payload).unwrap_or(usize::MAX);
         let mut window = vec![0u8; min_window(max_payload).max(256 * 1024)];
         let started = Instant::now();
-        let (mut stepped, mut overflow) = (Vec::new(), false);
+        let mut stepped = read::SteppedBuilder::default();
         let mut recovered = recover::recover(
             &mut storage,
             &mut ids,
             &mut window,
             options.mode,
-            &mut |replayed| {
-                if let Replay::Skipped { segment, skipped } = replayed {
-                    if stepped.len() < read::MAX_STEPPED {
-                        stepped.push((segment, skipped));
-                    } else {
-                        overflow = true;
-                    }
-                }
-            },
+            &mut |replayed| stepped.replayed(replayed),
         )
         .map_err(|e| Error::Recover {
             detail: e.to_string(),
@@ -140,7 +132,7 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
             storage,
             driver: Driver::default(),
             max_payload: config.max_payload,
-            mode: read::Stepped::new(options.mode, stepped, overflow),
+            mode: stepped.build(options.mode),
         };
         // The recovery sync, or the first segment's creation.
         log.drive_until(|p| p.is_idle())?;

@@ -108,3 +108,44 @@ fn skip_corrupt_steps_over_the_recovered_damage_but_not_later_damage() {
     assert_eq!(handed, after);
     assert!(matches!(e, Error::Read { .. }), "{e:?}");
 }
+
+#[test]
+fn skip_corrupt_reads_on_past_a_damaged_segment_end_as_recovery_did() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = WriteAheadLog::open(dir.path(), options()).expect("open");
+    let records = 3_000;
+    for i in 0..records {
+        log.append(format!("record {i:05} acknowledged").as_bytes())
+            .expect("append");
+    }
+    log.close().expect("close");
+    let mut files: Vec<PathBuf> = fs::read_dir(dir.path())
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "a middle segment");
+    // The end of a middle segment (its last records and its seal) is damaged: recovery goes on
+    // in the next segment, which no longer links.
+    let mut bytes = fs::read(&files[1]).expect("read");
+    let len = bytes.len();
+    bytes[len - 300..].fill(0x5a);
+    fs::write(&files[1], bytes).expect("write");
+    let (mut log, report) = WriteAheadLog::open(dir.path(), options()).expect("reopen");
+    assert!(report.skipped >= 1, "{report:?}");
+    let mut read = Vec::new();
+    log.read_from(Lsn::FIRST, |lsn, _| read.push(lsn))
+        .expect("read_from goes on where recovery went on");
+    let lost = records - read.len();
+    assert!(
+        (1..40).contains(&lost),
+        "only the damaged end is lost: {lost}"
+    );
+    let mut tail = log.tail(Lsn::FIRST).expect("tail");
+    let mut tailed = Vec::new();
+    while let Ok(Some(r)) = tail.next(Some(Duration::ZERO)) {
+        tailed.push(r.lsn);
+    }
+    assert_eq!(tailed, read, "the tail goes on where read_from does");
+}
