@@ -189,6 +189,7 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
             storage,
             driver,
             max_payload,
+            read_payload,
             mode,
             watch,
         } = log;
@@ -199,6 +200,7 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
             storage: Slot(Some(storage)),
             driver,
             max_payload,
+            read_payload,
             mode,
             watch,
         };
@@ -339,7 +341,7 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
             (
                 log.segment(),
                 log.watch.watch(),
-                log.max_payload,
+                log.read_payload,
                 log.mode.clone(),
             )
         };
@@ -408,6 +410,7 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
             storage,
             driver,
             max_payload,
+            read_payload,
             mode,
             watch,
         } = state.log;
@@ -417,6 +420,7 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
             storage,
             driver,
             max_payload,
+            read_payload,
             mode,
             watch,
         })

@@ -10,7 +10,7 @@ use crate::watch::Publisher;
 use lamina_core::commit::{AppendError, Pipeline};
 use lamina_core::decode::min_window;
 use lamina_core::io::{SegmentOp, SegmentStorage};
-use lamina_core::recover::{self, RecoverError, RecoveryReport};
+use lamina_core::recover::{self, RecoverError, RecoveryReport, Replay};
 use lamina_core::segment::SegmentHeader;
 use lamina_core::{Lsn, SegmentId};
 use self_cell::{MutBorrow, self_cell};
@@ -57,6 +57,9 @@ pub struct WriteAheadLog<S: SegmentStorage> {
     pub(crate) storage: S,
     pub(crate) driver: Driver,
     pub(crate) max_payload: u32,
+    /// The largest payload reads must hold: `max_payload`, or a larger record recovery found
+    /// (written while the log had a larger `max_payload`).
+    pub(crate) read_payload: u32,
     /// The damage recovery stepped over (in `SkipCorrupt`): reads step over it again.
     pub(crate) mode: read::Stepped,
     /// The durable LSN, published to tails.
@@ -96,12 +99,19 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
         let mut window = vec![0u8; min_window(max_payload).max(256 * 1024)];
         let started = Instant::now();
         let mut stepped = read::SteppedBuilder::default();
+        let mut read_payload = config.max_payload;
         let mut recovered = recover::recover(
             &mut storage,
             &mut ids,
             &mut window,
             options.mode,
-            &mut |replayed| stepped.replayed(replayed),
+            &mut |replayed| {
+                if let Replay::Record(r) = replayed {
+                    let len = u32::try_from(r.payload.len()).unwrap_or(u32::MAX);
+                    read_payload = read_payload.max(len);
+                }
+                stepped.replayed(replayed);
+            },
         )
         .map_err(|e| Error::Recover {
             detail: e.to_string(),
@@ -132,6 +142,7 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
             storage,
             driver: Driver::default(),
             max_payload: config.max_payload,
+            read_payload,
             mode: stepped.build(options.mode),
         };
         // The recovery sync, or the first segment's creation.
@@ -269,7 +280,7 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
 
     /// The window [`Self::read_records`] needs: room for the largest frame.
     pub(crate) fn read_window_len(&self) -> usize {
-        let max_payload = usize::try_from(self.max_payload).unwrap_or(usize::MAX);
+        let max_payload = usize::try_from(self.read_payload).unwrap_or(usize::MAX);
         min_window(max_payload).max(64 * 1024)
     }
 
@@ -286,7 +297,7 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
     pub fn tail_with<R: SegmentStorage>(&self, reader: R, from: Lsn) -> Result<Tail<R>, Error> {
         let header = self.segment();
         let watch = self.watch.watch();
-        let (id, core, max_payload) = (header.log_id, header.core, self.max_payload);
+        let (id, core, max_payload) = (header.log_id, header.core, self.read_payload);
         Tail::new(
             reader,
             watch,

@@ -156,3 +156,32 @@ fn a_fifo_as_the_percore_description_is_an_error_not_a_hang() {
         Ok(()) => panic!("a FIFO was taken for the description"),
     }
 }
+
+#[test]
+fn a_log_reopened_with_a_smaller_max_payload_reads_its_larger_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut large = Options::default();
+    large.config.max_payload = 200_000;
+    large.config.segment_size = 4 << 20;
+    let (mut log, _) = WriteAheadLog::open(dir.path(), large).expect("open");
+    let big = log.append(&[7u8; 150_000]).expect("append");
+    log.close().expect("close");
+    let mut small = Options::default();
+    small.config.max_payload = 4096;
+    small.config.segment_size = 4 << 20;
+    let (mut log, _) = WriteAheadLog::open(dir.path(), small).expect("reopen");
+    let mut read = Vec::new();
+    log.read_from(Lsn::FIRST, |lsn, p| read.push((lsn, p.len())))
+        .expect("read_from reads what recovery read");
+    assert_eq!(read, vec![(big, 150_000)]);
+    let mut tail = log.tail(Lsn::FIRST).expect("tail");
+    let first = tail
+        .next(Some(Duration::ZERO))
+        .map(|r| r.map(|r| (r.lsn, r.payload.len())));
+    assert_eq!(first, Ok(Some((big, 150_000))));
+    // New records still obey the new limit.
+    assert!(matches!(
+        log.append(&[0u8; 5000]),
+        Err(Error::TooLarge { .. })
+    ));
+}
