@@ -89,9 +89,10 @@ pub enum Error {
     /// The pipeline refused an append for another reason (it says which).
     #[error("append refused: {0}")]
     Refused(String),
-    /// A per-core log set cannot be opened as asked: its description file is damaged or
-    /// unreadable, a core directory it lists is missing, a directory holds core logs but no
-    /// description, or a core's log belongs to another core.
+    /// A per-core log set cannot be opened as asked: no cores or more than
+    /// [`crate::MAX_CORES`], its description file is damaged or unreadable, a core directory it
+    /// lists is missing, a directory holds core logs but no description, or a core's log belongs
+    /// to another core.
     #[error("per-core log set in {dir}: {detail}")]
     CoreSet {
         /// The set's directory (empty for a set opened over storages).
@@ -127,8 +128,9 @@ pub enum Error {
         /// The epoch asked for.
         requested: u64,
     },
-    /// [`crate::SharedLog::close`] was called while other handles to the log are alive: only
-    /// the last handle closes it (this one is dropped, the log goes on).
+    /// [`crate::SharedLog::close`] or [`crate::SharedLog::into_log`] was called while other
+    /// handles to the log are alive: only the last handle closes it (this one is dropped, the
+    /// log goes on).
     #[error("close refused: {others} other handles to the shared log are alive")]
     HandlesAlive {
         /// How many other handles there were.

@@ -63,7 +63,8 @@ pub use backend::{Backend, BackendKind, DirError, DirLog, DirStorage, Selected};
 pub use error::Error;
 pub use options::Options;
 pub use percore::{
-    CoreRecord, CoreRecovery, CoreWalWriter, EpochBoundary, PerCoreRecovery, PerCoreWalManager,
+    CoreRecord, CoreRecovery, CoreWalWriter, EpochBoundary, MAX_CORES, PerCoreRecovery,
+    PerCoreWalManager,
 };
 pub use shared::SharedLog;
 pub use tail::{Tail, TailRecord};

@@ -2,11 +2,125 @@
 //! [`SegmentDecoder`] walks the segments in order, with the chain checks recovery makes.
 
 use crate::Error;
-use lamina_core::decode::{Decoded, End, Mode, SegmentDecoder};
+use lamina_core::decode::{Decoded, End, Mode, SegmentDecoder, Skipped};
 use lamina_core::io::SegmentStorage;
 use lamina_core::record::Kind;
+use lamina_core::recover::Replay;
 use lamina_core::segment::{self, SegmentHeader};
 use lamina_core::{Lsn, SegmentId};
+use std::sync::Arc;
+
+/// Damaged regions a log opened in `SkipCorrupt` remembers from its recovery, at most; a log
+/// whose recovery stepped over more steps over any damage when read.
+pub(crate) const MAX_STEPPED: usize = 4096;
+
+/// What reads step over: in a log opened in `SkipCorrupt`, the damaged regions its recovery
+/// stepped over (and reported), and the ends of segments it stepped from into a successor that
+/// does not link (a segment whose end was damaged), and no other. Damage met anywhere else
+/// appeared after the open and was never reported: reading it is an error, not a silent loss.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Stepped {
+    /// The log was opened in `SkipCorrupt`.
+    skip: bool,
+    regions: Arc<[(SegmentId, Skipped)]>,
+    /// Headers recovery went on reading at across a broken link, each with the first LSN it lost
+    /// before it (the LSN after the last record it read).
+    salvaged: Arc<[(SegmentHeader, Lsn)]>,
+    /// Recovery stepped over more than [`MAX_STEPPED`] regions or links: any damage is stepped
+    /// over.
+    overflow: bool,
+}
+
+impl Stepped {
+    /// For a log opened in `mode` whose recovery stepped over `regions` (`overflow`: and more
+    /// than were kept).
+    pub(crate) fn new(mode: Mode, regions: Vec<(SegmentId, Skipped)>, overflow: bool) -> Self {
+        Stepped {
+            skip: mode == Mode::SkipCorrupt,
+            regions: regions.into(),
+            salvaged: Arc::new([]),
+            overflow,
+        }
+    }
+
+    /// The log was opened in `SkipCorrupt`: reads decode in that mode.
+    pub(crate) fn skip_corrupt(&self) -> bool {
+        self.skip
+    }
+
+    /// Whether reads step over the damage `skipped` in `segment`: recovery stepped over it.
+    pub(crate) fn steps_over(&self, segment: SegmentId, skipped: &Skipped) -> bool {
+        self.skip && (self.overflow || self.regions.contains(&(segment, *skipped)))
+    }
+
+    /// Whether a read that lost its way before LSN `lost` (at a segment's damaged end) goes on
+    /// at the segment with header `h`: recovery went on there from the same place.
+    pub(crate) fn goes_on_at(&self, h: &SegmentHeader, lost: Lsn) -> bool {
+        self.skip
+            && h.first_lsn >= lost
+            && (self.overflow
+                || self
+                    .salvaged
+                    .iter()
+                    .any(|(header, at)| header == h && lost >= *at))
+    }
+}
+
+/// Collects what [`Stepped`] keeps from recovery's replay.
+#[derive(Debug, Default)]
+pub(crate) struct SteppedBuilder {
+    regions: Vec<(SegmentId, Skipped)>,
+    salvaged: Vec<(SegmentHeader, Lsn)>,
+    overflow: bool,
+    /// The segment read last, the LSN after its last record, and whether that was a seal.
+    last: Option<(SegmentHeader, Lsn, bool)>,
+}
+
+impl SteppedBuilder {
+    /// Takes in one step of recovery's replay.
+    pub(crate) fn replayed(&mut self, replayed: Replay<'_>) {
+        match replayed {
+            Replay::Skipped { segment, skipped } => {
+                if self.regions.len() < MAX_STEPPED {
+                    self.regions.push((segment, skipped));
+                } else {
+                    self.overflow = true;
+                }
+            }
+            Replay::Segment(h) => {
+                if let Some((p, after, sealed)) = self.last {
+                    let linked = sealed
+                        && h.log_id == p.log_id
+                        && h.core == p.core
+                        && h.sequence == p.sequence.next()
+                        && h.prev_nonce == p.nonce
+                        && h.first_lsn == after;
+                    if !linked {
+                        if self.salvaged.len() < MAX_STEPPED {
+                            self.salvaged.push((*h, after));
+                        } else {
+                            self.overflow = true;
+                        }
+                    }
+                }
+                self.last = Some((*h, h.first_lsn, false));
+            }
+            Replay::Record(r) => {
+                if let Some((_, after, sealed)) = &mut self.last {
+                    *after = r.header.lsn.next();
+                    *sealed = r.header.kind == Kind::Seal;
+                }
+            }
+        }
+    }
+
+    /// What reads of a log opened in `mode` step over.
+    pub(crate) fn build(self, mode: Mode) -> Stepped {
+        let mut stepped = Stepped::new(mode, self.regions, self.overflow);
+        stepped.salvaged = self.salvaged.into();
+        stepped
+    }
+}
 
 /// The ids of every segment, ascending.
 pub(crate) fn list<S: SegmentStorage>(storage: &mut S) -> Result<Vec<SegmentId>, Error> {
@@ -66,18 +180,18 @@ pub(crate) struct Entry<'a> {
 }
 
 /// Hands every data record with an LSN from `from` to `upto` (inclusive) to `each`, in order
-/// (stepping over damaged records in `SkipCorrupt`, as recovery did); returns the LSN after the last record handed over (`from` when none was). Records below the
+/// (stepping over the damage `SkipCorrupt` recovery stepped over); returns the LSN after the last record handed over (`from` when none was). Records below the
 /// oldest segment held were truncated: reading then starts at the oldest record held.
 pub(crate) fn read_from<S: SegmentStorage>(
     storage: &mut S,
     from: Lsn,
     upto: Lsn,
     window: &mut [u8],
-    mode: Mode,
+    stepped: &Stepped,
     each: &mut dyn FnMut(Lsn, &[u8]),
 ) -> Result<Lsn, Error> {
     let mut next = from;
-    read_records(storage, from, upto, window, mode, &mut |entry| {
+    read_records(storage, from, upto, window, stepped, &mut |entry| {
         if entry.kind == Kind::Data {
             each(entry.lsn, entry.payload);
             next = entry.lsn.next();
@@ -87,22 +201,23 @@ pub(crate) fn read_from<S: SegmentStorage>(
 }
 
 /// Hands every data, epoch and checkpoint record with an LSN from `from` to `upto` (inclusive)
-/// to `each`, in order, with the epoch each belongs to (stepping over damaged records in
-/// `SkipCorrupt`, as recovery did). Records below the oldest segment held
+/// to `each`, in order, with the epoch each belongs to (stepping over the damage `SkipCorrupt`
+/// recovery stepped over). Records below the oldest segment held
 /// were truncated: reading then starts at the oldest record held.
 pub(crate) fn read_records<S: SegmentStorage>(
     storage: &mut S,
     from: Lsn,
     upto: Lsn,
     window: &mut [u8],
-    mode: Mode,
+    stepped: &Stepped,
     each: &mut dyn FnMut(Entry<'_>),
 ) -> Result<(), Error> {
     // Damage that recovery stepped over in `SkipCorrupt` is stepped over again; in the other
     // modes recovery left none behind, so any damage met here is an error.
-    let mode = match mode {
-        Mode::SkipCorrupt => Mode::SkipCorrupt,
-        Mode::Strict | Mode::PointInTime => Mode::Strict,
+    let mode = if stepped.skip_corrupt() {
+        Mode::SkipCorrupt
+    } else {
+        Mode::Strict
     };
     if upto < from || upto == Lsn::ZERO {
         return Ok(());
@@ -118,7 +233,8 @@ pub(crate) fn read_records<S: SegmentStorage>(
     let mut expected: Option<Lsn> = None;
     let mut prev: Option<SegmentHeader> = None;
     let mut epoch = 0;
-    for &id in ids.get(start..).unwrap_or(&[]) {
+    let held = ids.get(start..).unwrap_or(&[]);
+    for (i, &id) in held.iter().enumerate() {
         let mut decoder = SegmentDecoder::new(&mut *window, mode);
         loop {
             match decoder.poll() {
@@ -143,7 +259,10 @@ pub(crate) fn read_records<S: SegmentStorage>(
                             && h.sequence == p.sequence.next()
                             && h.prev_nonce == p.nonce
                     });
-                    if h.sequence != id || !linked || h.first_lsn != expected_lsn {
+                    // A link that does not hold is read on only where recovery read on.
+                    let continues = (linked && h.first_lsn == expected_lsn)
+                        || stepped.goes_on_at(&h, expected_lsn);
+                    if h.sequence != id || !continues {
                         return Err(fail(format!(
                             "segment {id} does not continue the log: its header says segment {} \
                              from LSN {}, LSN {expected_lsn} was expected",
@@ -178,7 +297,7 @@ pub(crate) fn read_records<S: SegmentStorage>(
                         return Ok(());
                     }
                 }
-                Decoded::Skipped(s) if mode == Mode::SkipCorrupt => {
+                Decoded::Skipped(s) if stepped.steps_over(id, &s) => {
                     expected = Some(s.resumed);
                 }
                 Decoded::Skipped(s) => {
@@ -195,6 +314,16 @@ pub(crate) fn read_records<S: SegmentStorage>(
                     if next_lsn > upto {
                         // Everything durable was read: the rest was never acknowledged.
                         return Ok(());
+                    }
+                    // A damaged end that `SkipCorrupt` recovery stepped from into the next
+                    // segment: the read goes on there too.
+                    if let Some(&successor) = held.get(i + 1)
+                        && let Some(h) = header(storage, successor)?
+                        && stepped.goes_on_at(&h, next_lsn)
+                    {
+                        expected = Some(next_lsn);
+                        prev = None;
+                        break;
                     }
                     return Err(fail(format!(
                         "segment {id} ends at offset {offset} (before LSN {next_lsn}) \
@@ -217,4 +346,39 @@ pub(crate) fn read_records<S: SegmentStorage>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stepped;
+    use lamina_core::decode::{Mode, Skipped};
+    use lamina_core::{Lsn, SegmentId};
+
+    fn skip(offset: u64) -> Skipped {
+        Skipped {
+            offset,
+            len: 64,
+            first_lost: Lsn(10),
+            resumed: Lsn(12),
+        }
+    }
+
+    #[test]
+    fn only_the_regions_recovery_stepped_over_are_stepped_over() {
+        let known = Stepped::new(Mode::SkipCorrupt, vec![(SegmentId(1), skip(100))], false);
+        assert!(known.steps_over(SegmentId(1), &skip(100)));
+        assert!(!known.steps_over(SegmentId(1), &skip(200)));
+        assert!(!known.steps_over(SegmentId(2), &skip(100)));
+    }
+
+    #[test]
+    fn past_the_limit_any_damage_is_stepped_over_and_other_modes_step_over_none() {
+        let overflowed = Stepped::new(Mode::SkipCorrupt, Vec::new(), true);
+        assert!(overflowed.steps_over(SegmentId(5), &skip(7)));
+        for mode in [Mode::Strict, Mode::PointInTime] {
+            let strict = Stepped::new(mode, vec![(SegmentId(1), skip(100))], true);
+            assert!(!strict.skip_corrupt());
+            assert!(!strict.steps_over(SegmentId(1), &skip(100)));
+        }
+    }
 }

@@ -174,6 +174,9 @@ impl<S: SegmentStorage> Drop for Leadership<'_, S> {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         state.leader = false;
         state.lost = true;
+        // Nothing more becomes durable: tails end after what is, instead of waiting forever
+        // while other handles live.
+        state.log.watch.end(Error::Panicked);
         drop(state);
         self.shared.broken.store(true, Ordering::Release);
         self.shared.turn.notify_all();
@@ -189,6 +192,7 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
             storage,
             driver,
             max_payload,
+            read_payload,
             mode,
             watch,
         } = log;
@@ -199,6 +203,7 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
             storage: Slot(Some(storage)),
             driver,
             max_payload,
+            read_payload,
             mode,
             watch,
         };
@@ -294,9 +299,10 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
 
     /// Hands every durable data record with an LSN from `from` on to `each`, in LSN order, and
     /// returns the LSN after the last one handed over, like [`WriteAheadLog::read_from`]. This
-    /// thread holds the storage meanwhile (appends go on; syncs wait): `each` must not wait for
-    /// durability on this log, or it waits for itself. A panic in `each` is passed on, and the
-    /// log goes on.
+    /// thread holds the storage meanwhile (appends go on while the buffer has room; syncs wait):
+    /// `each` must not wait for durability on this log, nor append to it (an append that finds
+    /// the buffer full waits for the storage), or it waits for itself. A panic in `each` is
+    /// passed on, and the log goes on.
     ///
     /// # Errors
     /// [`Error::Poisoned`], [`Error::Panicked`]; [`Error::Read`] for damage or a read error;
@@ -310,13 +316,13 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
         };
         let state = state;
         let upto = state.pipe().durable_lsn();
-        let mode = state.log.mode;
+        let mode = state.log.mode.clone();
         let mut window = vec![0u8; state.log.read_window_len()];
         drop(state);
         // A panic in `each` leaves the storage as it was (reads change nothing): give it back
         // before passing the panic on, so the log goes on.
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
-            read::read_from(&mut io.storage, from, upto, &mut window, mode, &mut each)
+            read::read_from(&mut io.storage, from, upto, &mut window, &mode, &mut each)
         }));
         leadership.resign(&mut *self.lock()?, io);
         // The lock is released: unwinding with it held would poison it.
@@ -330,7 +336,27 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
     /// # Errors
     /// What [`WriteAheadLog::tail_with`] returns; [`Error::Panicked`].
     pub fn tail_with<R: SegmentStorage>(&self, reader: R, from: Lsn) -> Result<Tail<R>, Error> {
-        self.lock()?.log.tail_with(reader, from)
+        // The reader's I/O (and a panic in it) happens without the lock: it neither holds up the
+        // appenders nor poisons the log.
+        let (header, watch, max_payload, mode) = {
+            let state = self.lock()?;
+            let log = &state.log;
+            (
+                log.segment(),
+                log.watch.watch(),
+                log.read_payload,
+                log.mode.clone(),
+            )
+        };
+        Tail::new(
+            reader,
+            watch,
+            from,
+            header.log_id,
+            header.core,
+            max_payload,
+            mode,
+        )
     }
 
     /// Deletes the whole segments whose records all lie below `lsn`, like
@@ -377,13 +403,17 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
                 others: Arc::strong_count(&shared).saturating_sub(1),
             })?;
         let mut state = state.into_inner().map_err(|_| Error::Panicked)?;
-        // The single owner polls the storage itself from now on.
-        state.settle(&syncs)?;
+        // The single owner polls the storage itself from now on. What the settling made durable
+        // reaches the tails, also when the log is dropped right after.
+        let settled = state.settle(&syncs);
+        state.log.publish_to_tails();
+        settled?;
         let WriteAheadLog {
             cell,
             storage,
             driver,
             max_payload,
+            read_payload,
             mode,
             watch,
         } = state.log;
@@ -393,6 +423,7 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
             storage,
             driver,
             max_payload,
+            read_payload,
             mode,
             watch,
         })

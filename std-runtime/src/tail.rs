@@ -7,7 +7,7 @@
 //! and is read again once the durable LSN covers it.
 
 use crate::Error;
-use crate::read;
+use crate::read::{self, Stepped};
 use crate::watch::{Waited, Watch};
 use lamina_core::decode::{Decoded, Mode, SegmentDecoder, min_window};
 use lamina_core::io::{Error as _, Failure, SegmentStorage};
@@ -56,9 +56,11 @@ enum Position {
 ///
 /// It ends with an error: [`Error::Closed`] after the last durable record of a log that was closed
 /// (or dropped), [`Error::Poisoned`] after the last durable record of a poisoned log,
+/// [`Error::Panicked`] after the last durable record of a [`crate::SharedLog`] whose leader
+/// panicked,
 /// [`Error::Truncated`] when segments it had not read yet were deleted, [`Error::Read`] for damage
 /// or a read error, [`Error::Storage`] when the segments cannot be listed. Every error but
-/// `Closed` and `Poisoned` is final: later calls answer it again.
+/// `Closed`, `Poisoned` and `Panicked` is final: later calls answer it again.
 ///
 /// ```
 /// use lamina::{Error, Lsn, Options, WriteAheadLog};
@@ -95,9 +97,9 @@ pub struct Tail<R: SegmentStorage> {
     core: u32,
     /// Records below it are read but not handed out.
     from: Lsn,
-    /// The log was opened in `SkipCorrupt`: damage that recovery stepped over is stepped over
-    /// again (its records are lost), as `read_from` does.
-    skip_damage: bool,
+    /// The damage `SkipCorrupt` recovery stepped over: stepped over again (its records are
+    /// lost), as `read_from` does; other damage is an error.
+    stepped: Stepped,
     /// The LSN of the next frame in the chain.
     next: Lsn,
     at: Position,
@@ -133,7 +135,7 @@ impl<R: SegmentStorage> Tail<R> {
         log_id: u64,
         core: u32,
         max_payload: u32,
-        mode: Mode,
+        stepped: Stepped,
     ) -> Result<Self, Error> {
         // `Lsn::ZERO`: from the oldest record held, whatever truncation deleted.
         let oldest_held = from == Lsn::ZERO;
@@ -185,7 +187,7 @@ impl<R: SegmentStorage> Tail<R> {
             log_id,
             core,
             from,
-            skip_damage: mode == Mode::SkipCorrupt,
+            stepped,
             next: start.first_lsn,
             at: Position::Start {
                 segment: start.sequence,
@@ -206,7 +208,8 @@ impl<R: SegmentStorage> Tail<R> {
     ///
     /// # Errors
     /// [`Error::Closed`] when the log was closed or dropped and every durable record was handed
-    /// out; [`Error::Poisoned`] likewise for a poisoned log; [`Error::Truncated`] when segments
+    /// out; [`Error::Poisoned`] likewise for a poisoned log, [`Error::Panicked`] for a shared
+    /// log whose leader panicked; [`Error::Truncated`] when segments
     /// not yet read were deleted (their records are lost to this tail); [`Error::Read`] for damage
     /// in durable records, a read error or a broken chain of segments; [`Error::Storage`] when the
     /// segments cannot be listed.
@@ -270,7 +273,13 @@ impl<R: SegmentStorage> Tail<R> {
             Position::Start { segment, prev } => self.enter(segment, prev)?,
         };
         let segment = header.sequence;
-        self.fill(segment, record::HEADER_LEN)?;
+        if let Err(e) = self.fill(segment, record::HEADER_LEN) {
+            return if self.go_on_after(header)? {
+                Ok(None)
+            } else {
+                Err(e)
+            };
+        }
         let frame_header = self
             .buffered()
             .get(..record::HEADER_LEN)
@@ -414,7 +423,7 @@ impl<R: SegmentStorage> Tail<R> {
         header: SegmentHeader,
         what: String,
     ) -> Result<Option<(Lsn, usize, usize)>, Error> {
-        if self.skip_damage
+        if self.stepped.skip_corrupt()
             && let Some((offset, lsn)) = self.next_valid(header)?
         {
             self.discard();
@@ -422,7 +431,32 @@ impl<R: SegmentStorage> Tail<R> {
             self.next = lsn;
             return Ok(None);
         }
+        if self.go_on_after(header)? {
+            return Ok(None);
+        }
         Err(self.damage(header.sequence, what))
+    }
+
+    /// At the damaged end of the segment with `header`: when `SkipCorrupt` recovery went on from
+    /// the same place in the next segment (which does not link), goes on there too.
+    fn go_on_after(&mut self, header: SegmentHeader) -> Result<bool, Error> {
+        if !self.stepped.skip_corrupt() {
+            return Ok(false);
+        }
+        let successor = header.sequence.next();
+        let Some(h) = read::header(&mut self.reader, successor)? else {
+            return Ok(false);
+        };
+        if !self.stepped.goes_on_at(&h, self.next) || h.first_lsn > self.watch.durable() {
+            return Ok(false);
+        }
+        self.discard();
+        self.at = Position::Start {
+            segment: successor,
+            prev: None,
+        };
+        self.next = h.first_lsn;
+        Ok(true)
     }
 
     /// Decodes the tail's segment from its start in `SkipCorrupt`, as recovery did, to the first
@@ -452,7 +486,7 @@ impl<R: SegmentStorage> Tail<R> {
                 Decoded::Record(r) if r.header.lsn <= durable && r.offset > self.pos => {
                     return Ok(Some((r.offset, r.header.lsn)));
                 }
-                Decoded::Skipped(_) => {}
+                Decoded::Skipped(s) if self.stepped.steps_over(segment, &s) => {}
                 _ => return Ok(None),
             }
         }

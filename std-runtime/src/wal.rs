@@ -8,9 +8,9 @@ use crate::seed::random_u64;
 use crate::tail::Tail;
 use crate::watch::Publisher;
 use lamina_core::commit::{AppendError, Pipeline};
-use lamina_core::decode::{Mode, min_window};
+use lamina_core::decode::min_window;
 use lamina_core::io::{SegmentOp, SegmentStorage};
-use lamina_core::recover::{self, RecoverError, RecoveryReport};
+use lamina_core::recover::{self, RecoverError, RecoveryReport, Replay};
 use lamina_core::segment::SegmentHeader;
 use lamina_core::{Lsn, SegmentId};
 use self_cell::{MutBorrow, self_cell};
@@ -58,8 +58,11 @@ pub struct WriteAheadLog<S: SegmentStorage> {
     pub(crate) storage: S,
     pub(crate) driver: Driver,
     pub(crate) max_payload: u32,
-    /// The recovery mode it was opened in: reads step over what recovery stepped over.
-    pub(crate) mode: Mode,
+    /// The largest payload reads must hold: `max_payload`, or a larger record recovery found
+    /// (written while the log had a larger `max_payload`).
+    pub(crate) read_payload: u32,
+    /// The damage recovery stepped over (in `SkipCorrupt`): reads step over it again.
+    pub(crate) mode: read::Stepped,
     /// The durable LSN, published to tails.
     pub(crate) watch: Publisher,
 }
@@ -96,12 +99,20 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
         let max_payload = usize::try_from(config.max_payload).unwrap_or(usize::MAX);
         let mut window = vec![0u8; min_window(max_payload).max(256 * 1024)];
         let started = Instant::now();
+        let mut stepped = read::SteppedBuilder::default();
+        let mut read_payload = config.max_payload;
         let mut recovered = recover::recover(
             &mut storage,
             &mut ids,
             &mut window,
             options.mode,
-            &mut |_| {},
+            &mut |replayed| {
+                if let Replay::Record(r) = replayed {
+                    let len = u32::try_from(r.payload.len()).unwrap_or(u32::MAX);
+                    read_payload = read_payload.max(len);
+                }
+                stepped.replayed(replayed);
+            },
         )
         .map_err(|e| Error::Recover {
             detail: e.to_string(),
@@ -132,7 +143,8 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
             storage,
             driver: Driver::default(),
             max_payload: config.max_payload,
-            mode: options.mode,
+            read_payload,
+            mode: stepped.build(options.mode),
         };
         // The recovery sync, or the first segment's creation.
         log.drive_until(|p| p.is_idle())?;
@@ -234,8 +246,10 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
     /// returns the LSN after the last one handed over (`from` when there was none). Records below
     /// the oldest segment still held were truncated: reading starts at the oldest record held.
     /// Records appended but not yet durable are not read (call [`Self::sync`] first). A log opened
-    /// in `SkipCorrupt` steps over the damaged records recovery stepped over; a segment recovery
-    /// skipped whole (a damaged header) ends the read with an error.
+    /// in `SkipCorrupt` steps over the damaged records recovery stepped over (and reported), and
+    /// only those (up to 4096 regions; past that, any damage): damage that appeared after the open
+    /// is an error. A segment recovery skipped whole (a damaged header) ends the read with an
+    /// error.
     ///
     /// # Errors
     /// [`Error::Poisoned`]; [`Error::Read`] for damage or a read error (the records handed over
@@ -249,7 +263,7 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
             from,
             upto,
             &mut window,
-            self.mode,
+            &self.mode,
             &mut each,
         )
     }
@@ -266,12 +280,12 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
     ) -> Result<(), Error> {
         self.check()?;
         let upto = upto.min(self.durable_lsn());
-        read::read_records(&mut self.storage, from, upto, window, self.mode, each)
+        read::read_records(&mut self.storage, from, upto, window, &self.mode, each)
     }
 
     /// The window [`Self::read_records`] needs: room for the largest frame.
     pub(crate) fn read_window_len(&self) -> usize {
-        let max_payload = usize::try_from(self.max_payload).unwrap_or(usize::MAX);
+        let max_payload = usize::try_from(self.read_payload).unwrap_or(usize::MAX);
         min_window(max_payload).max(64 * 1024)
     }
 
@@ -288,8 +302,16 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
     pub fn tail_with<R: SegmentStorage>(&self, reader: R, from: Lsn) -> Result<Tail<R>, Error> {
         let header = self.segment();
         let watch = self.watch.watch();
-        let (id, core, max_payload) = (header.log_id, header.core, self.max_payload);
-        Tail::new(reader, watch, from, id, core, max_payload, self.mode)
+        let (id, core, max_payload) = (header.log_id, header.core, self.read_payload);
+        Tail::new(
+            reader,
+            watch,
+            from,
+            id,
+            core,
+            max_payload,
+            self.mode.clone(),
+        )
     }
 
     /// Deletes the whole segments whose records all lie below `lsn` (never the segment being

@@ -722,3 +722,17 @@ fn corruption_in_one_core_fails_the_open_naming_that_core() {
         Ok(_) => panic!("a corrupted core was opened in strict mode"),
     }
 }
+
+#[test]
+fn a_core_count_beyond_the_limit_is_an_error_before_anything_is_made() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for cores in [lamina::MAX_CORES + 1, u32::MAX as usize, usize::MAX] {
+        match PerCoreWalManager::open(dir.path(), cores, options()) {
+            Err(Error::CoreSet { .. }) => {}
+            Err(e) => panic!("{cores} cores: wrong error {e}"),
+            Ok(_) => panic!("{cores} cores: opened"),
+        }
+    }
+    let made = std::fs::read_dir(dir.path()).expect("list").count();
+    assert_eq!(made, 0, "nothing is created for a refused count");
+}

@@ -7,9 +7,9 @@ use crate::names::{parse_segment_file_name, segment_file_name};
 use lamina_core::SegmentId;
 use lamina_core::io::{Completion, ErrorType, SegmentOp, SegmentStorage};
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Segment files kept open at once. A reader walks the segments in order, so a few suffice; the
@@ -73,8 +73,18 @@ impl FileReader {
         if !self.files.contains_key(&id) {
             let path = self.segment_path(id);
             let io = |e| FileError::io(Op::Open, &path, Some(id), e);
-            let file = File::open(&path).map_err(io)?;
+            // Without blocking: opening a FIFO under a segment's name for reading would wait for
+            // a writer forever.
+            let nonblock = i32::try_from(rustix::fs::OFlags::NONBLOCK.bits()).unwrap_or(0);
+            let file = OpenOptions::new()
+                .read(true)
+                .custom_flags(nonblock)
+                .open(&path)
+                .map_err(io)?;
             let meta = file.metadata().map_err(io)?;
+            if !meta.is_file() {
+                return Err(io(not_a_segment()));
+            }
             if self.files.len() >= OPEN_FILES
                 && let Some(oldest) = self.files.keys().min().copied()
             {
@@ -105,6 +115,12 @@ impl FileReader {
         read_full_at(&open.file, offset, buf)
             .map_err(|e| FileError::io(Op::Read, &self.segment_path(id), Some(id), e))
     }
+}
+
+/// The error for a name of a segment that leads to something other than a regular file (a
+/// directory, a FIFO, a device): reading it could fail in odd ways or block forever.
+pub(crate) fn not_a_segment() -> std::io::Error {
+    std::io::Error::new(ErrorKind::InvalidData, "not a regular file")
 }
 
 impl ErrorType for FileReader {

@@ -258,6 +258,12 @@ impl FileStorage {
                 .write(true)
                 .open(&path)
                 .map_err(|e| FileError::io(op, &path, Some(segment), e))?;
+            // A FIFO under a segment's name opens, and a read of it would block forever.
+            let regular = file.metadata().map(|m| m.is_file());
+            if !regular.map_err(|e| FileError::io(op, &path, Some(segment), e))? {
+                let e = crate::reader::not_a_segment();
+                return Err(FileError::io(op, &path, Some(segment), e));
+            }
             self.files.insert(segment, Open::new(file));
         }
         // The path only for the error: a write must not allocate.

@@ -107,6 +107,13 @@ pub(crate) fn read(dir: &Path) -> Result<Option<u32>, Error> {
         dir: dir.display().to_string(),
         detail: format!("the description {}: {detail}", path.display()),
     };
+    // Looked at before it is opened: opening a FIFO under the name would wait for a writer.
+    match std::fs::metadata(&path) {
+        Ok(meta) if !meta.is_file() => return Err(bad("it is not a regular file".into())),
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(bad(format!("cannot be looked at: {e}"))),
+    }
     let file = match std::fs::File::open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),

@@ -44,7 +44,7 @@ impl PerCoreWalManager<FileStorage> {
     ///
     /// # Errors
     /// [`Error::CoreCountMismatch`] when the set was created with another count;
-    /// [`Error::CoreSet`] when `cores` is 0, the description is damaged, a core directory it
+    /// [`Error::CoreSet`] when `cores` is 0 or above [`crate::MAX_CORES`], the description is damaged, a core directory it
     /// lists is missing, or the directory holds core directories beyond `cores` but no
     /// description; [`Error::Storage`] when a directory cannot be opened or is locked; then what
     /// [`PerCoreWalManager::open_with`] returns.
@@ -121,6 +121,12 @@ fn open_set<S: SegmentStorage>(
     };
     if cores == 0 {
         return Err(set_error("a per-core set needs at least one core".into()));
+    }
+    if cores > super::MAX_CORES {
+        return Err(set_error(format!(
+            "{cores} cores are more than the {} a set may have",
+            super::MAX_CORES
+        )));
     }
     let count = u32::try_from(cores)
         .map_err(|_| set_error(format!("{cores} cores cannot be named in a header")))?;

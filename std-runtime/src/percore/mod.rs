@@ -16,5 +16,10 @@ mod recovery;
 mod writer;
 
 pub use manager::PerCoreWalManager;
+
+/// The most cores `PerCoreWalManager::open` makes a set of on the file backend: each core is a
+/// directory with its own lock and open files, so a count beyond any machine's is misuse,
+/// refused before anything is created or allocated.
+pub const MAX_CORES: usize = 4096;
 pub use recovery::{CoreRecord, CoreRecovery, EpochBoundary, PerCoreRecovery};
 pub use writer::CoreWalWriter;
