@@ -2,7 +2,7 @@
 //! published atomically.
 
 use crate::error::{FileError, Op};
-use crate::fsutil::{ensure_dir, fsync_directory, read_full_at};
+use crate::fsutil::{ensure_dir, fsync_directory, open_regular_for_reading, read_full_at};
 use crate::names::{TEMP_PREFIX, is_valid_object_name};
 use lamina_core::io::{Completion, ErrorType, ObjectOp, ObjectStorage, Publish};
 use std::collections::VecDeque;
@@ -148,7 +148,8 @@ impl ObjectStorage for FileObjects {
 
     fn read_at(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> Result<usize, FileError> {
         let path = self.object_path(name)?;
-        let file = File::open(&path).map_err(|e| FileError::io(Op::Open, &path, None, e))?;
+        let file =
+            open_regular_for_reading(&path).map_err(|e| FileError::io(Op::Open, &path, None, e))?;
         read_full_at(&file, offset, buf).map_err(|e| FileError::io(Op::Read, &path, None, e))
     }
 

@@ -169,3 +169,26 @@ fn opening_a_file_as_the_object_directory_is_a_clear_error() {
     assert_eq!(e.path(), file);
     assert!(e.to_string().contains("Not a directory"), "{e}");
 }
+
+#[test]
+fn a_fifo_under_an_object_name_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FileStorage::open(dir.path(), Options::new()).unwrap();
+    let mut objects = storage.open_objects().unwrap();
+    let fifo = dir.path().join("objects").join("manifest-1");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let (send, got) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16];
+        let _ = send.send(objects.read_at("manifest-1", 0, &mut buf).map(|_| ()));
+    });
+    let result = got
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("reading a FIFO object hung");
+    let e = result.expect_err("a FIFO is not an object");
+    assert!(e.to_string().contains("manifest-1"), "{e}");
+}
