@@ -6,7 +6,7 @@ use crate::fsutil::{ensure_dir, fsync_directory, open_regular_for_reading, read_
 use crate::names::{TEMP_PREFIX, is_valid_object_name};
 use lamina_core::io::{Completion, ErrorType, ObjectOp, ObjectStorage, Publish};
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
