@@ -548,9 +548,21 @@ fn core_directories_without_a_description_beyond_the_count_are_an_error() {
         PerCoreWalManager::open(dir.path(), 2, options()),
         Err(Error::CoreSet { .. })
     ));
-    // As many cores as the directories hold: a creation cut short before the description, taken up.
-    open_files(dir.path(), CORES);
-    assert!(dir.path().join("PERCORE").exists());
+    // Logs without a description: it was lost (a set's logs are created only after it).
+    match PerCoreWalManager::open(dir.path(), CORES, options()) {
+        Err(Error::CoreSet { detail, .. }) => {
+            assert!(detail.contains("description was lost"), "{detail}")
+        }
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("opened a set of logs without its description"),
+    }
+    // Core directories without logs or a description: a creation cut short, taken up.
+    let cut_short = tempfile::tempdir().expect("tempdir");
+    for core in 0..CORES {
+        std::fs::create_dir(cut_short.path().join(format!("core-{core:03}"))).expect("mkdir");
+    }
+    open_files(cut_short.path(), CORES);
+    assert!(cut_short.path().join("PERCORE").exists());
 }
 
 #[test]
@@ -571,6 +583,24 @@ fn swapped_core_directories_are_an_error() {
         }
         Err(e) => panic!("wrong error {e}"),
         Ok(_) => panic!("opened a set whose core directories were swapped"),
+    }
+}
+
+#[test]
+fn a_core_directory_of_another_set_is_refused() {
+    let ours = tempfile::tempdir().expect("tempdir");
+    let theirs = tempfile::tempdir().expect("tempdir");
+    drop(open_files(ours.path(), 2));
+    drop(open_files(theirs.path(), 2));
+    let core = ours.path().join("core-001");
+    std::fs::remove_dir_all(&core).expect("remove");
+    std::fs::rename(theirs.path().join("core-001"), &core).expect("move theirs in");
+    match PerCoreWalManager::open(ours.path(), 2, options()) {
+        Err(Error::CoreSet { detail, .. }) => {
+            assert!(detail.contains("belongs to another set"), "{detail}")
+        }
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("opened a set holding another set's core directory"),
     }
 }
 

@@ -1,8 +1,10 @@
 //! The description of a per-core set on the file backend: a small object `PERCORE` in the set's
 //! directory, published atomically (temp file, fsync, rename, directory fsync), that says how
-//! many cores the set has.
+//! many cores the set has and which set it is. Core `i`'s log takes the log id
+//! [`core_log_id`]`(set id, i)`, so a core directory of another set is told apart by its segment
+//! headers.
 //!
-//! Its 20 bytes, integers little-endian:
+//! Its 28 bytes, integers little-endian:
 //!
 //! | offset | size | field |
 //! |---:|---:|---|
@@ -10,7 +12,8 @@
 //! | 8 | 2 | version: 1 |
 //! | 10 | 2 | reserved: 0 |
 //! | 12 | 4 | core count (u32, at least 1) |
-//! | 16 | 4 | CRC32C of bytes `0..16` |
+//! | 16 | 8 | set id (u64, random at creation) |
+//! | 24 | 4 | CRC32C of bytes `0..24` |
 
 use crate::Error;
 use lamina_core::crc::crc32c;
@@ -24,18 +27,41 @@ pub(crate) const NAME: &str = "PERCORE";
 
 const MAGIC: [u8; 8] = *b"\x89LPC\r\n\x1a\n";
 const VERSION: u16 = 1;
-const LEN: usize = 20;
+const LEN: usize = 28;
 /// Bytes the checksum covers.
-const BODY: usize = 16;
+const BODY: usize = 24;
 
-/// The bytes that describe a set of `cores` cores.
-fn encode(cores: u32) -> [u8; LEN] {
+/// What a description says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Description {
+    /// How many cores the set has.
+    pub(crate) cores: u32,
+    /// Which set it is.
+    pub(crate) set_id: u64,
+}
+
+/// The log id of core `core`'s log in set `set_id`: the set id mixed with the core (SplitMix64's
+/// finalizer), so no two cores of a set, and no two sets' cores, share one by construction.
+pub(crate) fn core_log_id(set_id: u64, core: usize) -> u64 {
+    let mut z = set_id.wrapping_add(
+        (core as u64)
+            .wrapping_add(1)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    );
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The bytes of `description`.
+fn encode(description: Description) -> [u8; LEN] {
     let mut out = [0u8; LEN];
-    let fields: [&[u8]; 4] = [
+    let fields: [&[u8]; 5] = [
         &MAGIC,
         &VERSION.to_le_bytes(),
         &0u16.to_le_bytes(),
-        &cores.to_le_bytes(),
+        &description.cores.to_le_bytes(),
+        &description.set_id.to_le_bytes(),
     ];
     let mut at = 0;
     for field in fields {
@@ -51,8 +77,8 @@ fn encode(cores: u32) -> [u8; LEN] {
     out
 }
 
-/// The core count a description holds, or what is wrong with it.
-fn decode(bytes: &[u8]) -> Result<u32, String> {
+/// What a description holds, or what is wrong with it.
+fn decode(bytes: &[u8]) -> Result<Description, String> {
     let Ok(bytes) = <&[u8; LEN]>::try_from(bytes) else {
         return Err(format!(
             "it is {} bytes long, a description is {LEN}",
@@ -76,6 +102,14 @@ fn decode(bytes: &[u8]) -> Result<u32, String> {
         c1,
         c2,
         c3,
+        s0,
+        s1,
+        s2,
+        s3,
+        s4,
+        s5,
+        s6,
+        s7,
         k0,
         k1,
         k2,
@@ -94,14 +128,15 @@ fn decode(bytes: &[u8]) -> Result<u32, String> {
     if crc32c(bytes.get(..BODY).unwrap_or_default()) != crc || [r0, r1] != [0, 0] {
         return Err("it is damaged (checksum or reserved bytes)".into());
     }
+    let set_id = u64::from_le_bytes([s0, s1, s2, s3, s4, s5, s6, s7]);
     match u32::from_le_bytes([c0, c1, c2, c3]) {
         0 => Err("it says the set has no cores".into()),
-        cores => Ok(cores),
+        cores => Ok(Description { cores, set_id }),
     }
 }
 
-/// The core count of the set in `dir`, or `None` when it has no description.
-pub(crate) fn read(dir: &Path) -> Result<Option<u32>, Error> {
+/// The description of the set in `dir`, or `None` when it has none.
+pub(crate) fn read(dir: &Path) -> Result<Option<Description>, Error> {
     let path = dir.join(NAME);
     let bad = |detail: String| Error::CoreSet {
         dir: dir.display().to_string(),
@@ -127,8 +162,8 @@ pub(crate) fn read(dir: &Path) -> Result<Option<u32>, Error> {
     decode(&bytes).map(Some).map_err(bad)
 }
 
-/// Publishes the description of a set of `cores` cores in `dir`, atomically and durably.
-pub(crate) fn write(dir: &Path, cores: u32) -> Result<(), Error> {
+/// Publishes `description` in `dir`, atomically and durably.
+pub(crate) fn write(dir: &Path, description: Description) -> Result<(), Error> {
     let storage_error = |detail: String| Error::Storage {
         op: format!(
             "publishing the per-core set description in {}",
@@ -137,7 +172,7 @@ pub(crate) fn write(dir: &Path, cores: u32) -> Result<(), Error> {
         detail,
     };
     let mut objects = FileObjects::open(dir).map_err(|e| storage_error(e.to_string()))?;
-    let data = encode(cores);
+    let data = encode(description);
     objects
         .submit(
             0,
@@ -157,16 +192,29 @@ pub(crate) fn write(dir: &Path, cores: u32) -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::{LEN, decode, encode};
+    use super::{Description, LEN, core_log_id, decode, encode};
+
+    const FOUR: Description = Description {
+        cores: 4,
+        set_id: 0x1234_5678_9abc_def0,
+    };
 
     #[test]
-    fn round_trip_keeps_the_core_count() {
-        assert_eq!(decode(&encode(4)), Ok(4));
+    fn round_trip_keeps_the_core_count_and_the_set() {
+        assert_eq!(decode(&encode(FOUR)), Ok(FOUR));
+    }
+
+    #[test]
+    fn core_log_ids_differ_between_cores_and_sets() {
+        let ids: std::collections::HashSet<u64> = (0..64)
+            .flat_map(|core| [core_log_id(1, core), core_log_id(2, core)])
+            .collect();
+        assert_eq!(ids.len(), 128);
     }
 
     #[test]
     fn every_bit_flip_is_refused() {
-        let good = encode(4);
+        let good = encode(FOUR);
         for byte in 0..good.len() {
             for bit in 0..8 {
                 let mut bad = good;
@@ -181,10 +229,10 @@ mod tests {
 
     #[test]
     fn wrong_lengths_and_zero_cores_are_refused() {
-        let good = encode(4);
+        let good = encode(FOUR);
         assert!(decode(&good[..LEN - 1]).is_err());
         assert!(decode(&[good.as_slice(), &[0]].concat()).is_err());
         assert!(decode(&[]).is_err());
-        assert!(decode(&encode(0)).is_err());
+        assert!(decode(&encode(Description { cores: 0, ..FOUR })).is_err());
     }
 }

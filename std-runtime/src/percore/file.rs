@@ -140,10 +140,10 @@ fn open_set<S: SegmentStorage>(
     let first = open_core(0)?;
     let stored = describe::read(dir)?;
     match stored {
-        Some(stored) if stored != count => {
+        Some(stored) if stored.cores != count => {
             return Err(Error::CoreCountMismatch {
                 dir: name,
-                stored: usize::try_from(stored).unwrap_or(usize::MAX),
+                stored: usize::try_from(stored.cores).unwrap_or(usize::MAX),
                 requested: cores,
             });
         }
@@ -167,12 +167,19 @@ fn open_set<S: SegmentStorage>(
                 detail: e.to_string(),
             })?;
             for entry in entries.flatten() {
-                if let Some(core) = entry.file_name().to_str().and_then(core_index)
-                    && core >= cores
-                {
+                let Some(core) = entry.file_name().to_str().and_then(core_index) else {
+                    continue;
+                };
+                if core >= cores {
                     return Err(set_error(format!(
                         "it has no description but holds the directory of core {core}; \
                              {cores} cores were asked for"
+                    )));
+                }
+                if holds_a_log(&entry.path()) {
+                    return Err(set_error(format!(
+                        "it has no description but core {core}'s directory holds a log: the \
+                         description was lost (a set's logs are created only after it)"
                     )));
                 }
             }
@@ -183,12 +190,33 @@ fn open_set<S: SegmentStorage>(
     for core in 1..cores {
         storages.push(open_core(core)?);
     }
-    if stored.is_none() {
-        // Every core directory exists and is durable (the backend syncs its parent when
-        // it creates one): only now does the description say the set exists.
-        describe::write(dir, count)?;
-    }
-    PerCoreWalManager::open_in(storages, options, &name)
+    let description = match stored {
+        Some(stored) => stored,
+        None => {
+            // Every core directory exists and is durable (the backend syncs its parent when
+            // it creates one): only now does the description say the set exists. No core has
+            // a log yet: logs are created below, with the set's log ids.
+            let description = describe::Description {
+                cores: count,
+                set_id: crate::seed::random_u64(),
+            };
+            describe::write(dir, description)?;
+            description
+        }
+    };
+    PerCoreWalManager::open_in(storages, options, &name, Some(description.set_id))
+}
+
+/// Whether directory `dir` holds a segment file.
+fn holds_a_log(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(lamina_file::names::parse_segment_file_name)
+                .is_some()
+        })
+    })
 }
 
 #[cfg(test)]

@@ -59,14 +59,17 @@ impl<S: SegmentStorage> PerCoreWalManager<S> {
     /// headers name another core; what [`WriteAheadLog::open_with`] returns for a core;
     /// [`Error::Read`] when the recovered log cannot be read back.
     pub fn open_with(storages: Vec<S>, options: Options) -> Result<(Self, PerCoreRecovery), Error> {
-        Self::open_in(storages, options, "")
+        Self::open_in(storages, options, "", None)
     }
 
-    /// [`Self::open_with`], naming `dir` in its errors.
+    /// [`Self::open_with`], naming `dir` in its errors. With `set_id`, core `i`'s log has the
+    /// log id `core_log_id(set_id, i)` (a new one is created with it; one that has another is
+    /// refused: it belongs to another set).
     pub(crate) fn open_in(
         storages: Vec<S>,
         options: Options,
         dir: &str,
+        set_id: Option<u64>,
     ) -> Result<(Self, PerCoreRecovery), Error> {
         let set_error = |detail: String| Error::CoreSet {
             dir: dir.to_owned(),
@@ -80,10 +83,12 @@ impl<S: SegmentStorage> PerCoreWalManager<S> {
         for (core, storage) in storages.into_iter().enumerate() {
             let id = u32::try_from(core)
                 .map_err(|_| set_error(format!("core {core} cannot be named in a header")))?;
+            let log_id = set_id.map(|set| super::describe::core_log_id(set, core));
             let (mut log, report) = WriteAheadLog::open_with(
                 storage,
                 Options {
                     core: id,
+                    log_id: log_id.or(options.log_id),
                     ..options
                 },
             )
@@ -92,6 +97,15 @@ impl<S: SegmentStorage> PerCoreWalManager<S> {
             if found != id {
                 return Err(set_error(format!(
                     "the log of core {core} belongs to core {found} (its segment headers say so)"
+                )));
+            }
+            let found = log.segment().log_id;
+            if let Some(expected) = log_id
+                && found != expected
+            {
+                return Err(set_error(format!(
+                    "the log of core {core} belongs to another set: its log id is {found:#018x}, \
+                     this set's core {core} has {expected:#018x}"
                 )));
             }
             cores.push(recovery::scan(&mut log, core, report).map_err(|e| in_core(core, e))?);
