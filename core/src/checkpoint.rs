@@ -660,7 +660,8 @@ impl<const CORES: usize> Coordinator<CORES> {
     }
 
     /// The next thing for the caller to do, if any: the barriers (one per core, in core order),
-    /// then the manifest once every core acknowledged with a durable position. Handing out the
+    /// then the manifest once every core acknowledged with a durable position (barriers not yet
+    /// handed out by then are dropped: every core has already acknowledged). Handing out the
     /// manifest starts the publish. Call again after:
     /// * an action: at once, until `None`;
     /// * `None`: after [`Self::trigger`], [`Self::handle_ack`], [`Self::handle_durable`].
