@@ -1,7 +1,7 @@
 //! Proof that the hot paths of lamina-core never allocate: a counting global allocator watches
 //! the encoder, the commit pipeline (appends, I/O requests, completions, events, segment
-//! roll-over and close) and the decoder over 100,000 records, and the test fails on the first
-//! allocation.
+//! roll-over and close) and the decoder over 100,000 records, and the checkpoint coordinator
+//! over 10,000 checkpoints (committed and aborted), and the test fails on the first allocation.
 //!
 //! Only allocations made by this test's own thread while it is measuring count (a thread-local
 //! flag), so the test harness's threads and the set-up before and the checks after do not.
@@ -11,6 +11,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use lamina_core::checkpoint::{self, Ack, Action, Coordinator, Parts};
 use lamina_core::commit::{AppendError, Config, Event, IoRequest, Pipeline, SyncPolicy};
 use lamina_core::decode::{Decoded, End, Mode, SegmentDecoder, min_window};
 use lamina_core::record::{self, Kind};
@@ -354,4 +355,87 @@ fn encode_commit_and_decode_of_100k_records_allocate_nothing() {
     assert_eq!(read.data, RECORDS);
     assert_eq!(read.seals, seen.rolls + 1, "every segment ends with a seal");
     assert_eq!(read.last_lsn, Lsn(RECORDS + read.seals));
+}
+
+/// Runs `rounds` checkpoints on four cores: every fourth one times out, every seventh fails its
+/// publish, the rest commit. Returns (commits, aborts, surprises): it does not panic, so that a
+/// failure's own allocations never land in the measured region.
+fn checkpoints(rounds: u64) -> (u64, u64, u64) {
+    const CORES: usize = 4;
+    let Ok(mut c) = Coordinator::<CORES>::new(checkpoint::Config { timeout: 1_000 }) else {
+        return (0, 0, 1);
+    };
+    let (mut commits, mut aborts, mut surprises) = (0, 0, 0);
+    let mut now = 0;
+    for round in 0..rounds {
+        let Ok(attempt) = c.trigger(now) else {
+            surprises += 1;
+            continue;
+        };
+        let times_out = round % 4 == 3;
+        while let Some(action) = c.poll_action() {
+            match action {
+                // The last core never answers in a round that times out.
+                Action::InjectBarrier { core, .. } if times_out && core == CORES - 1 => {}
+                Action::InjectBarrier { core, epoch } => {
+                    let position = Lsn(round * 10 + core as u64);
+                    let ack = Ack {
+                        core,
+                        epoch,
+                        position,
+                        durable: core % 2 == 0,
+                        parts: Parts {
+                            count: 1,
+                            handle: round,
+                        },
+                    };
+                    if c.handle_ack(ack).is_err() || c.handle_durable(core, position).is_err() {
+                        surprises += 1;
+                    }
+                }
+                Action::WriteManifest(m) => {
+                    let result = if round % 7 == 6 {
+                        Err(lamina_core::io::Failure::Io)
+                    } else {
+                        Ok(())
+                    };
+                    if c.handle_published(m.id, result).is_err() {
+                        surprises += 1;
+                    }
+                }
+            }
+        }
+        if times_out {
+            now += 1_000;
+            c.handle_timeout(now);
+        }
+        match c.poll_event() {
+            Some(checkpoint::Event::Committed(cp)) if cp == attempt => commits += 1,
+            Some(checkpoint::Event::Aborted { attempt: a, .. }) if a == attempt => aborts += 1,
+            _ => surprises += 1,
+        }
+        now += 1;
+    }
+    (commits, aborts, surprises)
+}
+
+#[test]
+fn checkpoint_coordinator_over_10k_checkpoints_allocates_nothing() {
+    const ROUNDS: u64 = 10_000;
+    let ((commits, aborts, surprises), allocations) = count_allocations(|| checkpoints(ROUNDS));
+    assert_eq!(
+        allocations,
+        0,
+        "the checkpoint coordinator allocated {allocations} times (the first: {} bytes)",
+        FIRST_SIZE.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        surprises, 0,
+        "the coordinator refused a valid input or missed an outcome"
+    );
+    assert_eq!(commits + aborts, ROUNDS);
+    assert!(
+        commits > ROUNDS / 2 && aborts > ROUNDS / 4,
+        "{commits} commits, {aborts} aborts"
+    );
 }
