@@ -1,5 +1,5 @@
 //! The no_std proof of lamina-core: a bare-metal binary with a panic handler and no global
-//! allocator that drives the core's encoder, decoder and commit pipeline.
+//! allocator that drives the core's encoder, decoder, commit pipeline and checkpoint coordinator.
 //!
 //! Built for `thumbv7em-none-eabihf` by `scripts/test.sh`. If lamina-core or anything it
 //! depends on needs `std` or `alloc`, this does not build or link: there is no `std` for the
@@ -11,6 +11,7 @@
 use core::hint::black_box;
 use core::panic::PanicInfo;
 
+use lamina_core::checkpoint::{self, Ack, Action, Coordinator, Parts};
 use lamina_core::commit::{Config, Event, IoRequest, Pipeline, SyncPolicy};
 use lamina_core::decode::{Decoded, End, Mode, SegmentDecoder, min_window};
 use lamina_core::record::{self, Kind, Seed};
@@ -33,6 +34,7 @@ fn panic(_: &PanicInfo<'_>) -> ! {
 pub extern "C" fn _start() -> ! {
     black_box(encode_one());
     black_box(commit_and_decode());
+    black_box(checkpoint_once());
     loop {
         core::hint::spin_loop();
     }
@@ -136,4 +138,40 @@ fn commit_and_decode() -> u32 {
             Decoded::End(_) | Decoded::Error(_) => return 0,
         }
     }
+}
+
+/// One checkpoint on two cores through the coordinator: barriers, durable acknowledgements, the
+/// manifest, its publish. Returns the committed checkpoint's id, or 0.
+fn checkpoint_once() -> u64 {
+    let Ok(mut coordinator) = Coordinator::<2>::new(checkpoint::Config {
+        timeout: black_box(1_000),
+    }) else {
+        return 0;
+    };
+    if coordinator.trigger(black_box(5)).is_err() {
+        return 0;
+    }
+    while let Some(action) = coordinator.poll_action() {
+        match action {
+            Action::InjectBarrier { core, epoch } => {
+                let ack = Ack {
+                    core,
+                    epoch,
+                    position: Lsn(black_box(10)),
+                    durable: black_box(true),
+                    parts: Parts {
+                        count: 1,
+                        handle: core as u64,
+                    },
+                };
+                let _ = coordinator.handle_ack(ack);
+            }
+            Action::WriteManifest(manifest) => {
+                let _ = coordinator.handle_published(manifest.id, black_box(Ok(())));
+            }
+        }
+    }
+    coordinator.handle_timeout(black_box(2_000));
+    let _ = coordinator.poll_event();
+    coordinator.current().map_or(0, |c| c.id)
 }
