@@ -44,6 +44,35 @@
 //!   core out of range, a publish completion for a checkpoint not being published) return an
 //!   error value and change nothing.
 //!
+//! # Driving it
+//! ```
+//! use lamina_core::Lsn;
+//! use lamina_core::checkpoint::{Ack, Action, Config, Coordinator, Event, Parts};
+//!
+//! let mut c = Coordinator::<2>::new(Config { timeout: 1_000 }).unwrap();
+//! let attempt = c.trigger(0).unwrap();
+//! while let Some(action) = c.poll_action() {
+//!     match action {
+//!         // A real driver injects the barrier into the core's stream; here the core answers
+//!         // at once, with a position its WAL has not made durable yet.
+//!         Action::InjectBarrier { core, epoch } => {
+//!             let parts = Parts { count: 1, handle: core as u64 };
+//!             let ack = Ack { core, epoch, position: Lsn(10), durable: false, parts };
+//!             c.handle_ack(ack).unwrap();
+//!         }
+//!         Action::WriteManifest(_) => unreachable!("no position is durable yet"),
+//!     }
+//! }
+//! c.handle_durable(0, Lsn(10)).unwrap();
+//! c.handle_durable(1, Lsn(12)).unwrap();
+//! let Some(Action::WriteManifest(manifest)) = c.poll_action() else { unreachable!() };
+//! assert_eq!(manifest.cores[1].position, Lsn(10));
+//! // ... encode and publish the manifest, then:
+//! c.handle_published(manifest.id, Ok(())).unwrap();
+//! assert_eq!(c.poll_event(), Some(Event::Committed(attempt)));
+//! assert_eq!(c.truncate_before(0), Some(Lsn(11)));
+//! ```
+//!
 //! # Truncation
 //! After a commit, core `c`'s WAL may be truncated below [`Coordinator::truncate_before`]`(c)`:
 //! the committed manifest's position for that core, plus one. Recovery replays from there, so
@@ -696,8 +725,10 @@ impl<const CORES: usize> Coordinator<CORES> {
         }
     }
 
-    /// The outcome of the last attempt, once. Call again after: [`Self::handle_ack`],
-    /// [`Self::handle_published`], [`Self::handle_failure`], [`Self::handle_timeout`].
+    /// The outcome of the last attempt, once. Call again after:
+    /// * an event: never needed at once (there is at most one);
+    /// * `None`: after [`Self::handle_ack`] (a regressed position aborts),
+    ///   [`Self::handle_published`], [`Self::handle_failure`], [`Self::handle_timeout`].
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.event.take()
