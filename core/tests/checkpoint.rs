@@ -2,7 +2,8 @@
 //!
 //! Exhaustive: for 1 to 3 cores, every order of the acknowledgements and the durability
 //! notifications, each ending in a publish that succeeds or fails, with the manifest checked to
-//! appear exactly when the last core's position becomes durable. Random: proptest sequences of
+//! appear exactly when the last core's position becomes durable, and duplicates, late acks, a
+//! core out of range and an early publish completion refused between every two steps. Random: proptest sequences of
 //! triggers, acknowledgements (duplicates, late ones from aborted epochs, future epochs, cores out
 //! of range, positions below the committed ones), durability, failures, timeouts and publish
 //! completions, compared call by call with a small reference model, and checked against the
@@ -123,6 +124,26 @@ fn run_order<const N: usize>(order: &[Step], publish_ok: bool) {
         assert_eq!(
             c.handle_published(attempt.id, Ok(())),
             Err(NotPublishing { id: attempt.id })
+        );
+        // Misuse between the steps changes nothing: a duplicate of every ack so far (with
+        // another position, claimed durable), a late ack of the committed epoch, a core out of
+        // range.
+        for (core, _) in acked.iter().enumerate().filter(|(_, a)| **a) {
+            assert_eq!(
+                c.handle_ack(ack(core, attempt.epoch, 99, true)),
+                Err(AckError::Duplicate { core })
+            );
+        }
+        assert_eq!(
+            c.handle_ack(ack(0, first.epoch, 99, true)),
+            Err(AckError::WrongEpoch {
+                epoch: first.epoch,
+                expected: attempt.epoch
+            })
+        );
+        assert_eq!(
+            c.handle_ack(ack(N, attempt.epoch, 99, true)),
+            Err(AckError::NoSuchCore { core: N })
         );
         match *step {
             Step::Ack(core) => {
@@ -1160,4 +1181,35 @@ fn random_sequences_reach_commits_and_aborts() {
         commits > 20 && timeouts > 5 && failed > 5 && publish_failed > 2,
         "commits {commits}, timeouts {timeouts}, failures {failed}, publish failures {publish_failed}"
     );
+}
+
+#[test]
+fn late_ack_from_an_aborted_epoch_does_not_count_for_the_next() {
+    let mut c = coordinator::<2>();
+    let a = c.trigger(0).expect("idle");
+    c.handle_ack(ack(0, a.epoch, 4, true)).expect("ack");
+    c.handle_timeout(TIMEOUT);
+    let _ = c.poll_event();
+    let b = c.trigger(TIMEOUT).expect("idle");
+    take_barriers(&mut c, b.epoch);
+    assert_eq!(
+        c.handle_ack(ack(1, a.epoch, 4, true)),
+        Err(AckError::WrongEpoch {
+            epoch: a.epoch,
+            expected: b.epoch
+        })
+    );
+    c.handle_ack(ack(1, b.epoch, 6, true)).expect("ack");
+    assert_eq!(
+        c.state(),
+        State::Collecting {
+            attempt: b,
+            acked: 1
+        },
+        "core 0's ack of the aborted epoch was dropped with it"
+    );
+    c.handle_ack(ack(0, b.epoch, 5, true)).expect("ack");
+    let m = take_manifest(&mut c);
+    assert_eq!(m.cores[0].position, Lsn(5));
+    assert_eq!(m.cores[1].position, Lsn(6));
 }
