@@ -278,6 +278,31 @@ proptest! {
             prop_assert_eq!(m.offsets.iter().count(), m.offsets.len());
         }
     }
+
+    #[test]
+    fn damaged_bodies_behind_a_valid_frame_never_panic(
+        owned in owned_strategy(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        // A writer's bug, not storage damage: the checksum is made to match, so every edit
+        // reaches the body parser and the content rules.
+        let mut body = owned.with(raw_body);
+        for (at, byte) in edits {
+            let at = at.index(body.len());
+            body[at] = byte;
+        }
+        let bytes = frame(MAGIC, VERSION, 0, body.len() as u32, &body);
+        if let Ok(m) = Manifest::decode(&bytes) {
+            prop_assert_eq!(m.validate(), Ok(()));
+            prop_assert_eq!(m.wal.iter().count(), m.wal.len());
+            prop_assert_eq!(m.parts.iter().count(), m.parts.len());
+            prop_assert_eq!(m.offsets.iter().count(), m.offsets.len());
+            // What decodes encodes again, and decodes to the same manifest.
+            let mut again = vec![0u8; m.encoded_len()];
+            let n = m.encode(&mut again).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(Manifest::decode(&again[..n]), Ok(m));
+        }
+    }
 }
 
 #[test]
