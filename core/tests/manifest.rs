@@ -669,3 +669,51 @@ fn errors_read_as_sentences() {
         "manifest damaged: checksum 0x00000002 does not match the stored 0x00000001"
     );
 }
+
+#[test]
+fn body_of_exactly_the_limit_round_trips_and_one_more_byte_is_refused() {
+    // Every field but the offset bytes takes 14 bytes here (ten one-byte fields, the connector
+    // name's length and byte, and a four-byte varint length of the bytes).
+    let big = vec![0x5au8; MAX_BODY_LEN - 13];
+    for (len, fits) in [(MAX_BODY_LEN - 14, true), (MAX_BODY_LEN - 13, false)] {
+        let offsets = [SourceOffset {
+            connector: "c",
+            bytes: &big[..len],
+        }];
+        let m = Manifest {
+            id: 1,
+            epoch: 0,
+            parent: None,
+            timestamp: 0,
+            watermark: 0,
+            wal: List::empty(),
+            parts: List::empty(),
+            offsets: List::new(&offsets),
+        };
+        let body_len = m.encoded_len() - HEADER_LEN - CRC_LEN;
+        let mut buf = vec![0u8; m.encoded_len()];
+        if fits {
+            assert_eq!(body_len, MAX_BODY_LEN);
+            assert_eq!(m.encode(&mut buf), Ok(buf.len()));
+            assert_eq!(Manifest::decode(&buf), Ok(m));
+        } else {
+            assert_eq!(body_len, MAX_BODY_LEN + 1);
+            assert_eq!(
+                m.encode(&mut buf),
+                Err(EncodeError::BodyTooLong { len: body_len })
+            );
+        }
+    }
+}
+
+#[test]
+fn display_is_one_line_naming_the_checkpoint() {
+    let owned = sample();
+    let bytes = owned.encode();
+    let m = Manifest::decode(&bytes).unwrap();
+    assert_eq!(
+        m.to_string(),
+        "checkpoint 7 epoch 3 parent 6 timestamp 1764000000000 watermark -5 cores 2 parts 2 \
+         sources 1"
+    );
+}

@@ -37,6 +37,7 @@ pub use list::{Iter, List};
 
 use crate::crc::{Crc32c, crc32c};
 use crate::lsn::{Lsn, SegmentId};
+use core::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Bytes in the fixed header before the body.
@@ -281,6 +282,26 @@ impl<'a> Manifest<'a> {
         }
         let body = covered.get(HEADER_LEN..).unwrap_or(&[]);
         check::body(body)
+    }
+}
+
+/// One line for `lamina inspect` and logs: the identity and the list sizes.
+impl fmt::Display for Manifest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "checkpoint {} epoch {} parent ", self.id, self.epoch)?;
+        match self.parent {
+            Some(parent) => write!(f, "{parent}")?,
+            None => f.write_str("none")?,
+        }
+        write!(
+            f,
+            " timestamp {} watermark {} cores {} parts {} sources {}",
+            self.timestamp,
+            self.watermark,
+            self.wal.len(),
+            self.parts.len(),
+            self.offsets.len()
+        )
     }
 }
 
