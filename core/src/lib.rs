@@ -20,6 +20,7 @@ pub mod drive;
 pub mod eio;
 pub mod io;
 pub mod lsn;
+pub mod manifest;
 pub mod record;
 pub mod recover;
 pub mod segment;

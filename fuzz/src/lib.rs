@@ -7,6 +7,8 @@
 //! that agree with the bytes (positions, LSN order, lengths, field values, the payload found at
 //! the offset reported).
 
+pub mod manifest;
+
 use lamina_core::decode::{DecodeError, Decoded, End, Mode, SegmentDecoder, Skipped, min_window};
 use lamina_core::record::{self, Kind, MAX_PAYLOAD, RecordHeader};
 use lamina_core::segment::{self, SegmentHeader};

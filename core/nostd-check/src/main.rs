@@ -1,5 +1,6 @@
 //! The no_std proof of lamina-core: a bare-metal binary with a panic handler and no global
-//! allocator that drives the core's encoder, decoder, commit pipeline and checkpoint coordinator.
+//! allocator that drives the core's encoder, decoder, commit pipeline and checkpoint
+//! coordinator, and encodes and decodes a checkpoint manifest.
 //!
 //! Built for `thumbv7em-none-eabihf` by `scripts/test.sh`. If lamina-core or anything it
 //! depends on needs `std` or `alloc`, this does not build or link: there is no `std` for the
@@ -14,6 +15,7 @@ use core::panic::PanicInfo;
 use lamina_core::checkpoint::{self, Ack, Action, Coordinator, Parts};
 use lamina_core::commit::{Config, Event, IoRequest, Pipeline, SyncPolicy};
 use lamina_core::decode::{Decoded, End, Mode, SegmentDecoder, min_window};
+use lamina_core::manifest::{List, Manifest, Part, SourceOffset, WalPosition};
 use lamina_core::record::{self, Kind, Seed};
 use lamina_core::segment::{self, SegmentHeader};
 use lamina_core::{Lsn, SegmentId};
@@ -35,6 +37,7 @@ pub extern "C" fn _start() -> ! {
     black_box(encode_one());
     black_box(commit_and_decode());
     black_box(checkpoint_once());
+    black_box(manifest_round_trip());
     loop {
         core::hint::spin_loop();
     }
@@ -174,4 +177,54 @@ fn checkpoint_once() -> u64 {
     coordinator.handle_timeout(black_box(2_000));
     let _ = coordinator.poll_event();
     coordinator.current().map_or(0, |c| c.id)
+}
+
+/// Encodes a checkpoint manifest into a stack buffer and decodes it again. Returns the total length
+/// of the decoded part keys (0 on any error).
+fn manifest_round_trip() -> usize {
+    let wal = [
+        WalPosition {
+            core: 0,
+            lsn: Lsn(black_box(40)),
+            segment: SegmentId(0),
+        },
+        WalPosition {
+            core: 1,
+            lsn: Lsn(black_box(12)),
+            segment: SegmentId(0),
+        },
+    ];
+    let parts = [Part {
+        operator: black_box("window"),
+        partition: 0,
+        key: black_box("2-window-0"),
+        size: 4096,
+        crc: black_box(0x1234_5678),
+        written_by: 2,
+    }];
+    let offsets = [SourceOffset {
+        connector: "uart",
+        bytes: black_box(&[1, 2, 3, 4]),
+    }];
+    let manifest = Manifest {
+        id: black_box(2),
+        epoch: 5,
+        parent: Some(1),
+        timestamp: black_box(1_000),
+        watermark: -1,
+        wal: List::new(&wal),
+        parts: List::new(&parts),
+        offsets: List::new(&offsets),
+    };
+    let mut buf = [0u8; 256];
+    let Ok(n) = manifest.encode(&mut buf) else {
+        return 0;
+    };
+    let Some(bytes) = black_box(&buf).get(..n) else {
+        return 0;
+    };
+    match Manifest::decode(bytes) {
+        Ok(decoded) => decoded.parts.iter().map(|p| black_box(p.key).len()).sum(),
+        Err(_) => 0,
+    }
 }
