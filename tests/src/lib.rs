@@ -2,8 +2,10 @@
 //! unsynced writes at a crash, tears sectors and injects faults, helpers to drive and recover a
 //! log on it, and a shared form of it ([`shared`]) that readers on other threads see; and a
 //! fault-injecting wrapper around a real backend ([`faulty`]) that fails the Nth write or sync and
-//! undoes unsynced writes at a simulated power cut.
+//! undoes unsynced writes at a simulated power cut; and the counting allocator of the allocation
+//! tests ([`alloc`]).
 
+pub mod alloc;
 pub mod faulty;
 pub mod harness;
 pub mod shared;
