@@ -1,123 +1,21 @@
 //! The file backend under the core's commit pipeline and recovery: logs written, reopened,
 //! damaged on disk and recovered, as the std runtime will drive them.
 
-use lamina_core::commit::{AppendError, Config, Event, Pipeline, ResumeTail, SyncPolicy};
-use lamina_core::decode::{Mode, min_window};
+use lamina_core::commit::{Event, Pipeline, ResumeTail, SyncPolicy};
+use lamina_core::decode::Mode;
 use lamina_core::io::{Error as _, Failure, SegmentOp, SegmentStorage};
-use lamina_core::record::{Kind, frame_len};
-use lamina_core::recover::{self, RecoverError, Recovered, Replay};
-use lamina_core::segment::{HEADER_LEN, SegmentHeader};
-use lamina_core::{Lsn, SegmentId, drive};
+use lamina_core::recover::{self, RecoverError};
+use lamina_core::segment::HEADER_LEN;
+use lamina_core::{Lsn, SegmentId};
 use lamina_file::{FileError, FileStorage, Options, names};
+use lamina_tests::pipeline::*;
 use std::fs::{self, OpenOptions};
-use std::hash::{BuildHasher, RandomState};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-
-const MAX_PAYLOAD: u32 = 300;
-const PAYLOAD: usize = 100;
-const SLOTS: usize = 8;
-
-type Records = Vec<(u64, Vec<u8>)>;
-
-/// Fresh randomness, never 0 (the nonces must differ on every open).
-fn random() -> u64 {
-    RandomState::new().hash_one(0u64) | 1
-}
-
-fn config(policy: SyncPolicy, segment_size: u64) -> Config {
-    Config {
-        policy,
-        max_writes_in_flight: 4,
-        linked: false,
-        segment_size,
-        max_payload: MAX_PAYLOAD,
-        nonce_seed: random(),
-    }
-}
-
-fn first_header() -> SegmentHeader {
-    SegmentHeader {
-        core: 0,
-        log_id: 11,
-        sequence: SegmentId(0),
-        nonce: random(),
-        first_lsn: Lsn::FIRST,
-        epoch: 0,
-        prev_nonce: 0,
-    }
-}
-
-fn payload(lsn: u64) -> Vec<u8> {
-    let mut p = vec![lsn as u8; PAYLOAD];
-    p[..8].copy_from_slice(&lsn.to_le_bytes());
-    p
-}
 
 /// Segments pre-zeroed to the segment size, as the runtime opens them.
 fn open(dir: &Path, segment_size: u64) -> FileStorage {
     FileStorage::open(dir, Options::new().prepare_size(segment_size)).expect("open")
-}
-
-/// Appends the records numbered `ns` (payloads from [`payload`]), pumping I/O after each
-/// until it is durable; returns them as (LSN, payload). Seals of rolls take LSNs too, so a
-/// record's LSN is not its number.
-fn append(
-    p: &mut Pipeline<'_, SLOTS>,
-    s: &mut FileStorage,
-    ns: std::ops::RangeInclusive<u64>,
-) -> Records {
-    let mut written = Vec::new();
-    for n in ns {
-        loop {
-            match p.append(&payload(n), 0) {
-                Ok(lsn) => {
-                    written.push((lsn.0, payload(n)));
-                    break;
-                }
-                Err(AppendError::Full) => drive::pump_all(p, s, &mut |_| {}),
-                Err(e) => panic!("append {n}: {e}"),
-            }
-        }
-        drive::pump_all(p, s, &mut |_| {});
-    }
-    p.flush();
-    drive::pump_all(p, s, &mut |_| {});
-    if let Some(last) = written.last() {
-        assert!(
-            p.durable_lsn() >= Lsn(last.0),
-            "everything appended is durable"
-        );
-    }
-    written
-}
-
-fn recover_log(
-    s: &mut FileStorage,
-    mode: Mode,
-) -> Result<(Recovered, Records), RecoverError<FileError>> {
-    let mut ids = [SegmentId(0); 256];
-    let mut window = vec![0u8; min_window(MAX_PAYLOAD as usize)];
-    let mut records = Vec::new();
-    let recovered = recover::recover(s, &mut ids, &mut window, mode, &mut |r| {
-        if let Replay::Record(r) = r
-            && r.header.kind == Kind::Data
-        {
-            records.push((r.header.lsn.0, r.payload.to_vec()));
-        }
-    })?;
-    Ok((recovered, records))
-}
-
-fn listed(s: &mut FileStorage) -> Vec<SegmentId> {
-    let mut ids = [SegmentId(0); 256];
-    let n = s.list(&mut ids).expect("list");
-    ids[..n].to_vec()
-}
-
-/// Offset of the frame of `lsn` in the first segment of a log of [`PAYLOAD`]-byte records.
-fn offset_of(lsn: u64) -> u64 {
-    HEADER_LEN as u64 + (lsn - 1) * frame_len(PAYLOAD) as u64
 }
 
 #[test]
@@ -165,7 +63,7 @@ fn records_roll_over_across_several_segments() {
         for n in 1..=150 {
             let lsn = p.append(&payload(n), 0).unwrap();
             written.push((lsn.0, payload(n)));
-            drive::pump_all(&mut p, &mut s, &mut |e| {
+            settle(&mut p, &mut s, &mut |e| {
                 if let Event::Rolled { .. } = e {
                     rolls += 1;
                 }
@@ -208,7 +106,7 @@ fn close_then_reopen_continues_in_a_new_segment() {
         written.extend(append(&mut p, &mut s, 1..=10));
         p.close().unwrap();
         let mut closed = None;
-        drive::pump_all(&mut p, &mut s, &mut |e| {
+        settle(&mut p, &mut s, &mut |e| {
             if let Event::Closed { last } = e {
                 closed = Some(last);
             }

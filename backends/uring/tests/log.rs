@@ -8,7 +8,6 @@ use common::*;
 use lamina_core::commit::{Event, Pipeline, ResumeTail, SyncPolicy};
 use lamina_core::decode::Mode;
 use lamina_core::io::{Error as _, Failure, SegmentOp, SegmentStorage};
-use lamina_core::record::frame_len;
 use lamina_core::recover::{self, RecoverError};
 use lamina_core::segment::HEADER_LEN;
 use lamina_core::{Lsn, SegmentId};
@@ -17,11 +16,6 @@ use lamina_uring::{Options, UringError, UringStorage};
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-
-/// Offset of the frame of `lsn` in the first segment of a log of [`PAYLOAD`]-byte records.
-fn offset_of(lsn: u64) -> u64 {
-    HEADER_LEN as u64 + (lsn - 1) * frame_len(PAYLOAD) as u64
-}
 
 #[test]
 fn appended_records_come_back_after_reopen() {
