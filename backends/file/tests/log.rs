@@ -1,13 +1,16 @@
 //! The file backend under the core's commit pipeline and recovery: logs written, reopened,
 //! damaged on disk and recovered, as the std runtime will drive them.
 
+mod common;
+
+use common::*;
 use lamina_core::commit::{Event, Pipeline, ResumeTail, SyncPolicy};
 use lamina_core::decode::Mode;
 use lamina_core::io::{Error as _, Failure, SegmentOp, SegmentStorage};
 use lamina_core::recover::{self, RecoverError};
 use lamina_core::segment::HEADER_LEN;
 use lamina_core::{Lsn, SegmentId};
-use lamina_file::{FileError, FileStorage, Options, names};
+use lamina_file::{FileStorage, Options, names};
 use lamina_tests::pipeline::*;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -256,14 +259,6 @@ fn discard_deletes_segments_durably() {
     assert_eq!(recovered.resume.unwrap().tail, ResumeTail::Sealed);
 }
 
-fn run(s: &mut FileStorage, op: SegmentOp<'_>) -> Result<(), FileError> {
-    s.submit(1, op).expect("submit never fails");
-    let (token, result) = s.poll_completion().expect("completed at once");
-    assert_eq!(token, 1);
-    assert!(s.poll_completion().is_none());
-    result
-}
-
 #[test]
 fn delete_removes_the_file_and_an_absent_segment_is_fine() {
     let dir = tempfile::tempdir().unwrap();
@@ -279,23 +274,11 @@ fn delete_removes_the_file_and_an_absent_segment_is_fine() {
     .unwrap();
     run(&mut s, SegmentOp::SyncNamespace).unwrap();
     assert_eq!(listed(&mut s), [SegmentId(5)]);
-    run(
-        &mut s,
-        SegmentOp::Delete {
-            segment: SegmentId(5),
-        },
-    )
-    .unwrap();
+    delete(&mut s, SegmentId(5)).unwrap();
     run(&mut s, SegmentOp::SyncNamespace).unwrap();
     assert!(listed(&mut s).is_empty());
     assert!(!s.segment_path(SegmentId(5)).exists());
-    run(
-        &mut s,
-        SegmentOp::Delete {
-            segment: SegmentId(5),
-        },
-    )
-    .unwrap();
+    delete(&mut s, SegmentId(5)).unwrap();
 }
 
 #[test]
