@@ -10,10 +10,11 @@ use lamina::{
 };
 use lamina_core::io::{Completion, ErrorType, SegmentOp};
 use lamina_tests::faulty::FaultyStorage;
+use lamina_tests::hang::without_hanging;
 use lamina_tests::sim::SimStorage;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Barrier;
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
@@ -130,21 +131,8 @@ fn assert_acked_read_back(acked: &Records, read: &Records) {
     assert_eq!(payloads.len(), read.len(), "a record is in the log twice");
 }
 
-/// Runs `f`, aborting the test binary if it has not returned after a minute: a hang guard, not a
-/// speed check, for tests whose point is that no thread is left waiting forever.
-fn without_hanging<T>(f: impl FnOnce() -> T) -> T {
-    let (finished, watch) = mpsc::channel::<()>();
-    let watchdog = thread::spawn(move || {
-        if let Err(RecvTimeoutError::Timeout) = watch.recv_timeout(Duration::from_secs(60)) {
-            eprintln!("a thread was left waiting: the test hangs");
-            std::process::abort();
-        }
-    });
-    let out = f();
-    drop(finished);
-    watchdog.join().expect("watchdog");
-    out
-}
+/// A thread left waiting this long is left waiting forever (a hang guard, not a speed check).
+const HANG: Duration = Duration::from_secs(60);
 
 fn assert_poisoned<T: std::fmt::Debug>(result: Result<T, Error>, failure: Failure) {
     match result {
@@ -324,7 +312,7 @@ fn power_cut_while_threads_commit_loses_nothing_acknowledged() {
         )
         .expect("open");
         let log = SharedLog::new(log);
-        let (acked, errors) = without_hanging(|| commit_from_threads(&log, 8, 100));
+        let (acked, errors) = without_hanging(HANG, || commit_from_threads(&log, 8, 100));
         // Every thread learned of the cut; none waits on.
         for error in errors {
             assert_poisoned(Err::<(), _>(error.expect("the cut surfaces")), Failure::Io);
@@ -344,7 +332,7 @@ fn poisoned_while_committing<S: SegmentStorage + Send>(
     failure: Failure,
 ) -> (Records, WriteAheadLog<S>) {
     let other = log.clone();
-    let (acked, errors) = without_hanging(|| commit_from_threads(&log, 8, 200));
+    let (acked, errors) = without_hanging(HANG, || commit_from_threads(&log, 8, 200));
     for error in errors {
         assert_poisoned(Err::<(), _>(error.expect("the fault surfaces")), failure);
     }
@@ -448,7 +436,7 @@ fn a_leader_that_panics_wakes_every_waiter_with_an_error() {
     let log = SharedLog::new(log);
     let threads = 8;
     let start = Barrier::new(threads);
-    let outcomes: Vec<thread::Result<Option<Error>>> = without_hanging(|| {
+    let outcomes: Vec<thread::Result<Option<Error>>> = without_hanging(HANG, || {
         thread::scope(|scope| {
             let workers: Vec<_> = (0..threads)
                 .map(|t| {
@@ -638,6 +626,6 @@ fn a_tail_follows_the_shared_log_and_sees_every_acked_record_once() {
     }
     assert_eq!(got, acked, "every acked record once, in LSN order");
     log.close().expect("close");
-    without_hanging(|| tailer.join().expect("tailer"));
+    without_hanging(HANG, || tailer.join().expect("tailer"));
     assert!(seen.try_recv().is_err(), "nothing after the acked records");
 }

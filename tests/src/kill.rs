@@ -9,6 +9,7 @@
 //! and syncs through a closure, the parent reopens through another. `LAMINA_KILL_SEED` sets the
 //! base seed (default: from the clock); the seeds are printed on stderr.
 
+use crate::hang::within;
 use lamina_core::Lsn;
 use std::io::{Read, Write};
 use std::ops::RangeInclusive;
@@ -308,31 +309,20 @@ impl Parent<'_> {
         let _ = child.kill(); // SIGKILL; fails only if the child already ended
         let status = child.wait().expect("wait for the child");
         let lived = spawned.elapsed();
-        let out = join_within(reader, WAIT_CAP, "the child's stdout");
-        let err = join_within(err_reader, WAIT_CAP, "the child's stderr");
+        // A hang guard, not a speed check: the pipes of a killed child close at once; without it
+        // a stuck reader would hang the test run.
+        let out = within(WAIT_CAP, move || reader.join())
+            .expect("the child's stdout never closed")
+            .expect("stdout reader");
+        let err = within(WAIT_CAP, move || err_reader.join())
+            .expect("the child's stderr never closed")
+            .expect("stderr reader");
         assert_eq!(
             status.signal(),
             Some(9),
             "{at}: the child ended on its own ({status}); its stderr:\n{err}"
         );
         (parse(&out), lived)
-    }
-}
-
-fn join_within<T: Send + 'static>(
-    handle: std::thread::JoinHandle<T>,
-    cap: Duration,
-    what: &str,
-) -> T {
-    // A hang guard, not a speed check: the pipe of a killed child closes at once, and `cap` is
-    // generous; without it a stuck reader would hang the test run.
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(handle.join());
-    });
-    match finished.recv_timeout(cap) {
-        Ok(result) => result.expect("reader thread"),
-        Err(_) => panic!("{what} never closed"),
     }
 }
 
