@@ -3,6 +3,7 @@
 
 use lamina::{Error, Failure, Lsn, Options, SegmentId, SegmentStorage, SharedLog, WriteAheadLog};
 use lamina_core::io::{Completion, ErrorType, SegmentOp};
+use lamina_tests::hook::OnSubmit;
 use lamina_tests::shared::SharedSim;
 use lamina_tests::sim::SimStorage;
 use std::sync::Arc;
@@ -14,53 +15,24 @@ use std::time::Duration;
 /// A tail that gets nothing for this long is stuck (a hang guard, not a timing assertion).
 const STUCK: Duration = Duration::from_secs(20);
 
-/// The shared simulated device, panicking at a sync once armed: a backend bug inside a leader.
-struct PanicOnSync {
-    inner: SharedSim,
-    armed: Arc<AtomicBool>,
-}
-
-impl ErrorType for PanicOnSync {
-    type Error = Failure;
-}
-
-impl SegmentStorage for PanicOnSync {
-    fn submit(&mut self, token: u64, op: SegmentOp<'_>) -> Result<(), Failure> {
-        if let SegmentOp::Sync { .. } = op {
-            assert!(
-                !self.armed.load(Ordering::Relaxed),
-                "the backend panics (test)"
-            );
-        }
-        self.inner.submit(token, op)
-    }
-
-    fn poll_completion(&mut self) -> Option<Completion<Failure>> {
-        self.inner.poll_completion()
-    }
-
-    fn read_at(
-        &mut self,
-        segment: SegmentId,
-        offset: u64,
-        buf: &mut [u8],
-    ) -> Result<usize, Failure> {
-        self.inner.read_at(segment, offset, buf)
-    }
-
-    fn list(&mut self, out: &mut [SegmentId]) -> Result<usize, Failure> {
-        self.inner.list(out)
-    }
-}
-
 #[test]
 fn a_leader_panic_ends_a_waiting_tail_while_other_handles_live() {
     let sim = SharedSim::new(SimStorage::new(7));
     let reader = sim.reader();
     let armed = Arc::new(AtomicBool::new(false));
-    let storage = PanicOnSync {
+    // The shared simulated device, panicking at a sync once armed: a backend bug inside a
+    // leader.
+    let hook_armed = Arc::clone(&armed);
+    let storage = OnSubmit {
         inner: sim,
-        armed: Arc::clone(&armed),
+        hook: move |op: &SegmentOp<'_>| {
+            if let SegmentOp::Sync { .. } = op {
+                assert!(
+                    !hook_armed.load(Ordering::Relaxed),
+                    "the backend panics (test)"
+                );
+            }
+        },
     };
     let (log, _) = WriteAheadLog::open_with(storage, Options::default()).expect("open");
     let log = SharedLog::new(log);

@@ -11,6 +11,7 @@ use lamina::{
 use lamina_core::io::{Completion, ErrorType, SegmentOp};
 use lamina_tests::faulty::FaultyStorage;
 use lamina_tests::hang::without_hanging;
+use lamina_tests::hook::OnSubmit;
 use lamina_tests::sim::SimStorage;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Barrier;
@@ -389,48 +390,18 @@ fn a_failed_fdatasync_on_files_poisons_every_handle_and_keeps_what_was_acked() {
     assert_acked_read_back(&acked, &read_all(&mut log));
 }
 
-/// The sim, panicking at its `panic_at`th sync: a backend bug inside a leader's I/O.
-struct PanicAt {
-    inner: SimStorage,
-    syncs_left: u64,
-}
-
-impl ErrorType for PanicAt {
-    type Error = Failure;
-}
-
-impl SegmentStorage for PanicAt {
-    fn submit(&mut self, token: u64, op: SegmentOp<'_>) -> Result<(), Failure> {
-        if let SegmentOp::Sync { .. } = op {
-            self.syncs_left = self.syncs_left.saturating_sub(1);
-            assert!(self.syncs_left != 0, "the backend panics (test)");
-        }
-        self.inner.submit(token, op)
-    }
-
-    fn poll_completion(&mut self) -> Option<Completion<Failure>> {
-        self.inner.poll_completion()
-    }
-
-    fn read_at(
-        &mut self,
-        segment: SegmentId,
-        offset: u64,
-        buf: &mut [u8],
-    ) -> Result<usize, Failure> {
-        self.inner.read_at(segment, offset, buf)
-    }
-
-    fn list(&mut self, out: &mut [SegmentId]) -> Result<usize, Failure> {
-        self.inner.list(out)
-    }
-}
-
 #[test]
 fn a_leader_that_panics_wakes_every_waiter_with_an_error() {
-    let storage = PanicAt {
+    // The sim, panicking at its 30th sync: a backend bug inside a leader's I/O.
+    let mut syncs_left = 30u64;
+    let storage = OnSubmit {
         inner: SimStorage::new(31),
-        syncs_left: 30,
+        hook: move |op: &SegmentOp<'_>| {
+            if let SegmentOp::Sync { .. } = op {
+                syncs_left = syncs_left.saturating_sub(1);
+                assert!(syncs_left != 0, "the backend panics (test)");
+            }
+        },
     };
     let (log, _) = WriteAheadLog::open_with(storage, sim_options()).expect("open");
     let log = SharedLog::new(log);

@@ -3,13 +3,15 @@
 //! log on it, and a shared form of it ([`shared`]) that readers on other threads see; and a
 //! fault-injecting wrapper around a real backend ([`faulty`]) that fails the Nth write or sync and
 //! undoes unsynced writes at a simulated power cut; and the counting allocator of the allocation
-//! tests ([`alloc`]), hang guards ([`hang`]), the core's pipeline over a real backend for the backends' own tests
+//! tests ([`alloc`]), hang guards ([`hang`]), a backend with a hook on each
+//! submitted operation ([`hook`]), the core's pipeline over a real backend for the backends' own tests
 //! ([`pipeline`]), and the child processes the SIGKILL tests kill (`kill`, on unix).
 
 pub mod alloc;
 pub mod faulty;
 pub mod hang;
 pub mod harness;
+pub mod hook;
 #[cfg(unix)]
 pub mod kill;
 pub mod pipeline;
