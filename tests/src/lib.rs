@@ -5,9 +5,11 @@
 //! undoes unsynced writes at a simulated power cut; and the counting allocator of the allocation
 //! tests ([`alloc`]), hang guards ([`hang`]), a backend with a hook on each
 //! submitted operation ([`hook`]), the core's pipeline over a real backend for the backends' own tests
-//! ([`pipeline`]), and the child processes the SIGKILL tests kill (`kill`, on unix).
+//! ([`pipeline`]) and the log scenarios they run with it (`backend_log`, on unix), and the child processes the SIGKILL tests kill (`kill`, on unix).
 
 pub mod alloc;
+#[cfg(unix)]
+pub mod backend_log;
 pub mod faulty;
 pub mod hang;
 pub mod harness;
