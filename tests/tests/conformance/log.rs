@@ -2,7 +2,7 @@
 //! tail, corruption in each recovery mode, a log passed between backends, and a tail.
 
 use crate::common::*;
-use lamina::{Damage, Error, Lsn, Mode, Options, SegmentId};
+use lamina::{BackendKind, Damage, Error, Lsn, Mode, Options, SegmentId};
 use lamina_core::record::frame_len;
 use lamina_core::segment::HEADER_LEN;
 use std::fs::{self, OpenOptions};
@@ -177,15 +177,18 @@ pub(crate) fn bit_flip_in_a_middle_segment_is_corruption_naming_the_file_in_stri
     // Damaged records in the middle of a segment (`Records`), when a later frame's watermark
     // proves they were durable; else the segment looks cut short (`Unsealed`), which a
     // backend whose syncs complete later (so watermarks lag behind) can leave. Both stop Strict.
-    match &e {
-        Error::Recover { damage, .. } => assert!(
-            matches!(
-                damage.as_ref().map(|d| d.damage),
-                Some(Damage::Records(_) | Damage::Unsealed { .. })
-            ),
-            "{e}"
-        ),
+    // The file backend completes every sync inside `submit`: always `Records` there.
+    let damage = match &e {
+        Error::Recover { damage, .. } => damage.as_ref().map(|d| d.damage),
         other => panic!("expected a recovery error, got {other:?}"),
+    };
+    if under.kind() == BackendKind::File {
+        assert!(matches!(damage, Some(Damage::Records(_))), "{e}");
+    } else {
+        assert!(
+            matches!(damage, Some(Damage::Records(_) | Damage::Unsealed { .. })),
+            "{e}"
+        );
     }
     assert_eq!(open(), e, "nothing was changed");
 }
@@ -216,7 +219,11 @@ pub(crate) fn bit_flip_in_a_middle_segment_is_skipped_in_skip_corrupt(under: &Un
         "{report:?}"
     );
     let read = read_all(&mut log);
-    assert!(read.len() < appended.len(), "the damaged records are gone");
+    let lost = appended.len() - read.len();
+    assert!(
+        (1..64).contains(&lost),
+        "only the damaged records are lost: {lost}"
+    );
     // Everything read was appended, in order; only the damaged records are missing.
     let mut rest = appended.iter();
     for r in &read {
