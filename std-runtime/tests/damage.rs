@@ -6,23 +6,19 @@
 //! `bit_flip_in_a_middle_segment_stops_there_in_point_in_time`,
 //! `bit_flip_in_a_middle_segment_is_skipped_in_skip_corrupt`).
 
-use lamina::{Damage, Error, Lsn, Mode, Options, SyncPolicy, WriteAheadLog};
+mod common;
+
+use lamina::{Damage, Error, Lsn, Mode, Options, WriteAheadLog};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 const RECORDS: u32 = 1_500;
 
 fn options(mode: Mode) -> Options {
-    let mut options = Options::default();
-    options.config.segment_size = 32 * 1024;
-    options.config.max_payload = 4096;
-    options.config.policy = SyncPolicy::Batch {
-        max_records: 32,
-        max_bytes: 16 * 1024,
-        max_delay: 0,
-    };
-    options.mode = mode;
-    options
+    Options {
+        mode,
+        ..common::batched_options(32 * 1024)
+    }
 }
 
 fn payload(i: u32) -> Vec<u8> {

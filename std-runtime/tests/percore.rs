@@ -3,9 +3,11 @@
 //! simulated device; the set's description and the misuse that must be an error.
 #![cfg(feature = "file")]
 
+mod common;
+
 use lamina::{
-    Config, CoreRecord, CoreWalWriter, EpochBoundary, Error, Lsn, Mode, Options, PerCoreRecovery,
-    PerCoreWalManager, SegmentStorage, SyncPolicy,
+    CoreRecord, CoreWalWriter, EpochBoundary, Error, Lsn, Options, PerCoreRecovery,
+    PerCoreWalManager, SegmentStorage,
 };
 use lamina_tests::sim::SimStorage;
 use std::path::Path;
@@ -17,24 +19,7 @@ const MAX_PAYLOAD: u32 = 200;
 
 /// Small segments, so that segments roll over inside an epoch and start after its marker.
 fn options() -> Options {
-    Options {
-        config: Config {
-            policy: SyncPolicy::Batch {
-                max_records: 8,
-                max_bytes: 2048,
-                max_delay: 0,
-            },
-            max_writes_in_flight: 8,
-            linked: false,
-            segment_size: 4 * 1024,
-            max_payload: MAX_PAYLOAD,
-            nonce_seed: 0,
-        },
-        mode: Mode::Strict,
-        buffer_size: 16 * 1024,
-        core: 0,
-        log_id: None,
-    }
+    common::small_options(4 * 1024, MAX_PAYLOAD)
 }
 
 /// A payload that names its core, epoch and index, 20 to 200 bytes long.

@@ -3,11 +3,10 @@
 //! and syncs, and a panicking leader never leave a thread waiting or lose an acknowledgement;
 //! truncation while threads commit keeps every record from the cut on.
 
+mod common;
+
 use lamina::file_backend::FileStorage;
-use lamina::{
-    Config, Error, Failure, Lsn, Mode, Options, SegmentId, SegmentStorage, SharedLog, SyncPolicy,
-    WriteAheadLog,
-};
+use lamina::{Error, Failure, Lsn, Options, SegmentId, SegmentStorage, SharedLog, WriteAheadLog};
 use lamina_core::io::{Completion, ErrorType, SegmentOp};
 use lamina_tests::faulty::FaultyStorage;
 use lamina_tests::hang::without_hanging;
@@ -23,24 +22,7 @@ type Records = Vec<(Lsn, Vec<u8>)>;
 
 /// Small segments and buffer, so that many threads roll segments and fill the buffer often.
 fn sim_options() -> Options {
-    Options {
-        config: Config {
-            policy: SyncPolicy::Batch {
-                max_records: 8,
-                max_bytes: 2048,
-                max_delay: 0,
-            },
-            max_writes_in_flight: 8,
-            linked: false,
-            segment_size: 8 * 1024,
-            max_payload: 300,
-            nonce_seed: 0,
-        },
-        mode: Mode::Strict,
-        buffer_size: 16 * 1024,
-        core: 0,
-        log_id: None,
-    }
+    common::small_options(8 * 1024, 300)
 }
 
 fn file_options() -> Options {

@@ -5,7 +5,9 @@
 //! middle LSN; waiting on an empty log; timeouts; the end of the log by close, drop or poisoning;
 //! truncation past the tail; damage; a tail after a crash and recovery.
 
-use lamina::{Config, Error, Failure, Lsn, Mode, Options, SyncPolicy, Tail, WriteAheadLog};
+mod common;
+
+use lamina::{Error, Failure, Lsn, Mode, Options, SyncPolicy, Tail, WriteAheadLog};
 use lamina_core::SegmentId;
 use lamina_tests::shared::{SharedSim, SimReader};
 use lamina_tests::sim::SimStorage;
@@ -22,24 +24,7 @@ const MAX_PAYLOAD: u32 = 300;
 const STUCK: Duration = Duration::from_secs(20);
 
 fn options(segment_size: u64) -> Options {
-    Options {
-        config: Config {
-            policy: SyncPolicy::Batch {
-                max_records: 8,
-                max_bytes: 2048,
-                max_delay: 0,
-            },
-            max_writes_in_flight: 8,
-            linked: false,
-            segment_size,
-            max_payload: MAX_PAYLOAD,
-            nonce_seed: 0,
-        },
-        mode: Mode::Strict,
-        buffer_size: 16 * 1024,
-        core: 0,
-        log_id: None,
-    }
+    common::small_options(segment_size, MAX_PAYLOAD)
 }
 
 /// Records the concurrent tests write (`LAMINA_TAIL_RECORDS` for more).
