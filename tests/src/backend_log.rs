@@ -22,6 +22,11 @@ pub fn segment_file(dir: &Path, id: SegmentId) -> PathBuf {
     dir.join(format!("{:016x}.seg", id.0))
 }
 
+/// A new log whose records are each durable before the next, in segments of `size` bytes.
+fn every_record(buf: &mut [u8], size: u64) -> Pipeline<'_, SLOTS> {
+    Pipeline::create(buf, config(SyncPolicy::EveryRecord, size), first_header()).unwrap()
+}
+
 /// 200 records in batches, reopened: all come back from one segment, not cut, and the segment
 /// file has its prepared size.
 pub fn appended_records_come_back_after_reopen<S: SegmentStorage>(
@@ -65,12 +70,7 @@ pub fn records_roll_over_across_several_segments<S: SegmentStorage>(
     {
         let mut s = open(dir, size);
         let mut buf = vec![0u8; 16 * 1024];
-        let mut p: Pipeline<'_, SLOTS> = Pipeline::create(
-            &mut buf,
-            config(SyncPolicy::EveryRecord, size),
-            first_header(),
-        )
-        .unwrap();
+        let mut p: Pipeline<'_, SLOTS> = every_record(&mut buf, size);
         let mut rolls = 0;
         for n in 1..=150 {
             let lsn = p.append(&payload(n), 0).unwrap();
@@ -117,12 +117,7 @@ pub fn close_then_reopen_continues_in_a_new_segment<S: SegmentStorage>(
     let mut written = Vec::new();
     {
         let mut s = open(dir, size);
-        let mut p: Pipeline<'_, SLOTS> = Pipeline::create(
-            &mut buf,
-            config(SyncPolicy::EveryRecord, size),
-            first_header(),
-        )
-        .unwrap();
+        let mut p: Pipeline<'_, SLOTS> = every_record(&mut buf, size);
         written.extend(append(&mut p, &mut s, 1..=10));
         p.close().unwrap();
         let mut closed = None;
@@ -178,12 +173,7 @@ pub fn torn_tail_is_cut_and_sealed<S: SegmentStorage>(
     let mut written;
     {
         let mut s = open(dir, prepare);
-        let mut p: Pipeline<'_, SLOTS> = Pipeline::create(
-            &mut buf,
-            config(SyncPolicy::EveryRecord, size),
-            first_header(),
-        )
-        .unwrap();
+        let mut p: Pipeline<'_, SLOTS> = every_record(&mut buf, size);
         written = append(&mut p, &mut s, 1..=20);
         assert_eq!(p.durable_lsn(), Lsn(20), "{label}");
     }
@@ -227,12 +217,7 @@ pub fn flipped_byte_in_a_sealed_segment_is_corruption_in_strict<S: SegmentStorag
     {
         let mut s = open(dir, size);
         let mut buf = vec![0u8; 16 * 1024];
-        let mut p: Pipeline<'_, SLOTS> = Pipeline::create(
-            &mut buf,
-            config(SyncPolicy::EveryRecord, size),
-            first_header(),
-        )
-        .unwrap();
+        let mut p: Pipeline<'_, SLOTS> = every_record(&mut buf, size);
         append(&mut p, &mut s, 1..=100);
     }
     let f = OpenOptions::new()
@@ -265,12 +250,7 @@ pub fn discard_deletes_segments_durably<S: SegmentStorage>(
     {
         let mut s = open(dir, size);
         let mut buf = vec![0u8; 16 * 1024];
-        let mut p: Pipeline<'_, SLOTS> = Pipeline::create(
-            &mut buf,
-            config(SyncPolicy::EveryRecord, size),
-            first_header(),
-        )
-        .unwrap();
+        let mut p: Pipeline<'_, SLOTS> = every_record(&mut buf, size);
         append(&mut p, &mut s, 1..=100);
         let n = listed(&mut s).len();
         assert!(n >= 4, "{label}: {n} segments");
