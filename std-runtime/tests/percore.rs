@@ -67,36 +67,35 @@ fn write_epochs<S: SegmentStorage>(
     tail: u64,
     history: &mut History,
 ) {
-    let core = writer.core();
     let last = *epochs.end();
     for epoch in epochs {
-        let lsn = writer.begin_epoch(epoch).expect("begin_epoch");
-        history.appended.push(Appended::Marker { epoch, lsn });
-        for i in 0..PER_EPOCH {
-            let p = payload(core, epoch, i);
-            let lsn = writer.append(&p).expect("append");
-            history.appended.push(Appended::Data {
-                epoch,
-                lsn,
-                payload: p,
-            });
-        }
+        write_epoch(writer, epoch, PER_EPOCH, history);
         history.synced = writer.sync().expect("sync");
         assert_eq!(writer.epoch(), epoch);
     }
     if tail > 0 {
-        let epoch = last + 1;
-        let lsn = writer.begin_epoch(epoch).expect("begin_epoch");
-        history.appended.push(Appended::Marker { epoch, lsn });
-        for i in 0..tail {
-            let p = payload(core, epoch, i);
-            let lsn = writer.append(&p).expect("append");
-            history.appended.push(Appended::Data {
-                epoch,
-                lsn,
-                payload: p,
-            });
-        }
+        write_epoch(writer, last + 1, tail, history);
+    }
+}
+
+/// Begins `epoch` and appends `records` records in it, noting each in `history`.
+fn write_epoch<S: SegmentStorage>(
+    writer: &mut CoreWalWriter<S>,
+    epoch: u64,
+    records: u64,
+    history: &mut History,
+) {
+    let core = writer.core();
+    let lsn = writer.begin_epoch(epoch).expect("begin_epoch");
+    history.appended.push(Appended::Marker { epoch, lsn });
+    for i in 0..records {
+        let p = payload(core, epoch, i);
+        let lsn = writer.append(&p).expect("append");
+        history.appended.push(Appended::Data {
+            epoch,
+            lsn,
+            payload: p,
+        });
     }
 }
 
