@@ -114,32 +114,44 @@ fn the_single_owner_waits_for_completions_instead_of_stalling() {
     assert!(count > 0);
 }
 
+/// The simulated device, except that nothing it is given ever completes, and its wait returns
+/// `wait` at once.
+struct NeverCompletes {
+    inner: SimStorage,
+    wait: Result<(), Failure>,
+}
+
+impl ErrorType for NeverCompletes {
+    type Error = Failure;
+}
+
+impl SegmentStorage for NeverCompletes {
+    fn submit(&mut self, token: u64, op: SegmentOp<'_>) -> Result<(), Failure> {
+        self.inner.submit(token, op)
+    }
+    fn poll_completion(&mut self) -> Option<Completion<Failure>> {
+        None
+    }
+    fn read_at(&mut self, s: SegmentId, o: u64, b: &mut [u8]) -> Result<usize, Failure> {
+        self.inner.read_at(s, o, b)
+    }
+    fn list(&mut self, out: &mut [SegmentId]) -> Result<usize, Failure> {
+        self.inner.list(out)
+    }
+    fn wait_for_completion(&mut self) -> Result<(), Failure> {
+        self.wait
+    }
+}
+
 #[test]
 fn a_wait_with_nothing_in_flight_does_not_hide_a_stall() {
     // A backend that never completes anything and whose wait returns at once is still stalled
     // after the same number of idle rounds.
-    struct Never(SimStorage);
-    impl ErrorType for Never {
-        type Error = Failure;
-    }
-    impl SegmentStorage for Never {
-        fn submit(&mut self, token: u64, op: SegmentOp<'_>) -> Result<(), Failure> {
-            self.0.submit(token, op)
-        }
-        fn poll_completion(&mut self) -> Option<Completion<Failure>> {
-            None
-        }
-        fn read_at(&mut self, s: SegmentId, o: u64, b: &mut [u8]) -> Result<usize, Failure> {
-            self.0.read_at(s, o, b)
-        }
-        fn list(&mut self, out: &mut [SegmentId]) -> Result<usize, Failure> {
-            self.0.list(out)
-        }
-        fn wait_for_completion(&mut self) -> Result<(), Failure> {
-            Ok(())
-        }
-    }
-    let e = WriteAheadLog::open_with(Never(SimStorage::new(2)), options())
+    let never = NeverCompletes {
+        inner: SimStorage::new(2),
+        wait: Ok(()),
+    };
+    let e = WriteAheadLog::open_with(never, options())
         .err()
         .expect("the first segment's create never completes");
     assert!(matches!(e, Error::Stalled { .. }), "{e:?}");
@@ -147,28 +159,11 @@ fn a_wait_with_nothing_in_flight_does_not_hide_a_stall() {
 
 #[test]
 fn a_wait_that_fails_is_a_storage_error_not_a_hang() {
-    struct Broken(SimStorage);
-    impl ErrorType for Broken {
-        type Error = Failure;
-    }
-    impl SegmentStorage for Broken {
-        fn submit(&mut self, token: u64, op: SegmentOp<'_>) -> Result<(), Failure> {
-            self.0.submit(token, op)
-        }
-        fn poll_completion(&mut self) -> Option<Completion<Failure>> {
-            None
-        }
-        fn read_at(&mut self, s: SegmentId, o: u64, b: &mut [u8]) -> Result<usize, Failure> {
-            self.0.read_at(s, o, b)
-        }
-        fn list(&mut self, out: &mut [SegmentId]) -> Result<usize, Failure> {
-            self.0.list(out)
-        }
-        fn wait_for_completion(&mut self) -> Result<(), Failure> {
-            Err(Failure::Other)
-        }
-    }
-    let e = WriteAheadLog::open_with(Broken(SimStorage::new(3)), options())
+    let broken = NeverCompletes {
+        inner: SimStorage::new(3),
+        wait: Err(Failure::Other),
+    };
+    let e = WriteAheadLog::open_with(broken, options())
         .err()
         .expect("refused");
     match e {
