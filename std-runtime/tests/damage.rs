@@ -9,8 +9,9 @@
 mod common;
 
 use lamina::{Damage, Error, Lsn, Mode, Options, WriteAheadLog};
+use lamina_tests::files::segment_files;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const RECORDS: u32 = 1_500;
 
@@ -37,16 +38,6 @@ fn write_log(dir: &Path) -> Vec<(Lsn, Vec<u8>)> {
     }
     log.close().unwrap();
     appended
-}
-
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    files.sort();
-    files
 }
 
 fn file_name(path: &Path) -> String {

@@ -3,7 +3,7 @@
 //! log on it, and a shared form of it ([`shared`]) that readers on other threads see; and a
 //! fault-injecting wrapper around a real backend ([`faulty`]) that fails the Nth write or sync and
 //! undoes unsynced writes at a simulated power cut; and the counting allocator of the allocation
-//! tests ([`alloc`]), hang guards ([`hang`]), a backend with a hook on each
+//! tests ([`alloc`]), hang guards ([`hang`]), a log's segment files ([`files`]), a backend with a hook on each
 //! submitted operation ([`hook`]), the core's pipeline over a real backend for the backends' own tests
 //! ([`pipeline`]) and the log scenarios they run with it (`backend_log`, on unix), and the child processes the SIGKILL tests kill (`kill`, on unix).
 
@@ -11,6 +11,7 @@ pub mod alloc;
 #[cfg(unix)]
 pub mod backend_log;
 pub mod faulty;
+pub mod files;
 pub mod hang;
 pub mod harness;
 pub mod hook;

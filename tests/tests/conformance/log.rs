@@ -5,7 +5,7 @@ use crate::common::*;
 use lamina::{BackendKind, Damage, Error, Lsn, Mode, Options, SegmentId};
 use lamina_core::record::frame_len;
 use lamina_core::segment::HEADER_LEN;
-use std::fs::{self, OpenOptions};
+use std::fs::OpenOptions;
 use std::time::Duration;
 
 pub(crate) fn append_sync_reopen_keeps_every_synced_record(under: &Under, _: &str) {
@@ -146,9 +146,7 @@ fn damaged_log(under: &Under) -> (tempfile::TempDir, Records) {
     log.close().expect("close");
     let files = segment_files(dir.path());
     assert!(files.len() >= 4, "{files:?}");
-    let mut bytes = fs::read(&files[1]).expect("read");
-    bytes[4_000] ^= 0x10;
-    fs::write(&files[1], bytes).expect("write");
+    lamina_tests::files::flip_bits(&files[1], 4_000, 0x10);
     (dir, appended)
 }
 
