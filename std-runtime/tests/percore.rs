@@ -633,16 +633,23 @@ fn merge_orders_by_epoch_then_core_and_passes_over_an_empty_core() {
     assert_eq!(merged, expected);
 }
 
-#[test]
-fn read_error_in_one_core_fails_the_merge_without_hanging() {
+/// Three cores on simulated devices, each with epochs 1 and 2 of `PER_EPOCH` records synced;
+/// returns the devices.
+fn three_cores_of_two_epochs() -> Vec<SimStorage> {
     let storages = (0..3).map(SimStorage::new).collect();
     let (manager, _) = PerCoreWalManager::open_with(storages, options()).expect("open");
     let mut storages = Vec::new();
     for mut writer in manager.writers() {
-        // More records than the merge lets a reader run ahead, so the other readers block.
         write_epochs(&mut writer, 1..=2, 0, &mut History::default());
         storages.push(writer.into_log().into_storage());
     }
+    storages
+}
+
+#[test]
+fn read_error_in_one_core_fails_the_merge_without_hanging() {
+    // More records than the merge lets a reader run ahead, so the other readers block.
+    let storages = three_cores_of_two_epochs();
     let (mut manager, _) = PerCoreWalManager::open_with(storages, options()).expect("reopen");
     // Every read of the merge failing in turn: the first reads are segment headers' (finding
     // where to start), later ones frames'. Each failure ends the merge with an error.
@@ -688,13 +695,7 @@ fn read_error_in_one_core_fails_the_merge_without_hanging() {
 
 #[test]
 fn corruption_in_one_core_fails_the_open_naming_that_core() {
-    let storages = (0..3).map(SimStorage::new).collect();
-    let (manager, _) = PerCoreWalManager::open_with(storages, options()).expect("open");
-    let mut storages = Vec::new();
-    for mut writer in manager.writers() {
-        write_epochs(&mut writer, 1..=2, 0, &mut History::default());
-        storages.push(writer.into_log().into_storage());
-    }
+    let mut storages = three_cores_of_two_epochs();
     // A bit of a record in core 2's first (sealed) segment: acknowledged data is damaged.
     storages[2].flip_bit(lamina::SegmentId(0), 200, 3);
     match PerCoreWalManager::open_with(storages, options()) {
