@@ -5,6 +5,7 @@
 //! `dir` with segments pre-zeroed to `prepare` bytes (0: not prepared). Segment files are named
 //! `{sequence:016x}.seg`, as every directory backend names them.
 
+use crate::files::flip_bits;
 use crate::pipeline::{
     SLOTS, append, config, first_header, listed, offset_of, payload, recover_log, settle,
 };
@@ -220,16 +221,8 @@ pub fn flipped_byte_in_a_sealed_segment_is_corruption_in_strict<S: SegmentStorag
         let mut p: Pipeline<'_, SLOTS> = every_record(&mut buf, size);
         append(&mut p, &mut s, 1..=100);
     }
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(segment_file(dir, SegmentId(0)))
-        .unwrap();
-    let at = offset_of(3) + 40;
-    let mut byte = [0u8];
-    f.read_exact_at(&mut byte, at).unwrap();
-    f.write_all_at(&[byte[0] ^ 0x10], at).unwrap();
-    drop(f);
+    let at = usize::try_from(offset_of(3) + 40).unwrap();
+    flip_bits(&segment_file(dir, SegmentId(0)), at, 0x10);
     let mut s = open(dir, size);
     match recover_log(&mut s, Mode::Strict) {
         Err(RecoverError::Corrupt(d)) => assert_eq!(d.segment, SegmentId(0), "{label}"),
