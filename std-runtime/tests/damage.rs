@@ -4,7 +4,7 @@
 //! backend (`tests/tests/conformance/log.rs`:
 //! `bit_flip_in_a_middle_segment_is_corruption_naming_the_file_in_strict`,
 //! `bit_flip_in_a_middle_segment_stops_there_in_point_in_time`,
-//! `bit_flip_in_a_middle_segment_is_skipped_in_skip_corrupt`).
+//! `bit_flip_in_a_middle_segment_is_skipped_and_reported_in_skip_corrupt`).
 
 mod common;
 

@@ -206,7 +206,10 @@ pub(crate) fn bit_flip_in_a_middle_segment_stops_there_in_point_in_time(under: &
     assert!(log.sync().expect("sync") >= lsn);
 }
 
-pub(crate) fn bit_flip_in_a_middle_segment_is_skipped_in_skip_corrupt(under: &Under, _: &str) {
+pub(crate) fn bit_flip_in_a_middle_segment_is_skipped_and_reported_in_skip_corrupt(
+    under: &Under,
+    _: &str,
+) {
     let (dir, appended) = damaged_log(under);
     let (mut log, report) = under.open(dir.path(), opts(Mode::SkipCorrupt));
     assert!(report.skipped >= 1, "{report:?}");
