@@ -6,11 +6,11 @@
 mod common;
 
 use lamina::file_backend::FileStorage;
-use lamina::{Error, Failure, Lsn, Options, SegmentId, SegmentStorage, SharedLog, WriteAheadLog};
-use lamina_core::io::{Completion, ErrorType, SegmentOp};
+use lamina::{Error, Failure, Lsn, Options, SegmentStorage, SharedLog, WriteAheadLog};
+use lamina_core::io::{Completion, SegmentOp};
 use lamina_tests::faulty::FaultyStorage;
 use lamina_tests::hang::without_hanging;
-use lamina_tests::hook::OnSubmit;
+use lamina_tests::hook::{Hooked, Hooks, before_submit};
 use lamina_tests::sim::SimStorage;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Barrier;
@@ -223,7 +223,6 @@ fn eight_threads_on_files_share_syncs() {
 /// in flight are lost, unsynced writes partly kept), and every operation after it fails, as on a
 /// machine whose disk went away.
 struct PowerCut {
-    inner: SimStorage,
     ops_left: u64,
     cut: bool,
     in_flight: Vec<u64>,
@@ -231,16 +230,17 @@ struct PowerCut {
     lost: VecDeque<u64>,
 }
 
-impl ErrorType for PowerCut {
-    type Error = Failure;
-}
-
-impl SegmentStorage for PowerCut {
-    fn submit(&mut self, token: u64, op: SegmentOp<'_>) -> Result<(), Failure> {
+impl Hooks<SimStorage> for PowerCut {
+    fn submit(
+        &mut self,
+        inner: &mut SimStorage,
+        token: u64,
+        op: SegmentOp<'_>,
+    ) -> Result<(), Failure> {
         if !self.cut {
             self.ops_left = self.ops_left.saturating_sub(1);
             if self.ops_left == 0 {
-                self.inner.crash();
+                inner.crash();
                 self.cut = true;
                 self.lost.extend(self.in_flight.drain(..));
             }
@@ -248,34 +248,21 @@ impl SegmentStorage for PowerCut {
         if self.cut {
             return Err(Failure::Io);
         }
-        self.inner.submit(token, op)?;
+        inner.submit(token, op)?;
         self.in_flight.push(token);
         Ok(())
     }
 
-    fn poll_completion(&mut self) -> Option<Completion<Failure>> {
+    fn poll_completion(&mut self, inner: &mut SimStorage) -> Option<Completion<Failure>> {
         if let Some(token) = self.lost.pop_front() {
             return Some((token, Err(Failure::Io)));
         }
         if self.cut {
             return None;
         }
-        let (token, result) = self.inner.poll_completion()?;
+        let (token, result) = inner.poll_completion()?;
         self.in_flight.retain(|t| *t != token);
         Some((token, result))
-    }
-
-    fn read_at(
-        &mut self,
-        segment: SegmentId,
-        offset: u64,
-        buf: &mut [u8],
-    ) -> Result<usize, Failure> {
-        self.inner.read_at(segment, offset, buf)
-    }
-
-    fn list(&mut self, out: &mut [SegmentId]) -> Result<usize, Failure> {
-        self.inner.list(out)
     }
 }
 
@@ -284,12 +271,14 @@ fn power_cut_while_threads_commit_loses_nothing_acknowledged() {
     let mut cut_with_acks = 0;
     for seed in 0..12 {
         let (log, _) = WriteAheadLog::open_with(
-            PowerCut {
+            Hooked {
                 inner: SimStorage::new(seed),
-                ops_left: 20 + seed * 13,
-                cut: false,
-                in_flight: Vec::new(),
-                lost: VecDeque::new(),
+                hooks: PowerCut {
+                    ops_left: 20 + seed * 13,
+                    cut: false,
+                    in_flight: Vec::new(),
+                    lost: VecDeque::new(),
+                },
             },
             sim_options(),
         )
@@ -385,15 +374,12 @@ fn a_failed_fdatasync_on_files_poisons_every_handle_and_keeps_what_was_acked() {
 fn a_leader_that_panics_wakes_every_waiter_with_an_error() {
     // The sim, panicking at its 30th sync: a backend bug inside a leader's I/O.
     let mut syncs_left = 30u64;
-    let storage = OnSubmit {
-        inner: SimStorage::new(31),
-        hook: move |op: &SegmentOp<'_>| {
-            if let SegmentOp::Sync { .. } = op {
-                syncs_left = syncs_left.saturating_sub(1);
-                assert!(syncs_left != 0, "the backend panics (test)");
-            }
-        },
-    };
+    let storage = before_submit(SimStorage::new(31), move |op: &SegmentOp<'_>| {
+        if let SegmentOp::Sync { .. } = op {
+            syncs_left = syncs_left.saturating_sub(1);
+            assert!(syncs_left != 0, "the backend panics (test)");
+        }
+    });
     let (log, _) = WriteAheadLog::open_with(storage, sim_options()).expect("open");
     let log = SharedLog::new(log);
     let threads = 8;
