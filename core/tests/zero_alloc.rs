@@ -3,13 +3,9 @@
 //! roll-over and close) and the decoder over 100,000 records, and the checkpoint coordinator
 //! over 10,000 checkpoints (committed and aborted), and the test fails on the first allocation.
 //!
-//! Only allocations made by this test's own thread while it is measuring count (a thread-local
-//! flag), so the test harness's threads and the set-up before and the checks after do not.
-//! Every buffer is allocated before the measured region.
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+//! Only allocations made by this test's own thread while it is measuring count
+//! (`lamina_tests::alloc`), so the test harness's threads and the set-up before and the checks
+//! after do not. Every buffer is allocated before the measured region.
 
 use lamina_core::checkpoint::{self, Ack, Action, Coordinator, Parts};
 use lamina_core::commit::{AppendError, Config, Event, IoRequest, Pipeline, SyncPolicy};
@@ -17,67 +13,10 @@ use lamina_core::decode::{Decoded, End, Mode, SegmentDecoder, min_window};
 use lamina_core::record::{self, Kind};
 use lamina_core::segment::{self, SegmentHeader};
 use lamina_core::{Lsn, SegmentId};
-
-/// The system allocator, counting the allocations of threads that are measuring.
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-/// The size of the first allocation counted, to name it in the failure.
-static FIRST_SIZE: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static MEASURING: Cell<bool> = const { Cell::new(false) };
-}
-
-impl Counting {
-    fn note(layout: Layout) {
-        // `try_with`: never touch a thread-local that is being torn down.
-        if MEASURING.try_with(Cell::get).unwrap_or(false)
-            && ALLOCATIONS.fetch_add(1, Ordering::Relaxed) == 0
-        {
-            FIRST_SIZE.store(layout.size(), Ordering::Relaxed);
-        }
-    }
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so `System`'s
-// guarantees are the caller's; the bookkeeping around it never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        Self::note(layout);
-        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        Self::note(layout);
-        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        Self::note(layout);
-        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::realloc`'s contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::dealloc`'s contract.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use lamina_tests::alloc::{Counting, count_allocations, first_counted_size};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-/// Runs `f` and returns its result with the number of allocations this thread made inside it.
-fn count_allocations<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    MEASURING.with(|m| m.set(true));
-    let r = f();
-    MEASURING.with(|m| m.set(false));
-    (r, ALLOCATIONS.load(Ordering::Relaxed) - before)
-}
 
 const RECORDS: u64 = 100_000;
 const MAX_PAYLOAD: usize = 128;
@@ -335,7 +274,7 @@ fn encode_commit_and_decode_of_100k_records_allocate_nothing() {
         allocations,
         0,
         "encode + decode allocated {allocations} times (the first: {} bytes)",
-        FIRST_SIZE.load(Ordering::Relaxed)
+        first_counted_size()
     );
 
     let ((seen, read), allocations) = count_allocations(|| {
@@ -346,7 +285,7 @@ fn encode_commit_and_decode_of_100k_records_allocate_nothing() {
         allocations,
         0,
         "commit + decode allocated {allocations} times (the first: {} bytes)",
-        FIRST_SIZE.load(Ordering::Relaxed)
+        first_counted_size()
     );
     // The work really happened: every record durable, several segments, all read back.
     assert!(seen.rolls >= 5, "only {} roll-overs", seen.rolls);

@@ -93,6 +93,15 @@ impl<S: SegmentStorage> State<S> {
         self.log.cell.borrow_dependent()
     }
 
+    /// The error of a storage that completed nothing for [`STALL_ROUNDS`] rounds in a row.
+    fn stalled(&self) -> Error {
+        let p = self.pipe();
+        Error::Stalled {
+            durable: p.durable_lsn(),
+            wanted: p.next_lsn().prev(),
+        }
+    }
+
     /// Takes the storage (and the relay) out, to lead.
     fn take_io(&mut self) -> Result<Io<S>, Error> {
         let storage = self.log.storage.0.take().ok_or(Error::Panicked)?;
@@ -126,11 +135,7 @@ impl<S: SegmentStorage> State<S> {
             } else {
                 idle += 1;
                 if idle > STALL_ROUNDS {
-                    let p = self.pipe();
-                    return Err(Error::Stalled {
-                        durable: p.durable_lsn(),
-                        wanted: p.next_lsn().prev(),
-                    });
+                    return Err(self.stalled());
                 }
                 std::thread::yield_now();
             }
@@ -515,11 +520,7 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
             } else {
                 idle += 1;
                 if idle > STALL_ROUNDS {
-                    let p = state.pipe();
-                    break Err(Error::Stalled {
-                        durable: p.durable_lsn(),
-                        wanted: p.next_lsn().prev(),
-                    });
+                    break Err(state.stalled());
                 }
             }
             drop(state);

@@ -3,80 +3,15 @@
 //! Also that recovery allocates per open, not per record: reopening a log of 20,000 records
 //! allocates as often as reopening one of 100 (give or take a directory entry).
 //!
-//! Only allocations made by this test's own thread while it is measuring count (a thread-local
-//! flag and counter), so the test harness's threads, the other tests and the set-up before and
+//! Only allocations made by this test's own thread while it is measuring count
+//! (`lamina_tests::alloc`), so the test harness's threads, the other tests and the set-up before and
 //! the checks after do not.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use lamina::{Options, SyncPolicy, WriteAheadLog};
-
-/// The system allocator, counting the allocations of threads that are measuring.
-struct Counting;
-
-thread_local! {
-    /// Whether this thread is measuring.
-    static MEASURING: Cell<bool> = const { Cell::new(false) };
-    /// This thread's allocations while measuring: per thread, so that tests running at the same
-    /// time do not count each other's.
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-    /// The size of this thread's first allocation counted, to name it in the failure.
-    static FIRST_SIZE: Cell<usize> = const { Cell::new(0) };
-}
-
-impl Counting {
-    fn note(size: usize) {
-        // `try_with`: never touch a thread-local that is being torn down.
-        if MEASURING.try_with(Cell::get).unwrap_or(false) {
-            let _ = ALLOCATIONS.try_with(|n| {
-                if n.get() == 0 {
-                    let _ = FIRST_SIZE.try_with(|f| f.set(size));
-                }
-                n.set(n.get() + 1);
-            });
-        }
-    }
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so `System`'s
-// guarantees are the caller's; the bookkeeping around it never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        Self::note(layout.size());
-        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        Self::note(layout.size());
-        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        Self::note(new_size);
-        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::realloc`'s contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::dealloc`'s contract.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use lamina_tests::alloc::{Counting, count_allocations, first_counted_size};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-/// Runs `f` and returns its result with the number of allocations this thread made inside it.
-fn count_allocations<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    let before = ALLOCATIONS.with(Cell::get);
-    MEASURING.with(|m| m.set(true));
-    let r = f();
-    MEASURING.with(|m| m.set(false));
-    (r, ALLOCATIONS.with(Cell::get) - before)
-}
 
 /// Appends measured in all.
 const APPENDS: usize = 100_000;
@@ -139,7 +74,7 @@ fn appends_that_cut_and_write_batches_do_not_allocate() {
         appends,
         0,
         "allocations in {APPENDS} appends cutting batches (the first of {} bytes)",
-        FIRST_SIZE.with(Cell::get)
+        first_counted_size()
     );
     assert_eq!(syncs, 0, "allocations in {} syncs", APPENDS / BATCH);
     log.close().expect("close");

@@ -1,23 +1,25 @@
 //! Damage done to a log's directory between runs, on real files: each case gets a clear error
 //! naming the file, or the documented behaviour of the chosen recovery mode; never a panic.
+//! A bit flipped in a middle segment, in each mode, is the conformance suite's case, run on every
+//! backend (`tests/tests/conformance/log.rs`:
+//! `bit_flip_in_a_middle_segment_is_corruption_naming_the_file_in_strict`,
+//! `bit_flip_in_a_middle_segment_stops_there_in_point_in_time`,
+//! `bit_flip_in_a_middle_segment_is_skipped_and_reported_in_skip_corrupt`).
 
-use lamina::{Damage, Error, Lsn, Mode, Options, SyncPolicy, WriteAheadLog};
+mod common;
+
+use lamina::{Damage, Error, Lsn, Mode, Options, WriteAheadLog};
+use lamina_tests::files::segment_files;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const RECORDS: u32 = 1_500;
 
 fn options(mode: Mode) -> Options {
-    let mut options = Options::default();
-    options.config.segment_size = 32 * 1024;
-    options.config.max_payload = 4096;
-    options.config.policy = SyncPolicy::Batch {
-        max_records: 32,
-        max_bytes: 16 * 1024,
-        max_delay: 0,
-    };
-    options.mode = mode;
-    options
+    Options {
+        mode,
+        ..common::batched_options(32 * 1024)
+    }
 }
 
 fn payload(i: u32) -> Vec<u8> {
@@ -36,16 +38,6 @@ fn write_log(dir: &Path) -> Vec<(Lsn, Vec<u8>)> {
     }
     log.close().unwrap();
     appended
-}
-
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    files.sort();
-    files
 }
 
 fn file_name(path: &Path) -> String {
@@ -77,77 +69,6 @@ fn assert_names_file(e: &Error, file: &Path) -> Option<Damage> {
     match e {
         Error::Recover { damage, .. } => damage.as_ref().map(|d| d.damage),
         other => panic!("expected a recovery error, got {other:?}"),
-    }
-}
-
-fn flip_byte(path: &Path, offset: u64) {
-    let mut bytes = fs::read(path).unwrap();
-    bytes[usize::try_from(offset).unwrap()] ^= 0x10;
-    fs::write(path, bytes).unwrap();
-}
-
-#[test]
-fn bit_flip_in_a_middle_segment_is_corruption_naming_the_file_in_strict() {
-    let dir = tempfile::tempdir().unwrap();
-    write_log(dir.path());
-    let files = segment_files(dir.path());
-    assert!(files.len() >= 4, "several segments: {files:?}");
-    let middle = &files[1];
-    flip_byte(middle, 4_000);
-    let e = open_error(dir.path(), Mode::Strict);
-    let damage = assert_names_file(&e, middle);
-    assert!(
-        matches!(damage, Some(Damage::Records(_))),
-        "record damage: {e}"
-    );
-    // Nothing was changed: the same error again.
-    assert_eq!(open_error(dir.path(), Mode::Strict), e);
-}
-
-#[test]
-fn bit_flip_in_a_middle_segment_stops_there_in_point_in_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let appended = write_log(dir.path());
-    let files = segment_files(dir.path());
-    flip_byte(&files[1], 4_000);
-    let (mut log, report) = WriteAheadLog::open(dir.path(), options(Mode::PointInTime)).unwrap();
-    assert!(report.damage.is_some(), "{report:?}");
-    let read = read_all(&mut log);
-    assert!(
-        !read.is_empty() && read.len() < appended.len(),
-        "{}",
-        read.len()
-    );
-    assert_eq!(read[..], appended[..read.len()], "a prefix, byte for byte");
-    // The log goes on after the point in time.
-    let lsn = log.append(b"after").unwrap();
-    assert!(log.sync().unwrap() >= lsn);
-}
-
-#[test]
-fn bit_flip_in_a_middle_segment_is_skipped_and_reported_in_skip_corrupt() {
-    let dir = tempfile::tempdir().unwrap();
-    let appended = write_log(dir.path());
-    let files = segment_files(dir.path());
-    flip_byte(&files[1], 4_000);
-    let (mut log, report) = WriteAheadLog::open(dir.path(), options(Mode::SkipCorrupt)).unwrap();
-    assert!(report.skipped >= 1, "{report:?}");
-    assert!(
-        report
-            .damage
-            .is_some_and(|d| matches!(d.damage, Damage::Skipped(_))),
-        "{report:?}"
-    );
-    let read = read_all(&mut log);
-    let lost = appended.len() - read.len();
-    assert!(
-        (1..64).contains(&lost),
-        "only the damaged records are lost: {lost}"
-    );
-    // Every record read is one that was appended, with its bytes, in order.
-    let mut it = appended.iter();
-    for r in &read {
-        assert!(it.any(|a| a == r), "{:?} was never appended", r.0);
     }
 }
 

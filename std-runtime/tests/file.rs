@@ -1,17 +1,11 @@
 //! The log on the file backend: a directory on this machine's file system.
 
-use lamina::{Error, Lsn, Options, SyncPolicy, WriteAheadLog};
+mod common;
+
+use lamina::{Error, Lsn, Options, WriteAheadLog};
 
 fn options() -> Options {
-    let mut options = Options::default();
-    options.config.segment_size = 64 * 1024;
-    options.config.max_payload = 4096;
-    options.config.policy = SyncPolicy::Batch {
-        max_records: 32,
-        max_bytes: 16 * 1024,
-        max_delay: 0,
-    };
-    options
+    common::batched_options(64 * 1024)
 }
 
 #[test]

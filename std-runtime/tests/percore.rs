@@ -3,9 +3,11 @@
 //! simulated device; the set's description and the misuse that must be an error.
 #![cfg(feature = "file")]
 
+mod common;
+
 use lamina::{
-    Config, CoreRecord, CoreWalWriter, EpochBoundary, Error, Lsn, Mode, Options, PerCoreRecovery,
-    PerCoreWalManager, SegmentStorage, SyncPolicy,
+    CoreRecord, CoreWalWriter, EpochBoundary, Error, Lsn, Options, PerCoreRecovery,
+    PerCoreWalManager, SegmentStorage,
 };
 use lamina_tests::sim::SimStorage;
 use std::path::Path;
@@ -17,24 +19,7 @@ const MAX_PAYLOAD: u32 = 200;
 
 /// Small segments, so that segments roll over inside an epoch and start after its marker.
 fn options() -> Options {
-    Options {
-        config: Config {
-            policy: SyncPolicy::Batch {
-                max_records: 8,
-                max_bytes: 2048,
-                max_delay: 0,
-            },
-            max_writes_in_flight: 8,
-            linked: false,
-            segment_size: 4 * 1024,
-            max_payload: MAX_PAYLOAD,
-            nonce_seed: 0,
-        },
-        mode: Mode::Strict,
-        buffer_size: 16 * 1024,
-        core: 0,
-        log_id: None,
-    }
+    common::small_options(4 * 1024, MAX_PAYLOAD)
 }
 
 /// A payload that names its core, epoch and index, 20 to 200 bytes long.
@@ -82,36 +67,35 @@ fn write_epochs<S: SegmentStorage>(
     tail: u64,
     history: &mut History,
 ) {
-    let core = writer.core();
     let last = *epochs.end();
     for epoch in epochs {
-        let lsn = writer.begin_epoch(epoch).expect("begin_epoch");
-        history.appended.push(Appended::Marker { epoch, lsn });
-        for i in 0..PER_EPOCH {
-            let p = payload(core, epoch, i);
-            let lsn = writer.append(&p).expect("append");
-            history.appended.push(Appended::Data {
-                epoch,
-                lsn,
-                payload: p,
-            });
-        }
+        write_epoch(writer, epoch, PER_EPOCH, history);
         history.synced = writer.sync().expect("sync");
         assert_eq!(writer.epoch(), epoch);
     }
     if tail > 0 {
-        let epoch = last + 1;
-        let lsn = writer.begin_epoch(epoch).expect("begin_epoch");
-        history.appended.push(Appended::Marker { epoch, lsn });
-        for i in 0..tail {
-            let p = payload(core, epoch, i);
-            let lsn = writer.append(&p).expect("append");
-            history.appended.push(Appended::Data {
-                epoch,
-                lsn,
-                payload: p,
-            });
-        }
+        write_epoch(writer, last + 1, tail, history);
+    }
+}
+
+/// Begins `epoch` and appends `records` records in it, noting each in `history`.
+fn write_epoch<S: SegmentStorage>(
+    writer: &mut CoreWalWriter<S>,
+    epoch: u64,
+    records: u64,
+    history: &mut History,
+) {
+    let core = writer.core();
+    let lsn = writer.begin_epoch(epoch).expect("begin_epoch");
+    history.appended.push(Appended::Marker { epoch, lsn });
+    for i in 0..records {
+        let p = payload(core, epoch, i);
+        let lsn = writer.append(&p).expect("append");
+        history.appended.push(Appended::Data {
+            epoch,
+            lsn,
+            payload: p,
+        });
     }
 }
 
@@ -679,16 +663,23 @@ fn merge_orders_by_epoch_then_core_and_passes_over_an_empty_core() {
     assert_eq!(merged, expected);
 }
 
-#[test]
-fn read_error_in_one_core_fails_the_merge_without_hanging() {
+/// Three cores on simulated devices, each with epochs 1 and 2 of `PER_EPOCH` records synced;
+/// returns the devices.
+fn three_cores_of_two_epochs() -> Vec<SimStorage> {
     let storages = (0..3).map(SimStorage::new).collect();
     let (manager, _) = PerCoreWalManager::open_with(storages, options()).expect("open");
     let mut storages = Vec::new();
     for mut writer in manager.writers() {
-        // More records than the merge lets a reader run ahead, so the other readers block.
         write_epochs(&mut writer, 1..=2, 0, &mut History::default());
         storages.push(writer.into_log().into_storage());
     }
+    storages
+}
+
+#[test]
+fn read_error_in_one_core_fails_the_merge_without_hanging() {
+    // More records than the merge lets a reader run ahead, so the other readers block.
+    let storages = three_cores_of_two_epochs();
     let (mut manager, _) = PerCoreWalManager::open_with(storages, options()).expect("reopen");
     // Every read of the merge failing in turn: the first reads are segment headers' (finding
     // where to start), later ones frames'. Each failure ends the merge with an error.
@@ -734,13 +725,7 @@ fn read_error_in_one_core_fails_the_merge_without_hanging() {
 
 #[test]
 fn corruption_in_one_core_fails_the_open_naming_that_core() {
-    let storages = (0..3).map(SimStorage::new).collect();
-    let (manager, _) = PerCoreWalManager::open_with(storages, options()).expect("open");
-    let mut storages = Vec::new();
-    for mut writer in manager.writers() {
-        write_epochs(&mut writer, 1..=2, 0, &mut History::default());
-        storages.push(writer.into_log().into_storage());
-    }
+    let mut storages = three_cores_of_two_epochs();
     // A bit of a record in core 2's first (sealed) segment: acknowledged data is damaged.
     storages[2].flip_bit(lamina::SegmentId(0), 200, 3);
     match PerCoreWalManager::open_with(storages, options()) {

@@ -6,8 +6,10 @@
 //! (default 12).
 #![cfg(feature = "file")]
 
+mod common;
+
 use lamina::file_backend::{self, FileStorage, names};
-use lamina::{Lsn, Options, SyncPolicy, WriteAheadLog};
+use lamina::{Lsn, Options, WriteAheadLog};
 use lamina_tests::faulty::FaultyStorage;
 use std::collections::HashSet;
 use std::fs;
@@ -15,15 +17,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 fn options() -> Options {
-    let mut options = Options::default();
-    options.config.segment_size = 64 * 1024;
-    options.config.max_payload = 4096;
-    options.config.policy = SyncPolicy::Batch {
-        max_records: 32,
-        max_bytes: 16 * 1024,
-        max_delay: 0,
-    };
-    options
+    common::batched_options(64 * 1024)
 }
 
 fn payload(n: u64, old: bool) -> Vec<u8> {

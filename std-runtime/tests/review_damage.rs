@@ -3,40 +3,21 @@
 //! not a silent loss.
 #![cfg(feature = "file")]
 
-use lamina::{Error, Lsn, Mode, Options, SyncPolicy, WriteAheadLog};
+mod common;
+
+use lamina::{Error, Lsn, Mode, Options, WriteAheadLog};
+use lamina_tests::files::{flip_bits, segment_files};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 const RECORDS: u32 = 600;
 
 fn options() -> Options {
-    let mut options = Options::default();
-    options.config.segment_size = 32 * 1024;
-    options.config.max_payload = 4096;
-    options.config.policy = SyncPolicy::Batch {
-        max_records: 32,
-        max_bytes: 16 * 1024,
-        max_delay: 0,
-    };
-    options.mode = Mode::SkipCorrupt;
-    options
-}
-
-fn first_segment(dir: &Path) -> PathBuf {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .expect("list")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    files.sort();
-    files.swap_remove(0)
-}
-
-fn flip_byte(path: &Path, offset: usize) {
-    let mut bytes = fs::read(path).expect("read");
-    bytes[offset] ^= 0x40;
-    fs::write(path, bytes).expect("write");
+    Options {
+        mode: Mode::SkipCorrupt,
+        ..common::batched_options(32 * 1024)
+    }
 }
 
 /// Every record the tail hands out up to its first error, and that error.
@@ -63,7 +44,7 @@ fn skip_corrupt_damage_after_the_open_is_a_read_error_not_a_silent_skip() {
     }
     log.sync().expect("every record is acknowledged");
     // Bit rot in a durable record of the first segment, after recovery looked at the log.
-    flip_byte(&first_segment(dir.path()), 3_000);
+    flip_bits(&segment_files(dir.path())[0], 3_000, 0x40);
     let mut read = 0;
     match log.read_from(Lsn::FIRST, |_, _| read += 1) {
         Err(Error::Read { detail, .. }) => assert!(detail.contains("damage"), "{detail}"),
@@ -84,8 +65,8 @@ fn skip_corrupt_steps_over_the_recovered_damage_but_not_later_damage() {
             .expect("append");
     }
     log.close().expect("close");
-    let first = first_segment(dir.path());
-    flip_byte(&first, 20_000);
+    let first = segment_files(dir.path()).swap_remove(0);
+    flip_bits(&first, 20_000, 0x40);
     let (mut log, report) = WriteAheadLog::open(dir.path(), options()).expect("reopen");
     assert!(report.skipped >= 1, "{report:?}");
     let mut before = 0;
@@ -99,7 +80,7 @@ fn skip_corrupt_steps_over_the_recovered_damage_but_not_later_damage() {
     }
     assert_eq!(tailed, before, "the tail steps over what read_from does");
     // New damage before the old: never reported, so an error.
-    flip_byte(&first, 3_000);
+    flip_bits(&first, 3_000, 0x40);
     let mut after = 0;
     let result = log.read_from(Lsn::FIRST, |_, _| after += 1);
     assert!(matches!(result, Err(Error::Read { .. })), "{result:?}");

@@ -4,6 +4,7 @@
 
 use lamina::file_backend::FileReader;
 use lamina::{Error, Lsn, Options, PerCoreWalManager, SharedLog, WriteAheadLog};
+use lamina_tests::hang::{mkfifo, within};
 use std::time::Duration;
 
 #[test]
@@ -98,22 +99,8 @@ fn tail_steps_over_a_headerless_file_and_names_a_directory_under_a_segment_name(
     }
 }
 
-/// Runs `f` on another thread; `None` when it has not returned within 20 s (it is left behind).
-fn within_20s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    let (send, got) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = send.send(f());
-    });
-    got.recv_timeout(Duration::from_secs(20)).ok()
-}
-
-fn mkfifo(path: &std::path::Path) {
-    let status = std::process::Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .expect("mkfifo");
-    assert!(status.success(), "mkfifo {}", path.display());
-}
+/// A call that has not returned after this long hangs (a hang guard, not a speed check).
+const HANG: Duration = Duration::from_secs(20);
 
 #[test]
 fn a_fifo_under_a_segment_name_is_an_error_not_a_hang() {
@@ -123,15 +110,17 @@ fn a_fifo_under_a_segment_name_is_an_error_not_a_hang() {
     log.sync().expect("sync");
     mkfifo(&dir.path().join("00000000000000f0.seg"));
     let reader = FileReader::open(dir.path()).expect("reader");
-    let tailed = within_20s(move || log.tail_with(reader, Lsn::FIRST).map(|_| ()))
+    let tailed = within(HANG, move || log.tail_with(reader, Lsn::FIRST).map(|_| ()))
         .expect("a tail on a directory with a FIFO hangs");
     match tailed {
         Err(e) => assert!(e.to_string().contains("00000000000000f0.seg"), "{e}"),
         Ok(()) => panic!("a FIFO under a segment name was taken for a segment"),
     }
     let path = dir.path().to_path_buf();
-    let reopened = within_20s(move || WriteAheadLog::open(&path, Options::default()).map(|_| ()))
-        .expect("recovery of a directory with a FIFO hangs");
+    let reopened = within(HANG, move || {
+        WriteAheadLog::open(&path, Options::default()).map(|_| ())
+    })
+    .expect("recovery of a directory with a FIFO hangs");
     match reopened {
         Err(e) => assert!(e.to_string().contains("00000000000000f0.seg"), "{e}"),
         Ok(()) => panic!("a FIFO under a segment name was taken for a segment"),
@@ -145,7 +134,7 @@ fn a_fifo_as_the_percore_description_is_an_error_not_a_hang() {
     std::fs::remove_file(dir.path().join("PERCORE")).expect("rm");
     mkfifo(&dir.path().join("PERCORE"));
     let path = dir.path().to_path_buf();
-    let opened = within_20s(move || {
+    let opened = within(HANG, move || {
         PerCoreWalManager::open(&path, 2, Options::default())
             .map(|_| ())
             .map_err(|e| e.to_string())

@@ -3,6 +3,7 @@
 
 use lamina::{Error, Failure, Lsn, Options, SegmentId, SegmentStorage, SharedLog, WriteAheadLog};
 use lamina_core::io::{Completion, ErrorType, SegmentOp};
+use lamina_tests::hook::{Hooked, Hooks, before_submit};
 use lamina_tests::shared::SharedSim;
 use lamina_tests::sim::SimStorage;
 use std::sync::Arc;
@@ -14,54 +15,22 @@ use std::time::Duration;
 /// A tail that gets nothing for this long is stuck (a hang guard, not a timing assertion).
 const STUCK: Duration = Duration::from_secs(20);
 
-/// The shared simulated device, panicking at a sync once armed: a backend bug inside a leader.
-struct PanicOnSync {
-    inner: SharedSim,
-    armed: Arc<AtomicBool>,
-}
-
-impl ErrorType for PanicOnSync {
-    type Error = Failure;
-}
-
-impl SegmentStorage for PanicOnSync {
-    fn submit(&mut self, token: u64, op: SegmentOp<'_>) -> Result<(), Failure> {
-        if let SegmentOp::Sync { .. } = op {
-            assert!(
-                !self.armed.load(Ordering::Relaxed),
-                "the backend panics (test)"
-            );
-        }
-        self.inner.submit(token, op)
-    }
-
-    fn poll_completion(&mut self) -> Option<Completion<Failure>> {
-        self.inner.poll_completion()
-    }
-
-    fn read_at(
-        &mut self,
-        segment: SegmentId,
-        offset: u64,
-        buf: &mut [u8],
-    ) -> Result<usize, Failure> {
-        self.inner.read_at(segment, offset, buf)
-    }
-
-    fn list(&mut self, out: &mut [SegmentId]) -> Result<usize, Failure> {
-        self.inner.list(out)
-    }
-}
-
 #[test]
 fn a_leader_panic_ends_a_waiting_tail_while_other_handles_live() {
     let sim = SharedSim::new(SimStorage::new(7));
     let reader = sim.reader();
     let armed = Arc::new(AtomicBool::new(false));
-    let storage = PanicOnSync {
-        inner: sim,
-        armed: Arc::clone(&armed),
-    };
+    // The shared simulated device, panicking at a sync once armed: a backend bug inside a
+    // leader.
+    let hook_armed = Arc::clone(&armed);
+    let storage = before_submit(sim, move |op: &SegmentOp<'_>| {
+        if let SegmentOp::Sync { .. } = op {
+            assert!(
+                !hook_armed.load(Ordering::Relaxed),
+                "the backend panics (test)"
+            );
+        }
+    });
     let (log, _) = WriteAheadLog::open_with(storage, Options::default()).expect("open");
     let log = SharedLog::new(log);
     let mut tail = log.tail_with(reader, Lsn::FIRST).expect("tail");
@@ -215,48 +184,35 @@ fn tail_of_a_shared_log_on_a_device_completing_late_sees_each_acked_record_once(
 
 /// The shared simulated device, holding back the completions of syncs while `hold` is set.
 struct HoldSyncs {
-    inner: SharedSim,
     hold: Arc<AtomicBool>,
     syncs: Vec<u64>,
     held: Vec<Completion<Failure>>,
 }
 
-impl ErrorType for HoldSyncs {
-    type Error = Failure;
-}
-
-impl SegmentStorage for HoldSyncs {
-    fn submit(&mut self, token: u64, op: SegmentOp<'_>) -> Result<(), Failure> {
+impl Hooks<SharedSim> for HoldSyncs {
+    fn submit(
+        &mut self,
+        inner: &mut SharedSim,
+        token: u64,
+        op: SegmentOp<'_>,
+    ) -> Result<(), Failure> {
         if let SegmentOp::Sync { .. } = op {
             self.syncs.push(token);
         }
-        self.inner.submit(token, op)
+        inner.submit(token, op)
     }
 
-    fn poll_completion(&mut self) -> Option<Completion<Failure>> {
+    fn poll_completion(&mut self, inner: &mut SharedSim) -> Option<Completion<Failure>> {
         let holding = self.hold.load(Ordering::Relaxed);
         if !holding && let Some(done) = self.held.pop() {
             return Some(done);
         }
-        let done = self.inner.poll_completion()?;
+        let done = inner.poll_completion()?;
         if holding && self.syncs.contains(&done.0) {
             self.held.push(done);
             return None;
         }
         Some(done)
-    }
-
-    fn read_at(
-        &mut self,
-        segment: SegmentId,
-        offset: u64,
-        buf: &mut [u8],
-    ) -> Result<usize, Failure> {
-        self.inner.read_at(segment, offset, buf)
-    }
-
-    fn list(&mut self, out: &mut [SegmentId]) -> Result<usize, Failure> {
-        self.inner.list(out)
     }
 }
 
@@ -266,11 +222,13 @@ fn a_sync_completed_while_into_log_settles_reaches_the_tails() {
     sim.lock().reorder = false;
     let reader = sim.reader();
     let hold = Arc::new(AtomicBool::new(false));
-    let storage = HoldSyncs {
+    let storage = Hooked {
         inner: sim,
-        hold: Arc::clone(&hold),
-        syncs: Vec::new(),
-        held: Vec::new(),
+        hooks: HoldSyncs {
+            hold: Arc::clone(&hold),
+            syncs: Vec::new(),
+            held: Vec::new(),
+        },
     };
     let (log, _) = WriteAheadLog::open_with(storage, Options::default()).expect("open");
     let log = SharedLog::new(log);

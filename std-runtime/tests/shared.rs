@@ -3,17 +3,18 @@
 //! and syncs, and a panicking leader never leave a thread waiting or lose an acknowledgement;
 //! truncation while threads commit keeps every record from the cut on.
 
+mod common;
+
 use lamina::file_backend::FileStorage;
-use lamina::{
-    Config, Error, Failure, Lsn, Mode, Options, SegmentId, SegmentStorage, SharedLog, SyncPolicy,
-    WriteAheadLog,
-};
-use lamina_core::io::{Completion, ErrorType, SegmentOp};
+use lamina::{Error, Failure, Lsn, Options, SegmentStorage, SharedLog, WriteAheadLog};
+use lamina_core::io::{Completion, SegmentOp};
 use lamina_tests::faulty::FaultyStorage;
+use lamina_tests::hang::without_hanging;
+use lamina_tests::hook::{Hooked, Hooks, before_submit};
 use lamina_tests::sim::SimStorage;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Barrier;
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
@@ -21,24 +22,7 @@ type Records = Vec<(Lsn, Vec<u8>)>;
 
 /// Small segments and buffer, so that many threads roll segments and fill the buffer often.
 fn sim_options() -> Options {
-    Options {
-        config: Config {
-            policy: SyncPolicy::Batch {
-                max_records: 8,
-                max_bytes: 2048,
-                max_delay: 0,
-            },
-            max_writes_in_flight: 8,
-            linked: false,
-            segment_size: 8 * 1024,
-            max_payload: 300,
-            nonce_seed: 0,
-        },
-        mode: Mode::Strict,
-        buffer_size: 16 * 1024,
-        core: 0,
-        log_id: None,
-    }
+    common::small_options(8 * 1024, 300)
 }
 
 fn file_options() -> Options {
@@ -130,21 +114,8 @@ fn assert_acked_read_back(acked: &Records, read: &Records) {
     assert_eq!(payloads.len(), read.len(), "a record is in the log twice");
 }
 
-/// Runs `f`, aborting the test binary if it has not returned after a minute: a hang guard, not a
-/// speed check, for tests whose point is that no thread is left waiting forever.
-fn without_hanging<T>(f: impl FnOnce() -> T) -> T {
-    let (finished, watch) = mpsc::channel::<()>();
-    let watchdog = thread::spawn(move || {
-        if let Err(RecvTimeoutError::Timeout) = watch.recv_timeout(Duration::from_secs(60)) {
-            eprintln!("a thread was left waiting: the test hangs");
-            std::process::abort();
-        }
-    });
-    let out = f();
-    drop(finished);
-    watchdog.join().expect("watchdog");
-    out
-}
+/// A thread left waiting this long is left waiting forever (a hang guard, not a speed check).
+const HANG: Duration = Duration::from_secs(60);
 
 fn assert_poisoned<T: std::fmt::Debug>(result: Result<T, Error>, failure: Failure) {
     match result {
@@ -252,7 +223,6 @@ fn eight_threads_on_files_share_syncs() {
 /// in flight are lost, unsynced writes partly kept), and every operation after it fails, as on a
 /// machine whose disk went away.
 struct PowerCut {
-    inner: SimStorage,
     ops_left: u64,
     cut: bool,
     in_flight: Vec<u64>,
@@ -260,16 +230,17 @@ struct PowerCut {
     lost: VecDeque<u64>,
 }
 
-impl ErrorType for PowerCut {
-    type Error = Failure;
-}
-
-impl SegmentStorage for PowerCut {
-    fn submit(&mut self, token: u64, op: SegmentOp<'_>) -> Result<(), Failure> {
+impl Hooks<SimStorage> for PowerCut {
+    fn submit(
+        &mut self,
+        inner: &mut SimStorage,
+        token: u64,
+        op: SegmentOp<'_>,
+    ) -> Result<(), Failure> {
         if !self.cut {
             self.ops_left = self.ops_left.saturating_sub(1);
             if self.ops_left == 0 {
-                self.inner.crash();
+                inner.crash();
                 self.cut = true;
                 self.lost.extend(self.in_flight.drain(..));
             }
@@ -277,34 +248,21 @@ impl SegmentStorage for PowerCut {
         if self.cut {
             return Err(Failure::Io);
         }
-        self.inner.submit(token, op)?;
+        inner.submit(token, op)?;
         self.in_flight.push(token);
         Ok(())
     }
 
-    fn poll_completion(&mut self) -> Option<Completion<Failure>> {
+    fn poll_completion(&mut self, inner: &mut SimStorage) -> Option<Completion<Failure>> {
         if let Some(token) = self.lost.pop_front() {
             return Some((token, Err(Failure::Io)));
         }
         if self.cut {
             return None;
         }
-        let (token, result) = self.inner.poll_completion()?;
+        let (token, result) = inner.poll_completion()?;
         self.in_flight.retain(|t| *t != token);
         Some((token, result))
-    }
-
-    fn read_at(
-        &mut self,
-        segment: SegmentId,
-        offset: u64,
-        buf: &mut [u8],
-    ) -> Result<usize, Failure> {
-        self.inner.read_at(segment, offset, buf)
-    }
-
-    fn list(&mut self, out: &mut [SegmentId]) -> Result<usize, Failure> {
-        self.inner.list(out)
     }
 }
 
@@ -313,18 +271,20 @@ fn power_cut_while_threads_commit_loses_nothing_acknowledged() {
     let mut cut_with_acks = 0;
     for seed in 0..12 {
         let (log, _) = WriteAheadLog::open_with(
-            PowerCut {
+            Hooked {
                 inner: SimStorage::new(seed),
-                ops_left: 20 + seed * 13,
-                cut: false,
-                in_flight: Vec::new(),
-                lost: VecDeque::new(),
+                hooks: PowerCut {
+                    ops_left: 20 + seed * 13,
+                    cut: false,
+                    in_flight: Vec::new(),
+                    lost: VecDeque::new(),
+                },
             },
             sim_options(),
         )
         .expect("open");
         let log = SharedLog::new(log);
-        let (acked, errors) = without_hanging(|| commit_from_threads(&log, 8, 100));
+        let (acked, errors) = without_hanging(HANG, || commit_from_threads(&log, 8, 100));
         // Every thread learned of the cut; none waits on.
         for error in errors {
             assert_poisoned(Err::<(), _>(error.expect("the cut surfaces")), Failure::Io);
@@ -344,7 +304,7 @@ fn poisoned_while_committing<S: SegmentStorage + Send>(
     failure: Failure,
 ) -> (Records, WriteAheadLog<S>) {
     let other = log.clone();
-    let (acked, errors) = without_hanging(|| commit_from_threads(&log, 8, 200));
+    let (acked, errors) = without_hanging(HANG, || commit_from_threads(&log, 8, 200));
     for error in errors {
         assert_poisoned(Err::<(), _>(error.expect("the fault surfaces")), failure);
     }
@@ -363,11 +323,13 @@ fn poisoned_while_committing<S: SegmentStorage + Send>(
     (acked, log)
 }
 
-#[test]
-fn a_failed_write_wakes_every_waiter_with_poisoned_and_keeps_what_was_acked() {
-    let mut log = open_sim(SimStorage::new(21));
-    log.storage_mut().faults.fail_write = Some((40, Failure::Io));
-    let (acked, log) = poisoned_while_committing(SharedLog::new(log), Failure::Io);
+/// A shared log on the simulated device of `seed`, made to fail by `fail` with `failure` while
+/// threads commit: every waiter is woken with `Poisoned`, and after a crash every acknowledged
+/// record is back.
+fn failed_io_case(seed: u64, fail: impl FnOnce(&mut SimStorage), failure: Failure) {
+    let mut log = open_sim(SimStorage::new(seed));
+    fail(log.storage_mut());
+    let (acked, log) = poisoned_while_committing(SharedLog::new(log), failure);
     assert!(!acked.is_empty());
     let mut storage = log.into_storage();
     storage.crash();
@@ -375,14 +337,21 @@ fn a_failed_write_wakes_every_waiter_with_poisoned_and_keeps_what_was_acked() {
 }
 
 #[test]
+fn a_failed_write_wakes_every_waiter_with_poisoned_and_keeps_what_was_acked() {
+    failed_io_case(
+        21,
+        |s| s.faults.fail_write = Some((40, Failure::Io)),
+        Failure::Io,
+    );
+}
+
+#[test]
 fn a_failed_sync_wakes_every_waiter_with_poisoned_and_keeps_what_was_acked() {
-    let mut log = open_sim(SimStorage::new(22));
-    log.storage_mut().faults.fail_sync = Some((25, Failure::NoSpace));
-    let (acked, log) = poisoned_while_committing(SharedLog::new(log), Failure::NoSpace);
-    assert!(!acked.is_empty());
-    let mut storage = log.into_storage();
-    storage.crash();
-    assert_acked_read_back(&acked, &read_all(&mut open_sim(storage)));
+    failed_io_case(
+        22,
+        |s| s.faults.fail_sync = Some((25, Failure::NoSpace)),
+        Failure::NoSpace,
+    );
 }
 
 #[test]
@@ -401,54 +370,21 @@ fn a_failed_fdatasync_on_files_poisons_every_handle_and_keeps_what_was_acked() {
     assert_acked_read_back(&acked, &read_all(&mut log));
 }
 
-/// The sim, panicking at its `panic_at`th sync: a backend bug inside a leader's I/O.
-struct PanicAt {
-    inner: SimStorage,
-    syncs_left: u64,
-}
-
-impl ErrorType for PanicAt {
-    type Error = Failure;
-}
-
-impl SegmentStorage for PanicAt {
-    fn submit(&mut self, token: u64, op: SegmentOp<'_>) -> Result<(), Failure> {
-        if let SegmentOp::Sync { .. } = op {
-            self.syncs_left = self.syncs_left.saturating_sub(1);
-            assert!(self.syncs_left != 0, "the backend panics (test)");
-        }
-        self.inner.submit(token, op)
-    }
-
-    fn poll_completion(&mut self) -> Option<Completion<Failure>> {
-        self.inner.poll_completion()
-    }
-
-    fn read_at(
-        &mut self,
-        segment: SegmentId,
-        offset: u64,
-        buf: &mut [u8],
-    ) -> Result<usize, Failure> {
-        self.inner.read_at(segment, offset, buf)
-    }
-
-    fn list(&mut self, out: &mut [SegmentId]) -> Result<usize, Failure> {
-        self.inner.list(out)
-    }
-}
-
 #[test]
 fn a_leader_that_panics_wakes_every_waiter_with_an_error() {
-    let storage = PanicAt {
-        inner: SimStorage::new(31),
-        syncs_left: 30,
-    };
+    // The sim, panicking at its 30th sync: a backend bug inside a leader's I/O.
+    let mut syncs_left = 30u64;
+    let storage = before_submit(SimStorage::new(31), move |op: &SegmentOp<'_>| {
+        if let SegmentOp::Sync { .. } = op {
+            syncs_left = syncs_left.saturating_sub(1);
+            assert!(syncs_left != 0, "the backend panics (test)");
+        }
+    });
     let (log, _) = WriteAheadLog::open_with(storage, sim_options()).expect("open");
     let log = SharedLog::new(log);
     let threads = 8;
     let start = Barrier::new(threads);
-    let outcomes: Vec<thread::Result<Option<Error>>> = without_hanging(|| {
+    let outcomes: Vec<thread::Result<Option<Error>>> = without_hanging(HANG, || {
         thread::scope(|scope| {
             let workers: Vec<_> = (0..threads)
                 .map(|t| {
@@ -638,6 +574,6 @@ fn a_tail_follows_the_shared_log_and_sees_every_acked_record_once() {
     }
     assert_eq!(got, acked, "every acked record once, in LSN order");
     log.close().expect("close");
-    without_hanging(|| tailer.join().expect("tailer"));
+    without_hanging(HANG, || tailer.join().expect("tailer"));
     assert!(seen.try_recv().is_err(), "nothing after the acked records");
 }

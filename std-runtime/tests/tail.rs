@@ -5,8 +5,12 @@
 //! middle LSN; waiting on an empty log; timeouts; the end of the log by close, drop or poisoning;
 //! truncation past the tail; damage; a tail after a crash and recovery.
 
-use lamina::{Config, Error, Failure, Lsn, Mode, Options, SyncPolicy, Tail, WriteAheadLog};
+mod common;
+
+use lamina::SegmentStorage as _;
+use lamina::{Error, Failure, Lsn, Mode, Options, SyncPolicy, Tail, WriteAheadLog};
 use lamina_core::SegmentId;
+use lamina_tests::hook::{Hooked, Hooks};
 use lamina_tests::shared::{SharedSim, SimReader};
 use lamina_tests::sim::SimStorage;
 use std::sync::mpsc;
@@ -22,24 +26,7 @@ const MAX_PAYLOAD: u32 = 300;
 const STUCK: Duration = Duration::from_secs(20);
 
 fn options(segment_size: u64) -> Options {
-    Options {
-        config: Config {
-            policy: SyncPolicy::Batch {
-                max_records: 8,
-                max_bytes: 2048,
-                max_delay: 0,
-            },
-            max_writes_in_flight: 8,
-            linked: false,
-            segment_size,
-            max_payload: MAX_PAYLOAD,
-            nonce_seed: 0,
-        },
-        mode: Mode::Strict,
-        buffer_size: 16 * 1024,
-        core: 0,
-        log_id: None,
-    }
+    common::small_options(segment_size, MAX_PAYLOAD)
 }
 
 /// Records the concurrent tests write (`LAMINA_TAIL_RECORDS` for more).
@@ -369,36 +356,20 @@ fn damage_in_a_durable_record_is_a_read_error() {
 
 /// A read-only view that counts its reads.
 struct Counting {
-    inner: SimReader,
     reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
-impl lamina_core::io::ErrorType for Counting {
-    type Error = Failure;
-}
-
-impl lamina::SegmentStorage for Counting {
-    fn submit(&mut self, token: u64, op: lamina_core::io::SegmentOp<'_>) -> Result<(), Failure> {
-        self.inner.submit(token, op)
-    }
-
-    fn poll_completion(&mut self) -> Option<lamina_core::io::Completion<Failure>> {
-        self.inner.poll_completion()
-    }
-
+impl Hooks<SimReader> for Counting {
     fn read_at(
         &mut self,
+        inner: &mut SimReader,
         segment: SegmentId,
         offset: u64,
         buf: &mut [u8],
     ) -> Result<usize, Failure> {
         self.reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.read_at(segment, offset, buf)
-    }
-
-    fn list(&mut self, out: &mut [SegmentId]) -> Result<usize, Failure> {
-        self.inner.list(out)
+        inner.read_at(segment, offset, buf)
     }
 }
 
@@ -409,9 +380,11 @@ fn durable_records_are_read_in_chunks_not_one_read_each() {
     let written = append_range(&mut log, 1, 0..1000);
     log.sync().expect("sync");
     let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let reader = Counting {
+    let reader = Hooked {
         inner: log.storage().reader(),
-        reads: std::sync::Arc::clone(&reads),
+        hooks: Counting {
+            reads: std::sync::Arc::clone(&reads),
+        },
     };
     let mut tail = log.tail_with(reader, Lsn::FIRST).expect("tail");
     let after_open = reads.load(std::sync::atomic::Ordering::Relaxed);

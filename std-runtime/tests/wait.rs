@@ -6,7 +6,8 @@
 
 use lamina::{Error, Failure, Lsn, Options, SharedLog, SyncPolicy, WriteAheadLog};
 use lamina_core::SegmentId;
-use lamina_core::io::{Completion, ErrorType, SegmentOp, SegmentStorage};
+use lamina_core::io::{Completion, SegmentOp, SegmentStorage};
+use lamina_tests::hook::{Hooked, Hooks};
 use lamina_tests::sim::SimStorage;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -15,7 +16,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The simulated device, except that completions are handed out only after a wait: each
 /// `wait_for_completion` releases what completed so far, as a ring's `submit_and_wait` does.
 struct OnlyOnWait {
-    inner: SimStorage,
     released: VecDeque<Completion<Failure>>,
     waits: Arc<AtomicU64>,
     /// Waits that found nothing in flight (they must return at once, not block).
@@ -24,46 +24,41 @@ struct OnlyOnWait {
 }
 
 impl OnlyOnWait {
-    fn new(seed: u64) -> Self {
-        OnlyOnWait {
+    fn new(seed: u64) -> Hooked<SimStorage, Self> {
+        Hooked {
             inner: SimStorage::new(seed),
-            released: VecDeque::new(),
-            waits: Arc::default(),
-            idle_waits: Arc::default(),
-            in_flight: 0,
+            hooks: OnlyOnWait {
+                released: VecDeque::new(),
+                waits: Arc::default(),
+                idle_waits: Arc::default(),
+                in_flight: 0,
+            },
         }
     }
 }
 
-impl ErrorType for OnlyOnWait {
-    type Error = Failure;
-}
-
-impl SegmentStorage for OnlyOnWait {
-    fn submit(&mut self, token: u64, op: SegmentOp<'_>) -> Result<(), Failure> {
-        self.inner.submit(token, op)?;
+impl Hooks<SimStorage> for OnlyOnWait {
+    fn submit(
+        &mut self,
+        inner: &mut SimStorage,
+        token: u64,
+        op: SegmentOp<'_>,
+    ) -> Result<(), Failure> {
+        inner.submit(token, op)?;
         self.in_flight += 1;
         Ok(())
     }
 
-    fn poll_completion(&mut self) -> Option<Completion<Failure>> {
+    fn poll_completion(&mut self, _: &mut SimStorage) -> Option<Completion<Failure>> {
         self.released.pop_front()
     }
 
-    fn read_at(&mut self, s: SegmentId, offset: u64, buf: &mut [u8]) -> Result<usize, Failure> {
-        self.inner.read_at(s, offset, buf)
-    }
-
-    fn list(&mut self, out: &mut [SegmentId]) -> Result<usize, Failure> {
-        self.inner.list(out)
-    }
-
-    fn wait_for_completion(&mut self) -> Result<(), Failure> {
+    fn wait_for_completion(&mut self, inner: &mut SimStorage) -> Result<(), Failure> {
         self.waits.fetch_add(1, Ordering::Relaxed);
         if self.in_flight == 0 && self.released.is_empty() {
             self.idle_waits.fetch_add(1, Ordering::Relaxed);
         }
-        while let Some(done) = self.inner.poll_completion() {
+        while let Some(done) = inner.poll_completion() {
             self.in_flight = self.in_flight.saturating_sub(1);
             self.released.push_back(done);
         }
@@ -87,7 +82,7 @@ fn options() -> Options {
 #[test]
 fn the_single_owner_waits_for_completions_instead_of_stalling() {
     let storage = OnlyOnWait::new(1);
-    let waits = Arc::clone(&storage.waits);
+    let waits = Arc::clone(&storage.hooks.waits);
     let (mut log, _) = WriteAheadLog::open_with(storage, options()).expect("open");
     let mut last = Lsn::ZERO;
     for i in 0..300u32 {
@@ -114,32 +109,31 @@ fn the_single_owner_waits_for_completions_instead_of_stalling() {
     assert!(count > 0);
 }
 
+/// The simulated device, except that nothing it is given ever completes, and its wait returns
+/// `wait` at once.
+struct NeverCompletes {
+    wait: Result<(), Failure>,
+}
+
+impl Hooks<SimStorage> for NeverCompletes {
+    fn poll_completion(&mut self, _: &mut SimStorage) -> Option<Completion<Failure>> {
+        None
+    }
+
+    fn wait_for_completion(&mut self, _: &mut SimStorage) -> Result<(), Failure> {
+        self.wait
+    }
+}
+
 #[test]
 fn a_wait_with_nothing_in_flight_does_not_hide_a_stall() {
     // A backend that never completes anything and whose wait returns at once is still stalled
     // after the same number of idle rounds.
-    struct Never(SimStorage);
-    impl ErrorType for Never {
-        type Error = Failure;
-    }
-    impl SegmentStorage for Never {
-        fn submit(&mut self, token: u64, op: SegmentOp<'_>) -> Result<(), Failure> {
-            self.0.submit(token, op)
-        }
-        fn poll_completion(&mut self) -> Option<Completion<Failure>> {
-            None
-        }
-        fn read_at(&mut self, s: SegmentId, o: u64, b: &mut [u8]) -> Result<usize, Failure> {
-            self.0.read_at(s, o, b)
-        }
-        fn list(&mut self, out: &mut [SegmentId]) -> Result<usize, Failure> {
-            self.0.list(out)
-        }
-        fn wait_for_completion(&mut self) -> Result<(), Failure> {
-            Ok(())
-        }
-    }
-    let e = WriteAheadLog::open_with(Never(SimStorage::new(2)), options())
+    let never = Hooked {
+        inner: SimStorage::new(2),
+        hooks: NeverCompletes { wait: Ok(()) },
+    };
+    let e = WriteAheadLog::open_with(never, options())
         .err()
         .expect("the first segment's create never completes");
     assert!(matches!(e, Error::Stalled { .. }), "{e:?}");
@@ -147,28 +141,13 @@ fn a_wait_with_nothing_in_flight_does_not_hide_a_stall() {
 
 #[test]
 fn a_wait_that_fails_is_a_storage_error_not_a_hang() {
-    struct Broken(SimStorage);
-    impl ErrorType for Broken {
-        type Error = Failure;
-    }
-    impl SegmentStorage for Broken {
-        fn submit(&mut self, token: u64, op: SegmentOp<'_>) -> Result<(), Failure> {
-            self.0.submit(token, op)
-        }
-        fn poll_completion(&mut self) -> Option<Completion<Failure>> {
-            None
-        }
-        fn read_at(&mut self, s: SegmentId, o: u64, b: &mut [u8]) -> Result<usize, Failure> {
-            self.0.read_at(s, o, b)
-        }
-        fn list(&mut self, out: &mut [SegmentId]) -> Result<usize, Failure> {
-            self.0.list(out)
-        }
-        fn wait_for_completion(&mut self) -> Result<(), Failure> {
-            Err(Failure::Other)
-        }
-    }
-    let e = WriteAheadLog::open_with(Broken(SimStorage::new(3)), options())
+    let broken = Hooked {
+        inner: SimStorage::new(3),
+        hooks: NeverCompletes {
+            wait: Err(Failure::Other),
+        },
+    };
+    let e = WriteAheadLog::open_with(broken, options())
         .err()
         .expect("refused");
     match e {
@@ -183,7 +162,10 @@ fn a_wait_that_fails_is_a_storage_error_not_a_hang() {
 #[test]
 fn the_shared_leader_waits_for_completions_instead_of_stalling() {
     let storage = OnlyOnWait::new(4);
-    let (waits, idle_waits) = (Arc::clone(&storage.waits), Arc::clone(&storage.idle_waits));
+    let (waits, idle_waits) = (
+        Arc::clone(&storage.hooks.waits),
+        Arc::clone(&storage.hooks.idle_waits),
+    );
     let (log, _) = WriteAheadLog::open_with(storage, options()).expect("open");
     let shared = SharedLog::new(log);
     let before = waits.load(Ordering::Relaxed);

@@ -1,7 +1,9 @@
 //! `WriteAheadLog` end to end on the simulated device: durability across reopen and crash,
 //! roll-over, reading from any LSN, truncation, poisoning, torn tails.
 
+use lamina::SegmentStorage as _;
 use lamina::{Config, Error, Failure, Lsn, Mode, Options, SyncPolicy, WriteAheadLog};
+use lamina_tests::hook::{Hooked, Hooks};
 use lamina_tests::sim::SimStorage;
 
 type Log = WriteAheadLog<SimStorage>;
@@ -339,48 +341,32 @@ fn a_bad_configuration_is_an_error_before_anything_is_touched() {
 
 /// The simulated device, except that it stops completing anything once `stuck` is set.
 struct Stuck {
-    inner: SimStorage,
     stuck: bool,
 }
 
-impl lamina_core::io::ErrorType for Stuck {
-    type Error = Failure;
-}
-
-impl lamina::SegmentStorage for Stuck {
-    fn submit(&mut self, token: u64, op: lamina_core::io::SegmentOp<'_>) -> Result<(), Failure> {
-        self.inner.submit(token, op)
-    }
-    fn poll_completion(&mut self) -> Option<lamina_core::io::Completion<Failure>> {
+impl Hooks<SimStorage> for Stuck {
+    fn poll_completion(
+        &mut self,
+        inner: &mut SimStorage,
+    ) -> Option<lamina_core::io::Completion<Failure>> {
         if self.stuck {
             None
         } else {
-            self.inner.poll_completion()
+            inner.poll_completion()
         }
-    }
-    fn read_at(
-        &mut self,
-        segment: lamina::SegmentId,
-        offset: u64,
-        buf: &mut [u8],
-    ) -> Result<usize, Failure> {
-        self.inner.read_at(segment, offset, buf)
-    }
-    fn list(&mut self, out: &mut [lamina::SegmentId]) -> Result<usize, Failure> {
-        self.inner.list(out)
     }
 }
 
 #[test]
 fn a_backend_that_stops_completing_is_stalled_never_success() {
-    let storage = Stuck {
+    let storage = Hooked {
         inner: SimStorage::new(10),
-        stuck: false,
+        hooks: Stuck { stuck: false },
     };
     let (mut log, _) = WriteAheadLog::open_with(storage, batched()).expect("open");
     log.append(b"first").expect("append");
     let durable = log.sync().expect("sync");
-    log.storage_mut().stuck = true;
+    log.storage_mut().hooks.stuck = true;
     let lsn = log.append(b"second").expect("append");
     match log.sync() {
         Err(Error::Stalled { durable: d, wanted }) => {

@@ -155,16 +155,23 @@ impl io::Error for FileError {
         if let FileError::ReadOnly { .. } = self {
             return Failure::Unsupported;
         }
-        let Some(errno) = self.io_error().and_then(Errno::from_io_error) else {
-            return Failure::Other;
-        };
-        match errno {
-            Errno::IO => Failure::Io,
-            Errno::NOSPC | Errno::DQUOT => Failure::NoSpace,
-            Errno::NOENT => Failure::NotFound,
-            Errno::EXIST => Failure::AlreadyExists,
-            _ => Failure::Other,
-        }
+        self.io_error()
+            .and_then(Errno::from_io_error)
+            .map_or(Failure::Other, failure_of)
+    }
+}
+
+/// What kind of failure an operating-system error number is (the io_uring backend's errors
+/// too, whose completions carry an error number).
+#[must_use]
+pub fn failure_of(errno: Errno) -> Failure {
+    match errno {
+        Errno::IO => Failure::Io,
+        Errno::NOSPC | Errno::DQUOT => Failure::NoSpace,
+        Errno::CANCELED => Failure::Cancelled,
+        Errno::NOENT => Failure::NotFound,
+        Errno::EXIST => Failure::AlreadyExists,
+        _ => Failure::Other,
     }
 }
 
@@ -187,6 +194,7 @@ mod tests {
         assert_eq!(os(Errno::IO).failure(), Failure::Io);
         assert_eq!(os(Errno::NOSPC).failure(), Failure::NoSpace);
         assert_eq!(os(Errno::DQUOT).failure(), Failure::NoSpace);
+        assert_eq!(os(Errno::CANCELED).failure(), Failure::Cancelled);
         assert_eq!(os(Errno::NOENT).failure(), Failure::NotFound);
         assert_eq!(os(Errno::EXIST).failure(), Failure::AlreadyExists);
         assert_eq!(os(Errno::ACCESS).failure(), Failure::Other);

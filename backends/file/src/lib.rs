@@ -38,7 +38,7 @@ mod reader;
 mod segments;
 mod spares;
 
-pub use error::{FileError, Op};
+pub use error::{FileError, Op, failure_of};
 pub use objects::FileObjects;
 pub use reader::FileReader;
 pub use segments::{FileStorage, Options, Stats};

@@ -1,369 +1,77 @@
 //! The file backend under the core's commit pipeline and recovery: logs written, reopened,
-//! damaged on disk and recovered, as the std runtime will drive them.
+//! damaged on disk and recovered, as the std runtime will drive them (the scenarios are
+//! `lamina_tests::backend_log`'s, which the io_uring backend runs too); and the backend
+//! contract's operations one by one.
 
-use lamina_core::commit::{AppendError, Config, Event, Pipeline, ResumeTail, SyncPolicy};
-use lamina_core::decode::{Mode, min_window};
+mod common;
+
+use common::*;
+use lamina_core::SegmentId;
 use lamina_core::io::{Error as _, Failure, SegmentOp, SegmentStorage};
-use lamina_core::record::{Kind, frame_len};
-use lamina_core::recover::{self, RecoverError, Recovered, Replay};
-use lamina_core::segment::{HEADER_LEN, SegmentHeader};
-use lamina_core::{Lsn, SegmentId, drive};
-use lamina_file::{FileError, FileStorage, Options, names};
-use std::fs::{self, OpenOptions};
-use std::hash::{BuildHasher, RandomState};
-use std::os::unix::fs::FileExt;
+use lamina_core::segment::HEADER_LEN;
+use lamina_file::{FileStorage, Options};
+use lamina_tests::backend_log;
+use lamina_tests::pipeline::*;
+use std::fs;
 use std::path::Path;
 
-const MAX_PAYLOAD: u32 = 300;
-const PAYLOAD: usize = 100;
-const SLOTS: usize = 8;
-
-type Records = Vec<(u64, Vec<u8>)>;
-
-/// Fresh randomness, never 0 (the nonces must differ on every open).
-fn random() -> u64 {
-    RandomState::new().hash_one(0u64) | 1
-}
-
-fn config(policy: SyncPolicy, segment_size: u64) -> Config {
-    Config {
-        policy,
-        max_writes_in_flight: 4,
-        linked: false,
-        segment_size,
-        max_payload: MAX_PAYLOAD,
-        nonce_seed: random(),
-    }
-}
-
-fn first_header() -> SegmentHeader {
-    SegmentHeader {
-        core: 0,
-        log_id: 11,
-        sequence: SegmentId(0),
-        nonce: random(),
-        first_lsn: Lsn::FIRST,
-        epoch: 0,
-        prev_nonce: 0,
-    }
-}
-
-fn payload(lsn: u64) -> Vec<u8> {
-    let mut p = vec![lsn as u8; PAYLOAD];
-    p[..8].copy_from_slice(&lsn.to_le_bytes());
-    p
-}
-
-/// Segments pre-zeroed to the segment size, as the runtime opens them.
-fn open(dir: &Path, segment_size: u64) -> FileStorage {
-    FileStorage::open(dir, Options::new().prepare_size(segment_size)).expect("open")
-}
-
-/// Appends the records numbered `ns` (payloads from [`payload`]), pumping I/O after each
-/// until it is durable; returns them as (LSN, payload). Seals of rolls take LSNs too, so a
-/// record's LSN is not its number.
-fn append(
-    p: &mut Pipeline<'_, SLOTS>,
-    s: &mut FileStorage,
-    ns: std::ops::RangeInclusive<u64>,
-) -> Records {
-    let mut written = Vec::new();
-    for n in ns {
-        loop {
-            match p.append(&payload(n), 0) {
-                Ok(lsn) => {
-                    written.push((lsn.0, payload(n)));
-                    break;
-                }
-                Err(AppendError::Full) => drive::pump_all(p, s, &mut |_| {}),
-                Err(e) => panic!("append {n}: {e}"),
-            }
-        }
-        drive::pump_all(p, s, &mut |_| {});
-    }
-    p.flush();
-    drive::pump_all(p, s, &mut |_| {});
-    if let Some(last) = written.last() {
-        assert!(
-            p.durable_lsn() >= Lsn(last.0),
-            "everything appended is durable"
-        );
-    }
-    written
-}
-
-fn recover_log(
-    s: &mut FileStorage,
-    mode: Mode,
-) -> Result<(Recovered, Records), RecoverError<FileError>> {
-    let mut ids = [SegmentId(0); 256];
-    let mut window = vec![0u8; min_window(MAX_PAYLOAD as usize)];
-    let mut records = Vec::new();
-    let recovered = recover::recover(s, &mut ids, &mut window, mode, &mut |r| {
-        if let Replay::Record(r) = r
-            && r.header.kind == Kind::Data
-        {
-            records.push((r.header.lsn.0, r.payload.to_vec()));
-        }
-    })?;
-    Ok((recovered, records))
-}
-
-fn listed(s: &mut FileStorage) -> Vec<SegmentId> {
-    let mut ids = [SegmentId(0); 256];
-    let n = s.list(&mut ids).expect("list");
-    ids[..n].to_vec()
-}
-
-/// Offset of the frame of `lsn` in the first segment of a log of [`PAYLOAD`]-byte records.
-fn offset_of(lsn: u64) -> u64 {
-    HEADER_LEN as u64 + (lsn - 1) * frame_len(PAYLOAD) as u64
+/// Segments pre-zeroed to `prepare` bytes (the segment size, as the runtime opens them).
+fn open(dir: &Path, prepare: u64) -> FileStorage {
+    FileStorage::open(dir, Options::new().prepare_size(prepare)).expect("open")
 }
 
 #[test]
 fn appended_records_come_back_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let policy = SyncPolicy::Batch {
-        max_records: 16,
-        max_bytes: 1 << 20,
-        max_delay: u64::MAX,
-    };
-    let written = {
-        let mut s = open(dir.path(), 1 << 20);
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut p: Pipeline<'_, SLOTS> =
-            Pipeline::create(&mut buf, config(policy, 1 << 20), first_header()).unwrap();
-        let written = append(&mut p, &mut s, 1..=200);
-        assert_eq!(p.durable_lsn(), Lsn(200));
-        written
-    };
-    let mut s = open(dir.path(), 1 << 20);
-    let (recovered, records) = recover_log(&mut s, Mode::Strict).expect("recover");
-    assert_eq!(records, written);
-    assert_eq!(recovered.report.cut, None);
-    assert_eq!(listed(&mut s), [SegmentId(0)]);
-    // Pre-zeroed: the file was written to its full size at creation and never grew.
-    let path = dir.path().join("0000000000000000.seg");
-    assert_eq!(fs::metadata(path).unwrap().len(), 1 << 20);
+    backend_log::appended_records_come_back_after_reopen(dir.path(), "file", open);
 }
 
 #[test]
 fn records_roll_over_across_several_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let size = 4096;
-    let mut written = Vec::new();
-    {
-        let mut s = open(dir.path(), size);
-        let mut buf = vec![0u8; 16 * 1024];
-        let mut p: Pipeline<'_, SLOTS> = Pipeline::create(
-            &mut buf,
-            config(SyncPolicy::EveryRecord, size),
-            first_header(),
-        )
-        .unwrap();
-        let mut rolls = 0;
-        for n in 1..=150 {
-            let lsn = p.append(&payload(n), 0).unwrap();
-            written.push((lsn.0, payload(n)));
-            drive::pump_all(&mut p, &mut s, &mut |e| {
-                if let Event::Rolled { .. } = e {
-                    rolls += 1;
-                }
-            });
-            assert_eq!(p.durable_lsn(), lsn);
-        }
-        assert!(rolls >= 4, "{rolls} rolls");
-    }
-    let mut s = open(dir.path(), size);
-    let ids = listed(&mut s);
-    assert!(ids.len() >= 5, "{ids:?}");
-    assert_eq!(
-        ids,
-        (0..ids.len() as u64).map(SegmentId).collect::<Vec<_>>()
-    );
-    for id in &ids {
-        let file = dir.path().join(names::segment_file_name(*id));
-        assert_eq!(fs::metadata(file).unwrap().len(), size, "segment {id}");
-    }
-    let (recovered, records) = recover_log(&mut s, Mode::Strict).expect("recover");
-    assert_eq!(records, written);
-    assert_eq!(recovered.report.segments, ids.len() as u64);
-    assert_eq!(recovered.report.cut, None);
+    backend_log::records_roll_over_across_several_segments(dir.path(), "file", open);
 }
 
 #[test]
 fn close_then_reopen_continues_in_a_new_segment() {
     let dir = tempfile::tempdir().unwrap();
-    let size = 64 * 1024;
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut written = Vec::new();
-    {
-        let mut s = open(dir.path(), size);
-        let mut p: Pipeline<'_, SLOTS> = Pipeline::create(
-            &mut buf,
-            config(SyncPolicy::EveryRecord, size),
-            first_header(),
-        )
-        .unwrap();
-        written.extend(append(&mut p, &mut s, 1..=10));
-        p.close().unwrap();
-        let mut closed = None;
-        drive::pump_all(&mut p, &mut s, &mut |e| {
-            if let Event::Closed { last } = e {
-                closed = Some(last);
-            }
-        });
-        assert!(closed.is_some(), "the close completed");
-    }
-    {
-        let mut s = open(dir.path(), size);
-        let (recovered, records) = recover_log(&mut s, Mode::Strict).expect("recover");
-        assert_eq!(records, written);
-        let resume = recovered.resume.unwrap();
-        assert_eq!(resume.tail, ResumeTail::Sealed);
-        let mut p: Pipeline<'_, SLOTS> =
-            Pipeline::resume(&mut buf, config(SyncPolicy::EveryRecord, size), resume).unwrap();
-        written.extend(append(&mut p, &mut s, 11..=20));
-        assert_eq!(listed(&mut s), [SegmentId(0), SegmentId(1)]);
-    }
-    let mut s = open(dir.path(), size);
-    let (recovered, records) = recover_log(&mut s, Mode::Strict).expect("recover");
-    assert_eq!(records, written);
-    assert_eq!(recovered.report.cut, None);
-}
-
-/// Writes 20 records into one segment, damages the last one's frame with `damage`, and checks
-/// that recovery cuts it, the resumed log seals the cut and continues, and the next reopen is
-/// clean.
-fn torn_tail_is_cut_and_sealed(prepare: u64, damage: impl FnOnce(&Path)) {
-    let dir = tempfile::tempdir().unwrap();
-    let size = 64 * 1024;
-    let options = Options::new().prepare_size(prepare);
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut written;
-    {
-        let mut s = FileStorage::open(dir.path(), options).unwrap();
-        let mut p: Pipeline<'_, SLOTS> = Pipeline::create(
-            &mut buf,
-            config(SyncPolicy::EveryRecord, size),
-            first_header(),
-        )
-        .unwrap();
-        written = append(&mut p, &mut s, 1..=20);
-        assert_eq!(p.durable_lsn(), Lsn(20));
-    }
-    // The last record is lost to the damage.
-    written.pop();
-    damage(&dir.path().join("0000000000000000.seg"));
-    {
-        let mut s = FileStorage::open(dir.path(), options).unwrap();
-        let (recovered, records) =
-            recover_log(&mut s, Mode::Strict).expect("a torn tail, not corruption");
-        assert_eq!(records, written);
-        let cut = recovered.report.cut.expect("the tail is cut");
-        assert_eq!((cut.offset, cut.next_lsn), (offset_of(20), Lsn(20)));
-        let resume = recovered.resume.unwrap();
-        assert_eq!(resume.tail, ResumeTail::Torn);
-        let mut p: Pipeline<'_, SLOTS> =
-            Pipeline::resume(&mut buf, config(SyncPolicy::EveryRecord, size), resume).unwrap();
-        written.extend(append(&mut p, &mut s, 20..=25));
-        assert_eq!(listed(&mut s), [SegmentId(0), SegmentId(1)]);
-    }
-    let mut s = FileStorage::open(dir.path(), options).unwrap();
-    let (recovered, records) = recover_log(&mut s, Mode::Strict).expect("clean");
-    assert_eq!(records, written);
-    assert_eq!(recovered.report.cut, None);
+    backend_log::close_then_reopen_continues_in_a_new_segment(dir.path(), "file", open);
 }
 
 #[test]
 fn torn_tail_truncated_mid_record_is_cut_and_sealed() {
-    torn_tail_is_cut_and_sealed(0, |file| {
-        let f = OpenOptions::new().write(true).open(file).unwrap();
-        f.set_len(offset_of(20) + 50).unwrap();
-    });
+    let dir = tempfile::tempdir().unwrap();
+    backend_log::torn_tail_is_cut_and_sealed(
+        dir.path(),
+        "file",
+        open,
+        0,
+        backend_log::truncate_mid_record_20,
+    );
 }
 
 #[test]
 fn torn_tail_garbled_in_prepared_segment_is_cut_and_sealed() {
-    torn_tail_is_cut_and_sealed(64 * 1024, |file| {
-        let f = OpenOptions::new().write(true).open(file).unwrap();
-        f.write_all_at(&[0xa5; 40], offset_of(20) + 60).unwrap();
-    });
+    let dir = tempfile::tempdir().unwrap();
+    backend_log::torn_tail_is_cut_and_sealed(
+        dir.path(),
+        "file",
+        open,
+        64 * 1024,
+        backend_log::garble_mid_record_20,
+    );
 }
 
 #[test]
 fn flipped_byte_in_a_sealed_segment_is_corruption_in_strict() {
     let dir = tempfile::tempdir().unwrap();
-    let size = 4096;
-    {
-        let mut s = open(dir.path(), size);
-        let mut buf = vec![0u8; 16 * 1024];
-        let mut p: Pipeline<'_, SLOTS> = Pipeline::create(
-            &mut buf,
-            config(SyncPolicy::EveryRecord, size),
-            first_header(),
-        )
-        .unwrap();
-        append(&mut p, &mut s, 1..=100);
-    }
-    let file = dir.path().join("0000000000000000.seg");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&file)
-        .unwrap();
-    let at = offset_of(3) + 40;
-    let mut byte = [0u8];
-    f.read_exact_at(&mut byte, at).unwrap();
-    f.write_all_at(&[byte[0] ^ 0x10], at).unwrap();
-    drop(f);
-    let mut s = open(dir.path(), size);
-    match recover_log(&mut s, Mode::Strict) {
-        Err(RecoverError::Corrupt(d)) => assert_eq!(d.segment, SegmentId(0)),
-        other => panic!("expected corruption, got {:?}", other.map(|r| r.0)),
-    }
+    backend_log::flipped_byte_in_a_sealed_segment_is_corruption_in_strict(dir.path(), "file", open);
 }
 
 #[test]
 fn discard_deletes_segments_durably() {
     let dir = tempfile::tempdir().unwrap();
-    let size = 4096;
-    {
-        let mut s = open(dir.path(), size);
-        let mut buf = vec![0u8; 16 * 1024];
-        let mut p: Pipeline<'_, SLOTS> = Pipeline::create(
-            &mut buf,
-            config(SyncPolicy::EveryRecord, size),
-            first_header(),
-        )
-        .unwrap();
-        append(&mut p, &mut s, 1..=100);
-        let n = listed(&mut s).len();
-        assert!(n >= 4, "{n} segments");
-        let mut ids = [SegmentId(0); 256];
-        recover::discard(&mut s, &mut ids, SegmentId(2)).expect("discard");
-        assert_eq!(listed(&mut s), [SegmentId(0), SegmentId(1)]);
-    }
-    let mut on_disk: Vec<String> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".seg"))
-        .collect();
-    on_disk.sort();
-    assert_eq!(on_disk, ["0000000000000000.seg", "0000000000000001.seg"]);
-    // What remains is a whole log: segment 1 was sealed when it rolled.
-    let mut s = open(dir.path(), size);
-    let (recovered, records) = recover_log(&mut s, Mode::Strict).expect("recover");
-    assert_eq!(records.first().map(|r| r.0), Some(1));
-    assert_eq!(recovered.resume.unwrap().tail, ResumeTail::Sealed);
-}
-
-fn run(s: &mut FileStorage, op: SegmentOp<'_>) -> Result<(), FileError> {
-    s.submit(1, op).expect("submit never fails");
-    let (token, result) = s.poll_completion().expect("completed at once");
-    assert_eq!(token, 1);
-    assert!(s.poll_completion().is_none());
-    result
+    backend_log::discard_deletes_segments_durably(dir.path(), "file", open);
 }
 
 #[test]
@@ -381,23 +89,11 @@ fn delete_removes_the_file_and_an_absent_segment_is_fine() {
     .unwrap();
     run(&mut s, SegmentOp::SyncNamespace).unwrap();
     assert_eq!(listed(&mut s), [SegmentId(5)]);
-    run(
-        &mut s,
-        SegmentOp::Delete {
-            segment: SegmentId(5),
-        },
-    )
-    .unwrap();
+    delete(&mut s, SegmentId(5)).unwrap();
     run(&mut s, SegmentOp::SyncNamespace).unwrap();
     assert!(listed(&mut s).is_empty());
     assert!(!s.segment_path(SegmentId(5)).exists());
-    run(
-        &mut s,
-        SegmentOp::Delete {
-            segment: SegmentId(5),
-        },
-    )
-    .unwrap();
+    delete(&mut s, SegmentId(5)).unwrap();
 }
 
 #[test]

@@ -2,7 +2,9 @@
 
 use lamina_core::io::{Error as _, Failure, ObjectOp, ObjectStorage, Publish};
 use lamina_file::{FileError, FileObjects, FileStorage, Options};
+use lamina_tests::hang::{mkfifo, within};
 use std::fs;
+use std::time::Duration;
 
 fn run(o: &mut FileObjects, op: ObjectOp<'_>) -> Result<(), FileError> {
     o.submit(4, op)?;
@@ -176,19 +178,12 @@ fn a_fifo_under_an_object_name_is_an_error_not_a_hang() {
     let storage = FileStorage::open(dir.path(), Options::new()).unwrap();
     let mut objects = storage.open_objects().unwrap();
     let fifo = dir.path().join("objects").join("manifest-1");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("mkfifo");
-    assert!(made.success());
-    let (send, got) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    mkfifo(&fifo);
+    let result = within(Duration::from_secs(10), move || {
         let mut buf = [0u8; 16];
-        let _ = send.send(objects.read_at("manifest-1", 0, &mut buf).map(|_| ()));
-    });
-    let result = got
-        .recv_timeout(std::time::Duration::from_secs(10))
-        .expect("reading a FIFO object hung");
+        objects.read_at("manifest-1", 0, &mut buf).map(|_| ())
+    })
+    .expect("reading a FIFO object hung");
     let e = result.expect_err("a FIFO is not an object");
     assert!(e.to_string().contains("manifest-1"), "{e}");
 }

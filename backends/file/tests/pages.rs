@@ -2,18 +2,15 @@
 //! into a segment is padded, never past the file's length, and never over bytes written since
 //! the file was opened.
 
+mod common;
+
+use common::*;
 use lamina_core::SegmentId;
-use lamina_core::io::{SegmentOp, SegmentStorage};
-use lamina_file::{FileError, FileStorage, Options};
+use lamina_core::io::SegmentOp;
+use lamina_file::{FileStorage, Options};
 use std::fs;
 
-const HEADER: [u8; 72] = [0xab; 72];
 const PAGE: usize = 4096;
-
-fn run(s: &mut FileStorage, op: SegmentOp<'_>) -> Result<(), FileError> {
-    s.submit(1, op).expect("submit");
-    s.poll_completion().expect("a completion").1
-}
 
 fn write(s: &mut FileStorage, offset: u64, data: &[u8]) {
     let op = SegmentOp::Write {
@@ -33,14 +30,7 @@ fn bytes(s: &FileStorage) -> Vec<u8> {
 fn segment_with_old_bytes(dir: &std::path::Path, len: usize) {
     let mut s = FileStorage::open(dir, Options::new()).unwrap();
     let segment = SegmentId(0);
-    run(
-        &mut s,
-        SegmentOp::Create {
-            segment,
-            header: &HEADER,
-        },
-    )
-    .unwrap();
+    create(&mut s, segment).unwrap();
     write(&mut s, 72, &vec![0xee; len - 72]);
 }
 
@@ -96,14 +86,7 @@ fn padding_never_grows_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = FileStorage::open(dir.path(), Options::new().pad_to_page(true)).unwrap();
     let segment = SegmentId(0);
-    run(
-        &mut s,
-        SegmentOp::Create {
-            segment,
-            header: &HEADER,
-        },
-    )
-    .unwrap();
+    create(&mut s, segment).unwrap();
     write(&mut s, 72, &[0xaa; 100]);
     assert_eq!(bytes(&s).len(), 172, "a file that grows is not padded");
     assert_eq!(s.stats().padded_writes, 0);
@@ -115,14 +98,7 @@ fn padding_never_grows_the_file() {
         .prepare_size(PAGE as u64 + 100)
         .pad_to_page(true);
     let mut s = FileStorage::open(dir.path(), options).unwrap();
-    run(
-        &mut s,
-        SegmentOp::Create {
-            segment,
-            header: &HEADER,
-        },
-    )
-    .unwrap();
+    create(&mut s, segment).unwrap();
     write(&mut s, PAGE as u64 + 8, &[0xaa; 40]);
     let b = bytes(&s);
     assert_eq!(b.len(), PAGE + 100);

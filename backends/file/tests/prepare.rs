@@ -2,52 +2,21 @@
 //! taken by creates; inline preparation when none is ready; the preparer's failures reported by
 //! the next create; leftovers of a crash removed on open; the thread joined on drop.
 
+mod common;
+
+use common::*;
 use lamina_core::SegmentId;
-use lamina_core::io::{Error as _, Failure, SegmentOp, SegmentStorage};
+use lamina_core::io::{Error as _, Failure, SegmentOp};
 use lamina_file::{FileError, FileStorage, Op, Options, names};
+use lamina_tests::pipeline::listed;
 use std::fs;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 const SIZE: u64 = 64 * 1024;
-const HEADER: [u8; 72] = [0xab; 72];
 /// Long enough for a slow machine; the waits return as soon as the spares are ready.
 const WAIT: Duration = Duration::from_secs(30);
-
-fn run(s: &mut FileStorage, op: SegmentOp<'_>) -> Result<(), FileError> {
-    s.submit(7, op).expect("submit");
-    let (token, result) = s.poll_completion().expect("a completion");
-    assert_eq!(token, 7);
-    result
-}
-
-fn create(s: &mut FileStorage, id: u64) -> Result<(), FileError> {
-    run(
-        s,
-        SegmentOp::Create {
-            segment: SegmentId(id),
-            header: &HEADER,
-        },
-    )
-}
-
-fn spare_files(dir: &Path) -> Vec<PathBuf> {
-    let mut spares: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| names::is_spare_file_name(e.file_name().to_str().unwrap()))
-        .map(|e| e.path())
-        .collect();
-    spares.sort();
-    spares
-}
-
-fn listed(s: &mut FileStorage) -> Vec<SegmentId> {
-    let mut ids = [SegmentId(0); 64];
-    let n = s.list(&mut ids).expect("list");
-    ids[..n].to_vec()
-}
 
 fn preparing(size: u64, ahead: usize) -> Options {
     Options::new().prepare_size(size).prepare_ahead(ahead)
@@ -64,7 +33,7 @@ fn a_ready_spare_is_taken_by_create_without_inline_preparation() {
     assert_eq!(fs::metadata(&spares[0]).unwrap().len(), SIZE);
     assert_eq!(listed(&mut s), [], "a spare is never listed as a segment");
 
-    create(&mut s, 0).unwrap();
+    create(&mut s, SegmentId(0)).unwrap();
     let stats = s.stats();
     assert_eq!((stats.creates_from_spare, stats.creates_inline), (1, 0));
     assert_eq!(listed(&mut s), [SegmentId(0)]);
@@ -80,7 +49,7 @@ fn a_ready_spare_is_taken_by_create_without_inline_preparation() {
 
     // The preparer makes the next one (a wait with no deadline at all is fine too).
     assert!(s.wait_for_spares(Duration::MAX));
-    create(&mut s, 1).unwrap();
+    create(&mut s, SegmentId(1)).unwrap();
     let stats = s.stats();
     assert_eq!((stats.creates_from_spare, stats.creates_inline), (2, 0));
     assert!(stats.prepared >= 2, "{stats:?}");
@@ -92,7 +61,7 @@ fn a_ready_spare_is_taken_by_create_without_inline_preparation() {
 fn without_a_ready_spare_create_prepares_inline_and_counts_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = FileStorage::open(dir.path(), preparing(SIZE, 0)).unwrap();
-    create(&mut s, 0).unwrap();
+    create(&mut s, SegmentId(0)).unwrap();
     let stats = s.stats();
     assert_eq!((stats.creates_from_spare, stats.creates_inline), (0, 1));
     assert_eq!(stats.prepared, 0);
@@ -106,7 +75,7 @@ fn create_over_an_existing_segment_fails_even_from_a_spare() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = FileStorage::open(dir.path(), preparing(SIZE, 1)).unwrap();
     assert!(s.wait_for_spares(WAIT));
-    create(&mut s, 0).unwrap();
+    create(&mut s, SegmentId(0)).unwrap();
     run(
         &mut s,
         SegmentOp::Write {
@@ -118,7 +87,7 @@ fn create_over_an_existing_segment_fails_even_from_a_spare() {
     )
     .unwrap();
     assert!(s.wait_for_spares(WAIT));
-    let e = create(&mut s, 0).expect_err("segment 0 exists");
+    let e = create(&mut s, SegmentId(0)).expect_err("segment 0 exists");
     assert_eq!(e.failure(), Failure::AlreadyExists, "{e}");
     let mut bytes = [0u8; 12];
     let segment = fs::File::open(s.segment_path(SegmentId(0))).unwrap();
@@ -134,9 +103,9 @@ fn a_preparer_failure_is_reported_by_the_next_create_then_preparation_resumes() 
     assert!(s.wait_for_spares(WAIT));
     s.fail_next_preparation();
     // Takes the ready spare; the preparer's next spare fails.
-    create(&mut s, 0).unwrap();
+    create(&mut s, SegmentId(0)).unwrap();
     assert!(!s.wait_for_spares(WAIT), "the preparer failed");
-    match create(&mut s, 1) {
+    match create(&mut s, SegmentId(1)) {
         Err(FileError::Io {
             op: Op::Prepare,
             path,
@@ -158,7 +127,7 @@ fn a_preparer_failure_is_reported_by_the_next_create_then_preparation_resumes() 
     );
     // Reported once: the preparer goes on, and the next create works.
     assert!(s.wait_for_spares(WAIT), "preparation resumed");
-    create(&mut s, 1).unwrap();
+    create(&mut s, SegmentId(1)).unwrap();
     assert_eq!(s.stats().creates_from_spare, 2);
 }
 
@@ -167,7 +136,7 @@ fn leftover_spares_of_a_crash_are_removed_on_open_and_never_listed() {
     let dir = tempfile::tempdir().unwrap();
     {
         let mut s = FileStorage::open(dir.path(), Options::new()).unwrap();
-        create(&mut s, 0).unwrap();
+        create(&mut s, SegmentId(0)).unwrap();
         run(&mut s, SegmentOp::SyncNamespace).unwrap();
     }
     // What a crash leaves: a spare holding a whole segment's bytes (a recycled file), a

@@ -3,55 +3,22 @@
 //! segment's header (a fresh nonce, so a new checksum seed) must make invisible to recovery,
 //! through a crash.
 
-use lamina_core::commit::{AppendError, Config, Event, Pipeline, ResumeTail, SyncPolicy};
-use lamina_core::decode::{Mode, min_window};
-use lamina_core::io::{SegmentOp, SegmentStorage};
-use lamina_core::record::{Kind, frame_len};
-use lamina_core::recover::{self, RecoverError, Recovered, Replay};
+mod common;
+
+use common::*;
+use lamina_core::commit::{AppendError, Event, Pipeline, ResumeTail, SyncPolicy};
+use lamina_core::decode::Mode;
+use lamina_core::io::SegmentOp;
+use lamina_core::record::frame_len;
 use lamina_core::segment::SegmentHeader;
-use lamina_core::{Lsn, SegmentId, drive};
-use lamina_file::{FileError, FileStorage, Options, names};
+use lamina_core::{SegmentId, drive};
+use lamina_file::{FileStorage, Options, names};
+use lamina_tests::pipeline::{PAYLOAD, Records, SLOTS, config, first_header, listed, recover_log};
 use std::fs;
-use std::hash::{BuildHasher, RandomState};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 const SIZE: u64 = 64 * 1024;
-const MAX_PAYLOAD: u32 = 300;
-const PAYLOAD: usize = 100;
-const SLOTS: usize = 8;
-const HEADER: [u8; 72] = [0xab; 72];
-
-type Records = Vec<(u64, Vec<u8>)>;
-
-fn random() -> u64 {
-    RandomState::new().hash_one(0u64) | 1
-}
-
-fn run(s: &mut FileStorage, op: SegmentOp<'_>) -> Result<(), FileError> {
-    // A token the pipeline never uses, completed before anything else is pumped.
-    s.submit(u64::MAX, op).expect("submit");
-    let (token, result) = s.poll_completion().expect("a completion");
-    assert_eq!(token, u64::MAX);
-    result
-}
-
-fn spare_files(dir: &Path) -> Vec<PathBuf> {
-    let mut spares: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| names::is_spare_file_name(e.file_name().to_str().unwrap()))
-        .map(|e| e.path())
-        .collect();
-    spares.sort();
-    spares
-}
-
-fn listed(s: &mut FileStorage) -> Vec<SegmentId> {
-    let mut ids = [SegmentId(0); 64];
-    let n = s.list(&mut ids).expect("list");
-    ids[..n].to_vec()
-}
 
 #[test]
 fn recycling_keeps_at_most_the_bound_of_spares() {
@@ -59,23 +26,10 @@ fn recycling_keeps_at_most_the_bound_of_spares() {
     let mut s = FileStorage::open(dir.path(), Options::new().recycle(2)).unwrap();
     for id in 0..5 {
         let segment = SegmentId(id);
-        run(
-            &mut s,
-            SegmentOp::Create {
-                segment,
-                header: &HEADER,
-            },
-        )
-        .unwrap();
+        create(&mut s, segment).unwrap();
     }
     for id in 0..4 {
-        run(
-            &mut s,
-            SegmentOp::Delete {
-                segment: SegmentId(id),
-            },
-        )
-        .unwrap();
+        delete(&mut s, SegmentId(id)).unwrap();
     }
     run(&mut s, SegmentOp::SyncNamespace).unwrap();
     assert_eq!(s.stats().recycled, 2);
@@ -83,26 +37,13 @@ fn recycling_keeps_at_most_the_bound_of_spares() {
     assert_eq!(s.spares_ready(), 2);
     assert_eq!(listed(&mut s), [SegmentId(4)]);
     // A delete repeated after a crash finds nothing and succeeds, recycling nothing.
-    run(
-        &mut s,
-        SegmentOp::Delete {
-            segment: SegmentId(0),
-        },
-    )
-    .unwrap();
+    delete(&mut s, SegmentId(0)).unwrap();
     assert_eq!(s.stats().recycled, 2);
 
     // The next creates take them, then prepare inline.
     for id in 5..8 {
         let segment = SegmentId(id);
-        run(
-            &mut s,
-            SegmentOp::Create {
-                segment,
-                header: &HEADER,
-            },
-        )
-        .unwrap();
+        create(&mut s, segment).unwrap();
     }
     let stats = s.stats();
     assert_eq!((stats.creates_from_spare, stats.creates_inline), (2, 6));
@@ -110,13 +51,7 @@ fn recycling_keeps_at_most_the_bound_of_spares() {
     // Without recycling, a delete unlinks.
     drop(s);
     let mut s = FileStorage::open(dir.path(), Options::new()).unwrap();
-    run(
-        &mut s,
-        SegmentOp::Delete {
-            segment: SegmentId(4),
-        },
-    )
-    .unwrap();
+    delete(&mut s, SegmentId(4)).unwrap();
     run(&mut s, SegmentOp::SyncNamespace).unwrap();
     assert_eq!(spare_files(dir.path()), Vec::<PathBuf>::new());
     assert_eq!(listed(&mut s), [SegmentId(5), SegmentId(6), SegmentId(7)]);
@@ -128,22 +63,9 @@ fn a_recycled_file_becomes_a_spare_only_after_the_namespace_sync() {
     let mut s = FileStorage::open(dir.path(), Options::new().recycle(1)).unwrap();
     for id in 0..2 {
         let segment = SegmentId(id);
-        run(
-            &mut s,
-            SegmentOp::Create {
-                segment,
-                header: &HEADER,
-            },
-        )
-        .unwrap();
+        create(&mut s, segment).unwrap();
     }
-    run(
-        &mut s,
-        SegmentOp::Delete {
-            segment: SegmentId(0),
-        },
-    )
-    .unwrap();
+    delete(&mut s, SegmentId(0)).unwrap();
     assert_eq!(spare_files(dir.path()).len(), 1, "renamed at once");
     assert_eq!(
         s.spares_ready(),
@@ -151,26 +73,12 @@ fn a_recycled_file_becomes_a_spare_only_after_the_namespace_sync() {
         "but not reused before its rename is durable"
     );
     let segment = SegmentId(2);
-    run(
-        &mut s,
-        SegmentOp::Create {
-            segment,
-            header: &HEADER,
-        },
-    )
-    .unwrap();
+    create(&mut s, segment).unwrap();
     assert_eq!(s.stats().creates_inline, 3);
     run(&mut s, SegmentOp::SyncNamespace).unwrap();
     assert_eq!(s.spares_ready(), 1);
     let segment = SegmentId(3);
-    run(
-        &mut s,
-        SegmentOp::Create {
-            segment,
-            header: &HEADER,
-        },
-    )
-    .unwrap();
+    create(&mut s, segment).unwrap();
     assert_eq!(s.stats().creates_from_spare, 1);
 }
 
@@ -181,14 +89,7 @@ fn a_short_recycled_file_is_extended_by_the_preparer_before_reuse() {
         // A segment made without preparation: 72 bytes.
         let mut s = FileStorage::open(dir.path(), Options::new()).unwrap();
         let segment = SegmentId(0);
-        run(
-            &mut s,
-            SegmentOp::Create {
-                segment,
-                header: &HEADER,
-            },
-        )
-        .unwrap();
+        create(&mut s, segment).unwrap();
         run(&mut s, SegmentOp::SyncNamespace).unwrap();
     }
     let options = Options::new()
@@ -198,26 +99,13 @@ fn a_short_recycled_file_is_extended_by_the_preparer_before_reuse() {
     let mut s = FileStorage::open(dir.path(), options).unwrap();
     let wait = std::time::Duration::from_secs(30);
     assert!(s.wait_for_spares(wait));
-    run(
-        &mut s,
-        SegmentOp::Delete {
-            segment: SegmentId(0),
-        },
-    )
-    .unwrap();
+    delete(&mut s, SegmentId(0)).unwrap();
     run(&mut s, SegmentOp::SyncNamespace).unwrap();
     assert!(s.wait_for_spares(wait));
     for id in 1..=2 {
         assert!(s.wait_for_spares(wait));
         let segment = SegmentId(id);
-        run(
-            &mut s,
-            SegmentOp::Create {
-                segment,
-                header: &HEADER,
-            },
-        )
-        .unwrap();
+        create(&mut s, segment).unwrap();
         let len = fs::metadata(s.segment_path(segment)).unwrap().len();
         assert_eq!(len, SIZE, "segment {id} holds a whole prepared size");
     }
@@ -227,29 +115,6 @@ fn a_short_recycled_file_is_extended_by_the_preparer_before_reuse() {
 
 // The crash test: a log over several segments, the oldest deleted and recycled, the log rolled
 // into the recycled file, a crash, and recovery.
-
-fn config(segment_size: u64) -> Config {
-    Config {
-        policy: SyncPolicy::EveryRecord,
-        max_writes_in_flight: 4,
-        linked: false,
-        segment_size,
-        max_payload: MAX_PAYLOAD,
-        nonce_seed: random(),
-    }
-}
-
-fn first_header() -> SegmentHeader {
-    SegmentHeader {
-        core: 0,
-        log_id: 11,
-        sequence: SegmentId(0),
-        nonce: random(),
-        first_lsn: Lsn::FIRST,
-        epoch: 0,
-        prev_nonce: 0,
-    }
-}
 
 /// Record `n`'s payload; `old` ones (written before the recycling) differ from new ones in
 /// every byte, so a resurrected old record can never pass for a new one.
@@ -287,20 +152,6 @@ fn append(
     written
 }
 
-fn recover_log(s: &mut FileStorage) -> Result<(Recovered, Records), RecoverError<FileError>> {
-    let mut ids = [SegmentId(0); 64];
-    let mut window = vec![0u8; min_window(MAX_PAYLOAD as usize)];
-    let mut records = Vec::new();
-    let recovered = recover::recover(s, &mut ids, &mut window, Mode::Strict, &mut |r| {
-        if let Replay::Record(r) = r
-            && r.header.kind == Kind::Data
-        {
-            records.push((r.header.lsn.0, r.payload.to_vec()));
-        }
-    })?;
-    Ok((recovered, records))
-}
-
 fn header_of(dir: &Path, id: SegmentId) -> SegmentHeader {
     let bytes = fs::read(dir.join(names::segment_file_name(id))).unwrap();
     SegmentHeader::parse(&bytes).unwrap()
@@ -331,8 +182,12 @@ fn recycled_segment_survives_a_crash(lost: Lost) {
     let (recycled_id, stale, spare_ino);
     {
         let mut s = FileStorage::open(dir.path(), options).unwrap();
-        let mut p: Pipeline<'_, SLOTS> =
-            Pipeline::create(&mut buf, config(SIZE), first_header()).unwrap();
+        let mut p: Pipeline<'_, SLOTS> = Pipeline::create(
+            &mut buf,
+            config(SyncPolicy::EveryRecord, SIZE),
+            first_header(),
+        )
+        .unwrap();
         let mut rolled = 0;
         let mut n = 0;
         while rolled < 2 {
@@ -344,13 +199,7 @@ fn recycled_segment_survives_a_crash(lost: Lost) {
         n += 50;
         assert_eq!(listed(&mut s), [SegmentId(0), SegmentId(1), SegmentId(2)]);
 
-        run(
-            &mut s,
-            SegmentOp::Delete {
-                segment: SegmentId(0),
-            },
-        )
-        .unwrap();
+        delete(&mut s, SegmentId(0)).unwrap();
         run(&mut s, SegmentOp::SyncNamespace).unwrap();
         assert_eq!(s.stats().recycled, 1);
         let spares = spare_files(dir.path());
@@ -424,7 +273,7 @@ fn recycled_segment_survives_a_crash(lost: Lost) {
         .cloned()
         .collect();
     let mut s = FileStorage::open(dir.path(), options).unwrap();
-    let (recovered, records) = match recover_log(&mut s) {
+    let (recovered, records) = match recover_log(&mut s, Mode::Strict) {
         Ok(r) => r,
         Err(e) => panic!("{lost:?}: recovery failed: {e:?}"),
     };
@@ -460,13 +309,14 @@ fn recycled_segment_survives_a_crash(lost: Lost) {
 
     // The log continues over the old bytes, and the next recovery is clean.
     let mut buf = vec![0u8; 64 * 1024];
-    let mut p: Pipeline<'_, SLOTS> = Pipeline::resume(&mut buf, config(SIZE), resume).unwrap();
+    let mut p: Pipeline<'_, SLOTS> =
+        Pipeline::resume(&mut buf, config(SyncPolicy::EveryRecord, SIZE), resume).unwrap();
     let mut rolls = 0;
     let more = append(&mut p, &mut s, 1_000_001..=1_000_010, false, &mut rolls);
     drop(p);
     drop(s);
     let mut s = FileStorage::open(dir.path(), options).unwrap();
-    let (recovered, records) = recover_log(&mut s).expect("clean");
+    let (recovered, records) = recover_log(&mut s, Mode::Strict).expect("clean");
     let mut expected = expected;
     expected.extend(more);
     assert_eq!(records, expected, "{lost:?}: after continuing");

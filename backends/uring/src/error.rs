@@ -147,18 +147,7 @@ impl UringError {
     }
 }
 
-/// What kind of failure an operating-system error number is.
-#[must_use]
-pub fn failure_of(errno: Errno) -> Failure {
-    match errno {
-        Errno::IO => Failure::Io,
-        Errno::NOSPC | Errno::DQUOT => Failure::NoSpace,
-        Errno::CANCELED => Failure::Cancelled,
-        Errno::NOENT => Failure::NotFound,
-        Errno::EXIST => Failure::AlreadyExists,
-        _ => Failure::Other,
-    }
-}
+pub use lamina_file::failure_of;
 
 impl io::Error for UringError {
     fn failure(&self) -> Failure {

@@ -1,284 +1,87 @@
 //! The io_uring backend under the core's commit pipeline and recovery, in each mode (buffered
 //! and direct I/O, with and without registered files and buffers): logs written, reopened,
-//! damaged on disk and recovered, as `lamina-file`'s own tests do for the file backend.
+//! damaged on disk and recovered, in the same scenarios as `lamina-file`'s own tests
+//! (`lamina_tests::backend_log`); and the backend contract's operations one by one.
 
 mod common;
 
 use common::*;
-use lamina_core::commit::{Event, Pipeline, ResumeTail, SyncPolicy};
-use lamina_core::decode::Mode;
+use lamina_core::SegmentId;
 use lamina_core::io::{Error as _, Failure, SegmentOp, SegmentStorage};
-use lamina_core::record::frame_len;
-use lamina_core::recover::{self, RecoverError};
 use lamina_core::segment::HEADER_LEN;
-use lamina_core::{Lsn, SegmentId};
-use lamina_file::names;
+use lamina_tests::backend_log;
 use lamina_uring::{Options, UringError, UringStorage};
-use std::fs::{self, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::fs;
 use std::path::Path;
 
-/// Offset of the frame of `lsn` in the first segment of a log of [`PAYLOAD`]-byte records.
-fn offset_of(lsn: u64) -> u64 {
-    HEADER_LEN as u64 + (lsn - 1) * frame_len(PAYLOAD) as u64
+/// Runs `scenario` in each mode, on a fresh directory, with the mode's options and segments
+/// prepared to the size it asks for.
+fn in_each_mode(scenario: impl Fn(&Path, &str, &dyn Fn(&Path, u64) -> UringStorage)) {
+    for (mode, options) in modes() {
+        let dir = tempdir();
+        scenario(dir.path(), mode, &|dir, prepare| {
+            open(dir, options.prepare_size(prepare))
+        });
+    }
 }
 
 #[test]
 fn appended_records_come_back_after_reopen() {
-    for (mode, options) in modes() {
-        let dir = tempdir();
-        let options = options.prepare_size(1 << 20);
-        let policy = SyncPolicy::Batch {
-            max_records: 16,
-            max_bytes: 1 << 20,
-            max_delay: u64::MAX,
-        };
-        let written = {
-            let mut s = open(dir.path(), options);
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut p: Pipeline<'_, SLOTS> =
-                Pipeline::create(&mut buf, config(policy, 1 << 20), first_header()).unwrap();
-            let written = append(&mut p, &mut s, 1..=200);
-            assert_eq!(p.durable_lsn(), Lsn(200), "{mode}");
-            written
-        };
-        let mut s = open(dir.path(), options);
-        let (recovered, records) = recover_log(&mut s, Mode::Strict).expect("recover");
-        assert_eq!(records, written, "{mode}");
-        assert_eq!(recovered.report.cut, None, "{mode}");
-        assert_eq!(listed(&mut s), [SegmentId(0)], "{mode}");
-        // Pre-zeroed: the file was written to its full size at creation and never grew.
-        let path = dir.path().join("0000000000000000.seg");
-        assert_eq!(fs::metadata(path).unwrap().len(), 1 << 20, "{mode}");
-    }
+    in_each_mode(|dir, mode, open| {
+        backend_log::appended_records_come_back_after_reopen(dir, mode, open)
+    });
 }
 
 #[test]
 fn records_roll_over_across_several_segments() {
-    for (mode, options) in modes() {
-        let dir = tempdir();
-        let size = 4096;
-        let options = options.prepare_size(size);
-        let mut written = Vec::new();
-        {
-            let mut s = open(dir.path(), options);
-            let mut buf = vec![0u8; 16 * 1024];
-            let mut p: Pipeline<'_, SLOTS> = Pipeline::create(
-                &mut buf,
-                config(SyncPolicy::EveryRecord, size),
-                first_header(),
-            )
-            .unwrap();
-            let mut rolls = 0;
-            for n in 1..=150 {
-                let lsn = p.append(&payload(n), 0).unwrap();
-                written.push((lsn.0, payload(n)));
-                settle(&mut p, &mut s, &mut |e| {
-                    if let Event::Rolled { .. } = e {
-                        rolls += 1;
-                    }
-                });
-                assert_eq!(p.durable_lsn(), lsn, "{mode}");
-            }
-            assert!(rolls >= 4, "{mode}: {rolls} rolls");
-        }
-        let mut s = open(dir.path(), options);
-        let ids = listed(&mut s);
-        assert!(ids.len() >= 5, "{mode}: {ids:?}");
-        assert_eq!(
-            ids,
-            (0..ids.len() as u64).map(SegmentId).collect::<Vec<_>>(),
-            "{mode}"
-        );
-        for id in &ids {
-            let file = dir.path().join(names::segment_file_name(*id));
-            assert_eq!(
-                fs::metadata(file).unwrap().len(),
-                size,
-                "{mode}: segment {id}"
-            );
-        }
-        let (recovered, records) = recover_log(&mut s, Mode::Strict).expect("recover");
-        assert_eq!(records, written, "{mode}");
-        assert_eq!(recovered.report.segments, ids.len() as u64, "{mode}");
-        assert_eq!(recovered.report.cut, None, "{mode}");
-    }
+    in_each_mode(|dir, mode, open| {
+        backend_log::records_roll_over_across_several_segments(dir, mode, open)
+    });
 }
 
 #[test]
 fn close_then_reopen_continues_in_a_new_segment() {
-    for (mode, options) in modes() {
-        let dir = tempdir();
-        let size = 64 * 1024;
-        let mut buf = vec![0u8; 16 * 1024];
-        let mut written = Vec::new();
-        {
-            let mut s = open(dir.path(), options);
-            let mut p: Pipeline<'_, SLOTS> = Pipeline::create(
-                &mut buf,
-                config(SyncPolicy::EveryRecord, size),
-                first_header(),
-            )
-            .unwrap();
-            written.extend(append(&mut p, &mut s, 1..=10));
-            p.close().unwrap();
-            let mut closed = None;
-            settle(&mut p, &mut s, &mut |e| {
-                if let Event::Closed { last } = e {
-                    closed = Some(last);
-                }
-            });
-            assert!(closed.is_some(), "{mode}: the close completed");
-        }
-        {
-            let mut s = open(dir.path(), options);
-            let (recovered, records) = recover_log(&mut s, Mode::Strict).expect("recover");
-            assert_eq!(records, written, "{mode}");
-            let resume = recovered.resume.unwrap();
-            assert_eq!(resume.tail, ResumeTail::Sealed, "{mode}");
-            let mut p: Pipeline<'_, SLOTS> =
-                Pipeline::resume(&mut buf, config(SyncPolicy::EveryRecord, size), resume).unwrap();
-            written.extend(append(&mut p, &mut s, 11..=20));
-            assert_eq!(listed(&mut s), [SegmentId(0), SegmentId(1)], "{mode}");
-        }
-        let mut s = open(dir.path(), options);
-        let (recovered, records) = recover_log(&mut s, Mode::Strict).expect("recover");
-        assert_eq!(records, written, "{mode}");
-        assert_eq!(recovered.report.cut, None, "{mode}");
-    }
-}
-
-/// Writes 20 records into one segment, damages the last one's frame with `damage`, and checks
-/// that recovery cuts it, the resumed log seals the cut (a direct write into the block the cut
-/// is in, read back from disk) and continues, and the next reopen is clean.
-fn torn_tail_is_cut_and_sealed(prepare: u64, damage: impl Fn(&Path)) {
-    for (mode, options) in modes() {
-        let dir = tempdir();
-        let size = 64 * 1024;
-        let options = options.prepare_size(prepare);
-        let mut buf = vec![0u8; 16 * 1024];
-        let mut written;
-        {
-            let mut s = open(dir.path(), options);
-            let mut p: Pipeline<'_, SLOTS> = Pipeline::create(
-                &mut buf,
-                config(SyncPolicy::EveryRecord, size),
-                first_header(),
-            )
-            .unwrap();
-            written = append(&mut p, &mut s, 1..=20);
-            assert_eq!(p.durable_lsn(), Lsn(20), "{mode}");
-        }
-        // The last record is lost to the damage.
-        written.pop();
-        damage(&dir.path().join("0000000000000000.seg"));
-        {
-            let mut s = open(dir.path(), options);
-            let (recovered, records) =
-                recover_log(&mut s, Mode::Strict).expect("a torn tail, not corruption");
-            assert_eq!(records, written, "{mode}");
-            let cut = recovered.report.cut.expect("the tail is cut");
-            assert_eq!(
-                (cut.offset, cut.next_lsn),
-                (offset_of(20), Lsn(20)),
-                "{mode}"
-            );
-            let resume = recovered.resume.unwrap();
-            assert_eq!(resume.tail, ResumeTail::Torn, "{mode}");
-            let mut p: Pipeline<'_, SLOTS> =
-                Pipeline::resume(&mut buf, config(SyncPolicy::EveryRecord, size), resume).unwrap();
-            written.extend(append(&mut p, &mut s, 20..=25));
-            assert_eq!(listed(&mut s), [SegmentId(0), SegmentId(1)], "{mode}");
-        }
-        let mut s = open(dir.path(), options);
-        let (recovered, records) = recover_log(&mut s, Mode::Strict).expect("clean");
-        assert_eq!(records, written, "{mode}");
-        assert_eq!(recovered.report.cut, None, "{mode}");
-    }
+    in_each_mode(|dir, mode, open| {
+        backend_log::close_then_reopen_continues_in_a_new_segment(dir, mode, open)
+    });
 }
 
 #[test]
 fn torn_tail_truncated_mid_record_is_cut_and_sealed() {
-    torn_tail_is_cut_and_sealed(0, |file| {
-        let f = OpenOptions::new().write(true).open(file).unwrap();
-        f.set_len(offset_of(20) + 50).unwrap();
+    in_each_mode(|dir, mode, open| {
+        backend_log::torn_tail_is_cut_and_sealed(
+            dir,
+            mode,
+            open,
+            0,
+            backend_log::truncate_mid_record_20,
+        );
     });
 }
 
 #[test]
 fn torn_tail_garbled_in_prepared_segment_is_cut_and_sealed() {
-    torn_tail_is_cut_and_sealed(64 * 1024, |file| {
-        let f = OpenOptions::new().write(true).open(file).unwrap();
-        f.write_all_at(&[0xa5; 40], offset_of(20) + 60).unwrap();
+    in_each_mode(|dir, mode, open| {
+        backend_log::torn_tail_is_cut_and_sealed(
+            dir,
+            mode,
+            open,
+            64 * 1024,
+            backend_log::garble_mid_record_20,
+        );
     });
 }
 
 #[test]
 fn flipped_byte_in_a_sealed_segment_is_corruption_in_strict() {
-    let dir = tempdir();
-    let size = 4096;
-    let options = Options::new().prepare_size(size);
-    {
-        let mut s = open(dir.path(), options);
-        let mut buf = vec![0u8; 16 * 1024];
-        let mut p: Pipeline<'_, SLOTS> = Pipeline::create(
-            &mut buf,
-            config(SyncPolicy::EveryRecord, size),
-            first_header(),
-        )
-        .unwrap();
-        append(&mut p, &mut s, 1..=100);
-    }
-    let file = dir.path().join("0000000000000000.seg");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&file)
-        .unwrap();
-    let at = offset_of(3) + 40;
-    let mut byte = [0u8];
-    f.read_exact_at(&mut byte, at).unwrap();
-    f.write_all_at(&[byte[0] ^ 0x10], at).unwrap();
-    drop(f);
-    let mut s = open(dir.path(), options);
-    match recover_log(&mut s, Mode::Strict) {
-        Err(RecoverError::Corrupt(d)) => assert_eq!(d.segment, SegmentId(0)),
-        other => panic!("expected corruption, got {:?}", other.map(|r| r.0)),
-    }
+    in_each_mode(|dir, mode, open| {
+        backend_log::flipped_byte_in_a_sealed_segment_is_corruption_in_strict(dir, mode, open)
+    });
 }
 
 #[test]
 fn discard_deletes_segments_durably() {
-    let dir = tempdir();
-    let size = 4096;
-    let options = Options::new().prepare_size(size).fixed_files(true);
-    {
-        let mut s = open(dir.path(), options);
-        let mut buf = vec![0u8; 16 * 1024];
-        let mut p: Pipeline<'_, SLOTS> = Pipeline::create(
-            &mut buf,
-            config(SyncPolicy::EveryRecord, size),
-            first_header(),
-        )
-        .unwrap();
-        append(&mut p, &mut s, 1..=100);
-        let n = listed(&mut s).len();
-        assert!(n >= 4, "{n} segments");
-        let mut ids = [SegmentId(0); 256];
-        recover::discard(&mut s, &mut ids, SegmentId(2)).expect("discard");
-        assert_eq!(listed(&mut s), [SegmentId(0), SegmentId(1)]);
-    }
-    let mut on_disk: Vec<String> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".seg"))
-        .collect();
-    on_disk.sort();
-    assert_eq!(on_disk, ["0000000000000000.seg", "0000000000000001.seg"]);
-    let mut s = open(dir.path(), options);
-    let (recovered, records) = recover_log(&mut s, Mode::Strict).expect("recover");
-    assert_eq!(records.first().map(|r| r.0), Some(1));
-    assert_eq!(recovered.resume.unwrap().tail, ResumeTail::Sealed);
+    in_each_mode(|dir, mode, open| backend_log::discard_deletes_segments_durably(dir, mode, open));
 }
 
 /// Submits `op` and waits for its completion.

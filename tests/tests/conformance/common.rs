@@ -5,8 +5,8 @@ use lamina::{
     SegmentStorage, SyncPolicy, WriteAheadLog,
 };
 use lamina_core::io::Completion;
-use std::fs;
-use std::path::{Path, PathBuf};
+pub(crate) use lamina_tests::files::segment_files;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// A backend of the suite: its name in the list, and how to open a directory on it.
@@ -122,17 +122,6 @@ pub(crate) fn read_all<S: SegmentStorage>(log: &mut WriteAheadLog<S>) -> Records
     log.read_from(Lsn::FIRST, |lsn, p| read.push((lsn, p.to_vec())))
         .expect("read");
     read
-}
-
-/// The segment files of `dir`, in order.
-pub(crate) fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .expect("list")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    files.sort();
-    files
 }
 
 /// The completions of `n` operations submitted to `s`, waiting in the backend between polls.

@@ -45,7 +45,7 @@ macro_rules! conformance {
                     log::torn_tail_mid_payload_is_cut_and_the_log_goes_on,
                     log::bit_flip_in_a_middle_segment_is_corruption_naming_the_file_in_strict,
                     log::bit_flip_in_a_middle_segment_stops_there_in_point_in_time,
-                    log::bit_flip_in_a_middle_segment_is_skipped_in_skip_corrupt,
+                    log::bit_flip_in_a_middle_segment_is_skipped_and_reported_in_skip_corrupt,
                     log::a_log_written_here_is_read_and_continued_by_every_backend,
                     log::a_tail_follows_the_log_from_its_own_reader,
                     bytes::the_same_operations_leave_the_same_bytes_as_the_file_backend,
