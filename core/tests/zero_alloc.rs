@@ -366,7 +366,7 @@ fn checkpoint_coordinator_over_10k_checkpoints_allocates_nothing() {
         allocations,
         0,
         "the checkpoint coordinator allocated {allocations} times (the first: {} bytes)",
-        FIRST_SIZE.load(Ordering::Relaxed)
+        first_counted_size()
     );
     assert_eq!(
         surprises, 0,
