@@ -43,6 +43,7 @@
 
 #[cfg(feature = "file")]
 mod backend;
+mod checkpoint_store;
 mod driver;
 mod error;
 #[cfg(feature = "file")]
@@ -60,6 +61,13 @@ mod watch;
 
 #[cfg(feature = "file")]
 pub use backend::{Backend, BackendKind, DirError, DirLog, DirStorage, Selected};
+#[cfg(feature = "file")]
+pub use checkpoint_store::FileSystemCheckpointStore;
+pub use checkpoint_store::{
+    CheckpointError, CheckpointStore, LatestManifest, MANIFEST_SUFFIX, MAX_MANIFEST_LEN,
+    ManifestDamage, PartInfo, SkippedManifest, StoreOp, StoredManifest, manifest_file_name,
+    parse_manifest_file_name,
+};
 pub use error::Error;
 pub use options::Options;
 pub use percore::{

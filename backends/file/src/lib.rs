@@ -39,6 +39,6 @@ mod segments;
 mod spares;
 
 pub use error::{FileError, Op};
-pub use objects::FileObjects;
+pub use objects::{FileObjects, WholeObject};
 pub use reader::FileReader;
 pub use segments::{FileStorage, Options, Stats};
