@@ -22,6 +22,10 @@
 //! `begin_epoch` writes epoch markers, and reads the recovered records back per core with their
 //! epochs and boundaries, or merged in (epoch, core, LSN) order.
 //!
+//! [`CheckpointStore`] is where checkpoints are kept: snapshot parts verified by size and CRC32C
+//! when read, numbered manifests published create-only, and the latest valid manifest found
+//! past damaged newer ones (reported); [`FileSystemCheckpointStore`] keeps them in a directory.
+//!
 //! ```
 //! use lamina::{Lsn, Options, WriteAheadLog};
 //! # use lamina_tests::sim::SimStorage;
