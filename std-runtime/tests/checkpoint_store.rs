@@ -292,7 +292,7 @@ fn hostile_keys_are_refused_before_any_file_operation() {
 }
 
 #[test]
-fn manifest_part_keys_from_disk_are_checked_again_by_the_store() {
+fn a_key_reaching_into_the_manifest_directory_is_refused() {
     // A key is untrusted when it comes back from a manifest; the store checks it on every call,
     // whatever decoded it.
     let dir = tempfile::tempdir().unwrap();
