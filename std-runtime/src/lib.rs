@@ -22,6 +22,10 @@
 //! `begin_epoch` writes epoch markers, and reads the recovered records back per core with their
 //! epochs and boundaries, or merged in (epoch, core, LSN) order.
 //!
+//! [`CheckpointStore`] is where checkpoints are kept: snapshot parts verified by size and CRC32C
+//! when read, numbered manifests published create-only, and the latest valid manifest found
+//! past damaged newer ones (reported); [`FileSystemCheckpointStore`] keeps them in a directory.
+//!
 //! ```
 //! use lamina::{Lsn, Options, WriteAheadLog};
 //! # use lamina_tests::sim::SimStorage;
@@ -43,6 +47,7 @@
 
 #[cfg(feature = "file")]
 mod backend;
+mod checkpoint_store;
 mod driver;
 mod error;
 #[cfg(feature = "file")]
@@ -60,6 +65,13 @@ mod watch;
 
 #[cfg(feature = "file")]
 pub use backend::{Backend, BackendKind, DirError, DirLog, DirStorage, Selected};
+#[cfg(feature = "file")]
+pub use checkpoint_store::FileSystemCheckpointStore;
+pub use checkpoint_store::{
+    CheckpointError, CheckpointStore, LatestManifest, MANIFEST_SUFFIX, MAX_MANIFEST_LEN,
+    ManifestDamage, PartInfo, SkippedManifest, StoreOp, StoredManifest, manifest_file_name,
+    parse_manifest_file_name,
+};
 pub use error::Error;
 pub use options::Options;
 pub use percore::{

@@ -91,6 +91,13 @@ pub enum FileError {
         /// The name given.
         name: String,
     },
+    /// A file that should be a regular file is something else (a FIFO, a directory, a device):
+    /// it is refused, never read (a FIFO would block the reader).
+    #[error("{} is not a regular file", path.display())]
+    NotRegularFile {
+        /// The file.
+        path: PathBuf,
+    },
     /// An operation that writes, asked of a read-only view ([`crate::FileReader`]).
     #[error("{op} of {} refused: the log directory is opened read-only", path.display())]
     ReadOnly {
@@ -135,7 +142,8 @@ impl FileError {
         match self {
             FileError::Io { path, .. }
             | FileError::Locked { path, .. }
-            | FileError::ReadOnly { path, .. } => path,
+            | FileError::ReadOnly { path, .. }
+            | FileError::NotRegularFile { path } => path,
             FileError::InvalidName { dir, .. } => dir,
         }
     }

@@ -141,12 +141,7 @@ pub(crate) fn write_all_at_padded(
 /// Opens `path` for reading without blocking, and only if it is a regular file: opening a FIFO
 /// for reading would wait for a writer forever.
 pub(crate) fn open_regular_for_reading(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let nonblock = i32::try_from(rustix::fs::OFlags::NONBLOCK.bits()).unwrap_or(0);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nonblock)
-        .open(path)?;
+    let file = open_nonblocking(path)?;
     if !file.metadata()?.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -154,4 +149,15 @@ pub(crate) fn open_regular_for_reading(path: &Path) -> io::Result<File> {
         ));
     }
     Ok(file)
+}
+
+/// Opens `path` for reading without blocking (`O_NONBLOCK`), whatever kind of file it is: the
+/// caller checks the kind before it reads.
+pub(crate) fn open_nonblocking(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let nonblock = i32::try_from(rustix::fs::OFlags::NONBLOCK.bits()).unwrap_or(0);
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nonblock)
+        .open(path)
 }

@@ -2,13 +2,33 @@
 //! published atomically.
 
 use crate::error::{FileError, Op};
-use crate::fsutil::{ensure_dir, fsync_directory, open_regular_for_reading, read_full_at};
+use crate::fsutil::{
+    ensure_dir, fsync_directory, open_nonblocking, open_regular_for_reading, read_full_at,
+};
 use crate::names::{TEMP_PREFIX, is_valid_object_name};
 use lamina_core::io::{Completion, ErrorType, ObjectOp, ObjectStorage, Publish};
 use std::collections::VecDeque;
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The number of the next temporary file, shared by every [`FileObjects`] of the process, so
+/// that two of them over the same directory (two threads racing to publish) never pick the same
+/// temporary name.
+static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
+
+/// What [`FileObjects::read_whole`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WholeObject {
+    /// The object's bytes, all of them.
+    Bytes(Vec<u8>),
+    /// The object is longer than the limit asked for; none of it was read.
+    TooLong {
+        /// Its length in bytes.
+        len: u64,
+    },
+}
 
 /// Named objects in one directory (checkpoint manifests and snapshot parts). A publish writes a
 /// temporary file, syncs it, moves it into place (`rename` to replace, `link` to create only)
@@ -22,8 +42,6 @@ pub struct FileObjects {
     dir: PathBuf,
     /// Completions not yet polled, in submission order.
     done: VecDeque<Completion<FileError>>,
-    /// The number of the next temporary file.
-    next_temp: u64,
 }
 
 impl FileObjects {
@@ -37,7 +55,6 @@ impl FileObjects {
         Ok(FileObjects {
             dir,
             done: VecDeque::new(),
-            next_temp: 0,
         })
     }
 
@@ -62,6 +79,39 @@ impl FileObjects {
         }
     }
 
+    /// Reads the whole of object `name` if it is at most `limit` bytes long. The length is
+    /// checked before anything is read or allocated, so a huge file costs nothing; a file that is
+    /// not a regular one (a FIFO, a directory) is refused without blocking.
+    ///
+    /// # Errors
+    /// [`FileError::InvalidName`], [`FileError::NotRegularFile`], or an I/O error naming the
+    /// path (`NotFound` for a missing object).
+    pub fn read_whole(&self, name: &str, limit: u64) -> Result<WholeObject, FileError> {
+        let path = self.object_path(name)?;
+        let file = open_nonblocking(&path).map_err(|e| FileError::io(Op::Open, &path, None, e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| FileError::io(Op::Open, &path, None, e))?;
+        if !meta.is_file() {
+            return Err(FileError::NotRegularFile { path });
+        }
+        let len = meta.len();
+        let want = match usize::try_from(len) {
+            Ok(want) if len <= limit => want,
+            _ => return Ok(WholeObject::TooLong { len }),
+        };
+        let mut bytes = Vec::new();
+        bytes
+            .try_reserve_exact(want)
+            .map_err(|_| FileError::io(Op::Read, &path, None, ErrorKind::OutOfMemory.into()))?;
+        bytes.resize(want, 0);
+        let n = read_full_at(&file, 0, &mut bytes)
+            .map_err(|e| FileError::io(Op::Read, &path, None, e))?;
+        // A file cut short since the length was taken yields what it still holds.
+        bytes.truncate(n);
+        Ok(WholeObject::Bytes(bytes))
+    }
+
     fn sync_dir(&self) -> Result<(), FileError> {
         fsync_directory(&self.dir).map_err(|e| FileError::io(Op::SyncDir, &self.dir, None, e))
     }
@@ -71,9 +121,8 @@ impl FileObjects {
         let temp = self.dir.join(format!(
             "{TEMP_PREFIX}{}-{}",
             std::process::id(),
-            self.next_temp
+            NEXT_TEMP.fetch_add(1, Ordering::Relaxed)
         ));
-        self.next_temp += 1;
         let written = OpenOptions::new()
             .write(true)
             .create_new(true)

@@ -187,3 +187,65 @@ fn a_fifo_under_an_object_name_is_an_error_not_a_hang() {
     let e = result.expect_err("a FIFO is not an object");
     assert!(e.to_string().contains("manifest-1"), "{e}");
 }
+
+#[test]
+fn read_whole_returns_every_byte_up_to_the_limit() {
+    use lamina_file::WholeObject;
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = FileObjects::open(dir.path()).unwrap();
+    publish(&mut o, "part", b"0123456789", Publish::Replace).unwrap();
+    assert_eq!(
+        o.read_whole("part", 10).unwrap(),
+        WholeObject::Bytes(b"0123456789".to_vec())
+    );
+    assert_eq!(
+        o.read_whole("part", u64::MAX).unwrap(),
+        WholeObject::Bytes(b"0123456789".to_vec())
+    );
+    assert_eq!(
+        o.read_whole("part", 9).unwrap(),
+        WholeObject::TooLong { len: 10 }
+    );
+    let e = o.read_whole("absent", 10).unwrap_err();
+    assert_eq!(e.failure(), Failure::NotFound);
+    assert!(matches!(
+        o.read_whole("a/b", 10).unwrap_err(),
+        FileError::InvalidName { .. }
+    ));
+}
+
+#[test]
+fn read_whole_of_a_huge_sparse_file_reads_nothing() {
+    use lamina_file::WholeObject;
+    let dir = tempfile::tempdir().unwrap();
+    let o = FileObjects::open(dir.path()).unwrap();
+    let huge = 64u64 << 30;
+    fs::File::create(dir.path().join("big"))
+        .unwrap()
+        .set_len(huge)
+        .unwrap();
+    assert_eq!(
+        o.read_whole("big", 1 << 20).unwrap(),
+        WholeObject::TooLong { len: huge }
+    );
+}
+
+#[test]
+fn read_whole_refuses_a_directory_or_fifo_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = FileObjects::open(dir.path()).unwrap();
+    fs::create_dir(dir.path().join("sub")).unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(dir.path().join("fifo"))
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+    for name in ["sub", "fifo"] {
+        let e = o.read_whole(name, 100).unwrap_err();
+        assert!(
+            matches!(&e, FileError::NotRegularFile { path } if path == &dir.path().join(name)),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
+}

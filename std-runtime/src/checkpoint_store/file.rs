@@ -1,0 +1,254 @@
+//! [`FileSystemCheckpointStore`]: the checkpoint store in a directory, on `lamina-file`'s
+//! atomically published objects.
+
+use super::error::{CheckpointError, ManifestDamage, StoreOp};
+use super::names::{manifest_file_name, parse_manifest_file_name};
+use super::{CheckpointStore, MAX_MANIFEST_LEN, PartInfo, check_manifest};
+use lamina_core::crc::crc32c;
+use lamina_core::io::{Error as _, ObjectOp, ObjectStorage, Publish};
+use lamina_core::manifest::validate_key;
+use lamina_file::names::TEMP_PREFIX;
+use lamina_file::{FileError, FileObjects, WholeObject};
+use std::path::{Path, PathBuf};
+
+/// The subdirectory that holds the parts.
+const PARTS_DIR: &str = "parts";
+/// The subdirectory that holds the manifests.
+const MANIFESTS_DIR: &str = "manifests";
+
+/// A checkpoint store in a directory: parts in `dir/parts/{key}`, manifests in
+/// `dir/manifests/{id:020}.manifest`.
+///
+/// Every write goes to a temporary file (`.tmp-*`, never listed or read), is fsynced, moved into
+/// place and the directory fsynced: a part by `rename` (replacing), a manifest by `link`, which
+/// fails if the name is taken, so the first writer of manifest N wins even across processes.
+/// A crash leaves the old object or the new one whole, and at worst a temporary file.
+///
+/// Keys are checked before any file is touched: one plain name
+/// ([`validate_key`]), not starting with `.tmp-`.
+#[derive(Debug)]
+pub struct FileSystemCheckpointStore {
+    dir: PathBuf,
+    parts: FileObjects,
+    manifests: FileObjects,
+}
+
+impl FileSystemCheckpointStore {
+    /// Opens the store in `dir`, creating it and its two subdirectories if missing (durably).
+    ///
+    /// # Errors
+    /// A storage error naming the directory when it cannot be created or is not a directory.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, CheckpointError> {
+        let dir = dir.as_ref().to_path_buf();
+        let open = |sub: &str| {
+            let path = dir.join(sub);
+            FileObjects::open(&path).map_err(|e| storage(StoreOp::Open, &path, e))
+        };
+        let parts = open(PARTS_DIR)?;
+        let manifests = open(MANIFESTS_DIR)?;
+        Ok(FileSystemCheckpointStore {
+            dir,
+            parts,
+            manifests,
+        })
+    }
+
+    /// The store's directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where part `key` is stored, once the key is checked.
+    ///
+    /// # Errors
+    /// [`CheckpointError::InvalidKey`] or [`CheckpointError::ReservedKey`].
+    pub fn part_path(&self, key: &str) -> Result<PathBuf, CheckpointError> {
+        check_key(key)?;
+        Ok(self.parts.dir().join(key))
+    }
+
+    /// Where manifest `id` is stored.
+    #[must_use]
+    pub fn manifest_path(&self, id: u64) -> PathBuf {
+        self.manifests.dir().join(manifest_file_name(id))
+    }
+
+    /// Runs one publish or delete in `dir`. `FileObjects` completes inside `submit`; a fresh one
+    /// per call keeps the store `Sync` with no lock, so parts are written in parallel.
+    fn run(dir: &Path, op: ObjectOp<'_>) -> Result<(), FileError> {
+        let mut objects = FileObjects::open(dir)?;
+        objects.submit(0, op)?;
+        match objects.poll_completion() {
+            Some((_, result)) => result,
+            None => Err(FileError::Io {
+                op: lamina_file::Op::Write,
+                path: dir.to_path_buf(),
+                segment: None,
+                source: std::io::Error::other("the operation reported no completion"),
+            }),
+        }
+    }
+
+    /// The valid names in `dir`, sorted (temporary files are never listed).
+    fn names(dir: &Path, op: StoreOp) -> Result<Vec<String>, CheckpointError> {
+        let mut objects = FileObjects::open(dir).map_err(|e| storage(op, dir, e))?;
+        let mut names = Vec::new();
+        objects
+            .list("", &mut |name| names.push(name.to_owned()))
+            .map_err(|e| storage(op, dir, e))?;
+        Ok(names)
+    }
+}
+
+impl CheckpointStore for FileSystemCheckpointStore {
+    fn put_part(&self, key: &str, bytes: &[u8]) -> Result<PartInfo, CheckpointError> {
+        let path = self.part_path(key)?;
+        let op = ObjectOp::Publish {
+            name: key,
+            data: bytes,
+            mode: Publish::Replace,
+        };
+        Self::run(self.parts.dir(), op).map_err(|e| storage(StoreOp::PutPart, &path, e))?;
+        Ok(PartInfo {
+            size: bytes.len() as u64,
+            crc: crc32c(bytes),
+        })
+    }
+
+    fn read_part(&self, key: &str, size: u64, crc: u32) -> Result<Vec<u8>, CheckpointError> {
+        let path = self.part_path(key)?;
+        let location = || path.display().to_string();
+        let bytes = match self.parts.read_whole(key, size) {
+            Ok(WholeObject::Bytes(bytes)) => bytes,
+            Ok(WholeObject::TooLong { len }) => {
+                return Err(CheckpointError::PartSize {
+                    key: key.to_owned(),
+                    location: location(),
+                    expected: size,
+                    actual: len,
+                });
+            }
+            Err(FileError::NotRegularFile { .. }) => {
+                return Err(CheckpointError::PartNotAFile {
+                    key: key.to_owned(),
+                    location: location(),
+                });
+            }
+            Err(e) => return Err(storage(StoreOp::ReadPart, &path, e)),
+        };
+        if bytes.len() as u64 != size {
+            return Err(CheckpointError::PartSize {
+                key: key.to_owned(),
+                location: location(),
+                expected: size,
+                actual: bytes.len() as u64,
+            });
+        }
+        let actual = crc32c(&bytes);
+        if actual != crc {
+            return Err(CheckpointError::PartChecksum {
+                key: key.to_owned(),
+                location: location(),
+                expected: crc,
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    fn delete_part(&self, key: &str) -> Result<(), CheckpointError> {
+        let path = self.part_path(key)?;
+        Self::run(self.parts.dir(), ObjectOp::Delete { name: key })
+            .map_err(|e| storage(StoreOp::DeletePart, &path, e))
+    }
+
+    fn list_parts(&self) -> Result<Vec<String>, CheckpointError> {
+        let mut names = Self::names(self.parts.dir(), StoreOp::ListParts)?;
+        names.retain(|name| check_key(name).is_ok());
+        Ok(names)
+    }
+
+    fn publish_manifest(&self, id: u64, bytes: &[u8]) -> Result<(), CheckpointError> {
+        check_manifest(id, bytes)
+            .map_err(|damage| CheckpointError::ManifestInvalid { id, damage })?;
+        let name = manifest_file_name(id);
+        let path = self.manifests.dir().join(&name);
+        let op = ObjectOp::Publish {
+            name: &name,
+            data: bytes,
+            mode: Publish::IfAbsent,
+        };
+        Self::run(self.manifests.dir(), op).map_err(|e| {
+            if e.failure() == lamina_core::io::Failure::AlreadyExists {
+                CheckpointError::ManifestExists {
+                    id,
+                    location: path.display().to_string(),
+                }
+            } else {
+                storage(StoreOp::PublishManifest, &path, e)
+            }
+        })
+    }
+
+    fn read_manifest(&self, id: u64) -> Result<Vec<u8>, CheckpointError> {
+        let name = manifest_file_name(id);
+        let path = self.manifests.dir().join(&name);
+        let damaged = |damage| CheckpointError::ManifestDamaged {
+            id,
+            location: path.display().to_string(),
+            damage,
+        };
+        match self.manifests.read_whole(&name, MAX_MANIFEST_LEN) {
+            Ok(WholeObject::Bytes(bytes)) => match check_manifest(id, &bytes) {
+                Ok(()) => Ok(bytes),
+                Err(damage) => Err(damaged(damage)),
+            },
+            Ok(WholeObject::TooLong { len }) => Err(damaged(ManifestDamage::TooLong { len })),
+            Err(FileError::NotRegularFile { .. }) => Err(damaged(ManifestDamage::NotAFile)),
+            Err(e) => Err(storage(StoreOp::ReadManifest, &path, e)),
+        }
+    }
+
+    fn list_manifests(&self) -> Result<Vec<u64>, CheckpointError> {
+        let names = Self::names(self.manifests.dir(), StoreOp::ListManifests)?;
+        let mut ids: Vec<u64> = names
+            .iter()
+            .filter_map(|name| parse_manifest_file_name(name))
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    fn delete_manifest(&self, id: u64) -> Result<(), CheckpointError> {
+        let name = manifest_file_name(id);
+        let path = self.manifests.dir().join(&name);
+        Self::run(self.manifests.dir(), ObjectOp::Delete { name: &name })
+            .map_err(|e| storage(StoreOp::DeleteManifest, &path, e))
+    }
+}
+
+/// Checks that `key` may name a part: a plain name, and not one of the temporary files'.
+fn check_key(key: &str) -> Result<(), CheckpointError> {
+    validate_key(key).map_err(|error| CheckpointError::InvalidKey {
+        key: key.to_owned(),
+        error,
+    })?;
+    if key.starts_with(TEMP_PREFIX) {
+        return Err(CheckpointError::ReservedKey {
+            key: key.to_owned(),
+            prefix: TEMP_PREFIX,
+        });
+    }
+    Ok(())
+}
+
+/// A storage error of `op` at `path`.
+fn storage(op: StoreOp, path: &Path, e: FileError) -> CheckpointError {
+    CheckpointError::Storage {
+        op,
+        location: path.display().to_string(),
+        failure: e.failure(),
+        source: Box::new(e),
+    }
+}

@@ -1,0 +1,187 @@
+//! The checkpoint store: where checkpoint manifests and the snapshot parts they name are kept.
+//!
+//! [`CheckpointStore`] is the contract the checkpoint and recovery code use; it is written so that
+//! a store over an object store (S3 and the like) fits it as well as a directory does: parts are
+//! whole objects written once under a plain key, manifests are numbered objects published
+//! create-only, and every read is verified. [`FileSystemCheckpointStore`] keeps them in a
+//! directory (feature `file`).
+
+mod error;
+#[cfg(feature = "file")]
+mod file;
+mod names;
+
+pub use error::{CheckpointError, ManifestDamage, StoreOp};
+#[cfg(feature = "file")]
+pub use file::FileSystemCheckpointStore;
+pub use names::{MANIFEST_SUFFIX, manifest_file_name, parse_manifest_file_name};
+
+use lamina_core::manifest::{CRC_LEN, HEADER_LEN, MAX_BODY_LEN, Manifest};
+
+/// The longest manifest a store reads: header, the longest body the format allows, checksum. A
+/// longer object under a manifest's name is damage, never read.
+pub const MAX_MANIFEST_LEN: u64 = (HEADER_LEN + MAX_BODY_LEN + CRC_LEN) as u64;
+
+/// What a stored part is: the two values a manifest records for it and a read checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PartInfo {
+    /// Its length in bytes.
+    pub size: u64,
+    /// CRC32C of its bytes.
+    pub crc: u32,
+}
+
+/// A manifest as read from the store: its id and its encoded bytes, which decode, validate and
+/// carry that id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredManifest {
+    /// The checkpoint id it is stored under (and holds).
+    pub id: u64,
+    /// The encoded manifest ([`Manifest::decode`] them).
+    pub bytes: Vec<u8>,
+}
+
+impl StoredManifest {
+    /// The decoded manifest, borrowing the bytes.
+    ///
+    /// # Errors
+    /// None for a manifest a store returned (it was decoded before); the decode error otherwise.
+    pub fn manifest(&self) -> Result<Manifest<'_>, lamina_core::manifest::DecodeError> {
+        Manifest::decode(&self.bytes)
+    }
+}
+
+/// A newer manifest [`CheckpointStore::latest_manifest`] passed over, and why.
+#[derive(Debug)]
+pub struct SkippedManifest {
+    /// Its id (from its name).
+    pub id: u64,
+    /// Why it cannot be used: [`CheckpointError::ManifestDamaged`] naming where it is and what
+    /// is wrong, or a `NotFound` storage error when it was deleted while being read.
+    pub error: CheckpointError,
+}
+
+/// What [`CheckpointStore::latest_manifest`] found.
+#[derive(Debug, Default)]
+pub struct LatestManifest {
+    /// The highest-numbered manifest that is whole and valid, `None` when there is none.
+    pub latest: Option<StoredManifest>,
+    /// The higher-numbered manifests passed over on the way to it, highest first. Empty when
+    /// the newest one was used: anything here means recovery falls back and must say so.
+    pub skipped: Vec<SkippedManifest>,
+}
+
+/// Where checkpoints are kept: snapshot parts under plain keys, and numbered manifests that name
+/// them. Blocking; `Send + Sync`, so parts can be written from several threads at once.
+///
+/// Every key is checked with [`lamina_core::manifest::validate_key`] before anything is touched:
+/// a key is one plain name, never a path, since keys come back from manifests that are untrusted
+/// when read.
+pub trait CheckpointStore: Send + Sync {
+    /// Stores `bytes` as part `key`, replacing any part of that name whole (a reader sees the old
+    /// bytes or the new, never a mix). Durable on return. Returns the size and CRC32C a manifest
+    /// records for it.
+    ///
+    /// # Errors
+    /// [`CheckpointError::InvalidKey`] or [`CheckpointError::ReservedKey`] before anything is
+    /// written; a storage error naming the part.
+    fn put_part(&self, key: &str, bytes: &[u8]) -> Result<PartInfo, CheckpointError>;
+
+    /// Reads part `key` whole and checks it against the size and CRC32C a manifest recorded.
+    /// The stored length is checked before anything is read, so a manifest never makes the
+    /// store read more than `size` bytes.
+    ///
+    /// # Errors
+    /// [`CheckpointError::PartSize`] or [`CheckpointError::PartChecksum`] for a damaged part,
+    /// [`CheckpointError::PartNotAFile`] for something that is not a stored object, a
+    /// `NotFound` storage error for a missing one; each names the part.
+    fn read_part(&self, key: &str, size: u64, crc: u32) -> Result<Vec<u8>, CheckpointError>;
+
+    /// Deletes part `key`, durably. Deleting a missing part succeeds, so an interrupted garbage
+    /// collection is simply run again.
+    ///
+    /// # Errors
+    /// A bad key, or a storage error naming the part.
+    fn delete_part(&self, key: &str) -> Result<(), CheckpointError>;
+
+    /// The keys of the stored parts, sorted. Names that are not valid keys (and temporary files
+    /// of writes in progress or interrupted) are not parts and are left out.
+    ///
+    /// # Errors
+    /// A storage error when the parts cannot be listed.
+    fn list_parts(&self) -> Result<Vec<String>, CheckpointError>;
+
+    /// Publishes `bytes`, an encoded manifest of checkpoint `id`, create-only: the first writer
+    /// of manifest `id` wins, durably on return. The bytes are checked first (they decode,
+    /// validate and hold `id`), so a store never publishes a manifest it would not read back.
+    ///
+    /// # Errors
+    /// [`CheckpointError::ManifestExists`] when manifest `id` is already there (a writer that
+    /// gets it has lost and must stop); [`CheckpointError::ManifestInvalid`] for bytes that are
+    /// not a manifest of `id`; a storage error.
+    fn publish_manifest(&self, id: u64, bytes: &[u8]) -> Result<(), CheckpointError>;
+
+    /// Reads manifest `id` and checks it: at most [`MAX_MANIFEST_LEN`] bytes, it decodes and
+    /// validates, and it holds `id`.
+    ///
+    /// # Errors
+    /// [`CheckpointError::ManifestDamaged`] naming the manifest and what is wrong; a `NotFound`
+    /// storage error for a missing one; another storage error (a read error) otherwise.
+    fn read_manifest(&self, id: u64) -> Result<Vec<u8>, CheckpointError>;
+
+    /// The ids of the stored manifests, ascending. Other names are ignored.
+    ///
+    /// # Errors
+    /// A storage error when the manifests cannot be listed.
+    fn list_manifests(&self) -> Result<Vec<u64>, CheckpointError>;
+
+    /// Deletes manifest `id`, durably. Deleting a missing manifest succeeds.
+    ///
+    /// # Errors
+    /// A storage error naming the manifest.
+    fn delete_manifest(&self, id: u64) -> Result<(), CheckpointError>;
+
+    /// The highest-numbered manifest that is whole and valid, and the newer ones passed over
+    /// because they are damaged (a crash cannot leave a half-published manifest, but a disk can
+    /// damage one), with the reason for each.
+    ///
+    /// # Errors
+    /// A storage error other than damage (the listing fails, a read fails with an I/O error):
+    /// the latest checkpoint is then unknown, and falling back past it would be wrong.
+    fn latest_manifest(&self) -> Result<LatestManifest, CheckpointError> {
+        let mut ids = self.list_manifests()?;
+        let mut skipped = Vec::new();
+        while let Some(id) = ids.pop() {
+            match self.read_manifest(id) {
+                Ok(bytes) => {
+                    return Ok(LatestManifest {
+                        latest: Some(StoredManifest { id, bytes }),
+                        skipped,
+                    });
+                }
+                Err(error) if error.is_manifest_skippable() => {
+                    skipped.push(SkippedManifest { id, error });
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(LatestManifest {
+            latest: None,
+            skipped,
+        })
+    }
+}
+
+/// Checks that `bytes` are a manifest a store may hand out as checkpoint `id`.
+pub(crate) fn check_manifest(id: u64, bytes: &[u8]) -> Result<(), ManifestDamage> {
+    if bytes.len() as u64 > MAX_MANIFEST_LEN {
+        return Err(ManifestDamage::TooLong {
+            len: bytes.len() as u64,
+        });
+    }
+    let manifest = Manifest::decode(bytes).map_err(ManifestDamage::Decode)?;
+    if manifest.id != id {
+        return Err(ManifestDamage::IdMismatch { found: manifest.id });
+    }
+    Ok(())
+}
