@@ -5,9 +5,16 @@
 //! set-up before and the checks after do not. A test binary declares it as its allocator itself
 //! (a global allocator is one per binary):
 //!
-//! ```ignore
+//! ```
+//! use lamina_tests::alloc::{Counting, count_allocations};
+//!
 //! #[global_allocator]
-//! static GLOBAL: lamina_tests::alloc::Counting = lamina_tests::alloc::Counting;
+//! static GLOBAL: Counting = Counting;
+//!
+//! let (v, n) = count_allocations(|| vec![0u8; 64]);
+//! assert_eq!((v.len(), n), (64, 1));
+//! let (_, n) = count_allocations(|| 2 + 2);
+//! assert_eq!(n, 0);
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
