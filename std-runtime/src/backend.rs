@@ -56,7 +56,7 @@ impl fmt::Display for BackendKind {
 pub struct Selected {
     /// The backend the log runs on.
     pub backend: BackendKind,
-    /// `Some(reason)` when io_uring was asked for with [`Backend::UringOrFile`] and the kernel
+    /// `Some(reason)` when io_uring was asked for with `Backend::UringOrFile` (feature `io-uring`) and the kernel
     /// refused it, so the log runs on the file backend.
     pub fallback: Option<String>,
 }
@@ -126,7 +126,7 @@ impl DirStorage {
     ///
     /// # Errors
     /// [`Error::Storage`] when the directory cannot be opened or is locked, or when
-    /// [`Backend::Uring`] was asked for and the kernel refuses io_uring (the error names the file
+    /// `Backend::Uring` (feature `io-uring`) was asked for and the kernel refuses io_uring (the error names the file
     /// backend) or the file system refuses `O_DIRECT`.
     pub fn open(dir: impl AsRef<Path>, backend: Backend) -> Result<Self, Error> {
         Self::open_on(dir.as_ref(), backend, lamina_file::Options::new())
