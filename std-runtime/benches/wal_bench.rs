@@ -1,5 +1,13 @@
 //! `WriteAheadLog` against the raw limit of the same machine, measured in the same run. Each
-//! group prints one line per benchmark with lamina's figure and its ratio to the raw reference.
+//! group prints one line per variant with its figure and its ratio to the raw reference.
+//!
+//! The fsync groups (`commit_latency`, `group_commit`, `shared`, `pipelined`) run lamina on every
+//! backend compiled in (`support::stores`): the file backend always; with the `io-uring` feature
+//! also io_uring buffered (`uring`) and io_uring with `O_DIRECT`, registered buffers and files
+//! (`uring_direct`). Their lines also give io_uring / file, and the process CPU time (user +
+//! system, `getrusage(RUSAGE_SELF)`, so every thread of the process and the kernel's io_uring
+//! workers count) per committed record, measured around each variant's turns; the raw
+//! references' CPU per record is given too.
 //!
 //! * `append`: buffered appends of 64/256/1024/4096-byte records (`SyncPolicy::Manual`). The
 //!   timed loop only appends: between stretches of half a buffer the log is synced outside the
@@ -7,17 +15,17 @@
 //!   (`support::sink`): the timed loop does no I/O, so the backend does not matter there, and the
 //!   untimed writes cost no disk bandwidth. Segment roll-overs (every 64 MiB) fall inside the
 //!   timed loop and are counted; on that storage they cost the framing of a seal and a header.
-//! * `commit_latency`: append + sync of one record, per size, on the file backend with
-//!   pre-zeroed segments; raw: `write_all_at` of the same framed bytes at the same offsets of a
-//!   pre-zeroed file + `sync_data`. Medians of the per-commit latencies.
+//! * `commit_latency`: append + sync of one record, per size, with pre-zeroed segments; raw:
+//!   `write_all_at` of the same framed bytes at the same offsets of a pre-zeroed file +
+//!   `sync_data`. Medians of the per-commit latencies.
 //! * `group_commit`: 100 appends of 256 bytes, then sync; raw: one write of the same bytes +
 //!   `sync_data`. Records/s.
 //!
-//!   In these two groups lamina and raw alternate commit by commit (group by group) in the same
-//!   run, on two files side by side: the fsync latency of a shared machine drifts by multiples
-//!   within seconds, so separate runs give ratios that are noise. The `raw` and `lamina`
-//!   benchmarks both run the pair and tell criterion the time of their side; the printed ratio is
-//!   over every pair of both.
+//!   In these two groups the variants take turns commit by commit (group by group), in a
+//!   rotating order, in the same run, on files side by side: the fsync latency of a shared
+//!   machine drifts by multiples within seconds, so separate runs give ratios that are noise.
+//!   Each variant's benchmark runs them all and tells criterion the time of its own; the
+//!   printed ratios are over every turn of every benchmark.
 //! * `recovery_scan`: `WriteAheadLog::open_with` recovering a log of 256-byte records from the
 //!   page cache (`LAMINA_BENCH_SCAN_BYTES`, default 1 GiB, written once in setup); raw: reading
 //!   the same files with `read_at` into a 256 KiB buffer. GB/s. Twice: with the default largest
@@ -28,11 +36,18 @@
 //!   the raw references: write then sync on one thread, a leader-based group commit (the
 //!   committing thread syncs for the group, `support::reference::Leader`), a dedicated flusher
 //!   thread (`support::reference::Flusher`). All variants take turns in chunks of 16 commits a
-//!   thread within every run (criterion is told lamina's time); commits/s are over all chunks,
-//!   and the ratios are also given at the median latencies, which the disk's stalls move less.
+//!   thread within every run (criterion is told the file backend's time); commits/s are over
+//!   all chunks, and the ratios are also given at the median latencies, which the disk's stalls
+//!   move less.
+//! * `pipelined`: group commit with the default batch policy (batches cut at 64 KiB, 4 writes in
+//!   flight), 256-byte records. `1`: one owner streams appends and syncs every 1024 records;
+//!   raw: the same framed bytes of each 1024 records in one `write_all_at` + `sync_data`.
+//!   `8`: 8 threads committing through `SharedLog`; raw: the leader reference. Records/s; the
+//!   variants take turns as in `shared` (criterion is told the file backend's time).
 //!
-//! Each fsync sample starts on a fresh file prepared outside the timed loop, so no commit grows
+//! Each fsync sample starts on fresh files prepared outside the timed loop, so no commit grows
 //! a file. `LAMINA_BENCH_DIR` picks the file system (default: the system's temporary directory).
+//! `cargo bench ... -- NAME` runs the groups whose benchmark ids contain NAME.
 
 mod support;
 
