@@ -17,7 +17,8 @@
 //!   timed loop and are counted; on that storage they cost the framing of a seal and a header.
 //! * `commit_latency`: append + sync of one record, per size, with pre-zeroed segments; raw:
 //!   `write_all_at` of the same framed bytes at the same offsets of a pre-zeroed file +
-//!   `sync_data`. Medians of the per-commit latencies.
+//!   `sync_data`. Medians of the per-commit latencies. With `io-uring` also in the linked-write
+//!   mode (`Config::linked`: write and fsync as one `IOSQE_IO_LINK` pair), buffered and direct.
 //! * `group_commit`: 100 appends of 256 bytes, then sync; raw: one write of the same bytes +
 //!   `sync_data`. Records/s.
 //!
@@ -63,7 +64,7 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 use support::reference::{Flusher, Leader};
 use support::sink::Sink;
-use support::stores::STORES;
+use support::stores::{COMMIT_STORES, STORES, Store};
 use support::{Tally, pages, prezeroed, ratio, scratch, show};
 
 /// Record sizes of the `append` and `commit_latency` groups.
@@ -140,23 +141,31 @@ fn append(c: &mut Criterion) {
     group.finish();
 }
 
-/// Variant 0 of the paired groups is the raw reference; the others are lamina on each backend.
-fn variant_names() -> Vec<&'static str> {
+/// Variant 0 of the paired groups is the raw reference; the others are lamina on each of
+/// `stores`.
+fn variant_names(stores: &[Store]) -> Vec<&'static str> {
     std::iter::once("raw")
-        .chain(STORES.iter().map(|s| s.name()))
+        .chain(stores.iter().map(|s| s.name()))
         .collect()
 }
 
 /// One tally per variant of [`variant_names`].
-fn variant_tallies() -> Vec<Tally> {
-    variant_names().iter().map(|_| Tally::default()).collect()
+fn variant_tallies(stores: &[Store]) -> Vec<Tally> {
+    variant_names(stores)
+        .iter()
+        .map(|_| Tally::default())
+        .collect()
 }
 
-/// A fresh directory with one log per backend, each with a pre-zeroed segment, and a pre-zeroed
-/// raw file, all for `bytes` of frames.
-fn logs_and_file(bytes: u64, options: Options) -> (tempfile::TempDir, Vec<DirLog>, std::fs::File) {
+/// A fresh directory with one log on each of `stores`, each with a pre-zeroed segment, and a
+/// pre-zeroed raw file, all for `bytes` of frames.
+fn logs_and_file(
+    stores: &[Store],
+    bytes: u64,
+    options: Options,
+) -> (tempfile::TempDir, Vec<DirLog>, std::fs::File) {
     let dir = scratch();
-    let logs = STORES
+    let logs = stores
         .iter()
         .map(|s| s.open(&dir.path().join(s.name()), options))
         .collect();
@@ -164,7 +173,8 @@ fn logs_and_file(bytes: u64, options: Options) -> (tempfile::TempDir, Vec<DirLog
     (dir, logs, file)
 }
 
-/// `iters` commits of a `size`-byte record on lamina on each backend (append + sync) and as
+/// `iters` commits of a `size`-byte record on lamina on each of [`COMMIT_STORES`] (append +
+/// sync) and as
 /// many raw commits (`write_all_at` of the same framed bytes at the same offsets of a pre-zeroed
 /// file + `sync_data`), taking turns commit by commit in a rotating order so that all see the
 /// same disk (the machine is shared and its fsync latency drifts by multiples within seconds).
@@ -172,7 +182,8 @@ fn logs_and_file(bytes: u64, options: Options) -> (tempfile::TempDir, Vec<DirLog
 /// of variant `me`.
 fn paired_commits(size: usize, iters: u64, me: usize, tallies: &[Tally]) -> Duration {
     let frame = frame_len(size) as u64;
-    let (_dir, mut logs, file) = logs_and_file(iters * frame, options_for(iters * frame));
+    let bytes = iters * frame;
+    let (_dir, mut logs, file) = logs_and_file(COMMIT_STORES, bytes, options_for(bytes));
     let payload = vec![0xa5u8; size];
     let framed = vec![0xa5u8; frame as usize];
     let n = tallies.len();
@@ -222,8 +233,12 @@ fn fsync_group<'c>(c: &'c mut Criterion, name: &str) -> BenchmarkGroup<'c, WallT
 
 /// Settings of a paired group with a benchmark per variant, each of which runs them all: the
 /// time criterion aims for is shared out, so the group takes as long as with one variant.
-fn paired_group<'c>(c: &'c mut Criterion, name: &str) -> BenchmarkGroup<'c, WallTime> {
-    let variants = variant_names().len() as u32;
+fn paired_group<'c>(
+    c: &'c mut Criterion,
+    name: &str,
+    stores: &[Store],
+) -> BenchmarkGroup<'c, WallTime> {
+    let variants = variant_names(stores).len() as u32;
     let mut group = fsync_group(c, name);
     group
         .warm_up_time(Duration::from_millis(1000) / variants)
@@ -236,11 +251,12 @@ fn paired_group<'c>(c: &'c mut Criterion, name: &str) -> BenchmarkGroup<'c, Wall
 /// time per record or commit with its ratio to the file backend's.
 fn report_variants(
     label: &str,
+    stores: &[Store],
     values: &[Option<f64>],
     tallies: &[Tally],
     show_value: impl Fn(f64) -> String,
 ) {
-    let names = variant_names();
+    let names = variant_names(stores);
     let cpu = |t: &Tally| t.cpu_per_op().map(|d| d.as_secs_f64());
     for (who, (name, (value, tally))) in names.iter().zip(values.iter().zip(tallies)).enumerate() {
         let Some(v) = value else { continue };
@@ -260,11 +276,12 @@ fn report_variants(
 }
 
 fn commit_latency(c: &mut Criterion) {
-    let mut group = paired_group(c, "commit_latency");
+    let stores = COMMIT_STORES;
+    let mut group = paired_group(c, "commit_latency", stores);
     group.throughput(Throughput::Elements(1));
     for size in SIZES {
-        let tallies = variant_tallies();
-        for (me, name) in variant_names().into_iter().enumerate() {
+        let tallies = variant_tallies(stores);
+        for (me, name) in variant_names(stores).into_iter().enumerate() {
             group.bench_function(BenchmarkId::new(name, size), |b| {
                 b.iter_custom(|n| paired_commits(size, n, me, &tallies))
             });
@@ -277,12 +294,12 @@ fn commit_latency(c: &mut Criterion) {
             .map(|t| t.percentile(50.0).map(|d| d.as_secs_f64()))
             .collect();
         let label = format!("commit_latency/{size}");
-        report_variants(&label, &p50, &tallies, |v| {
+        report_variants(&label, stores, &p50, &tallies, |v| {
             format!("median {}", show(Some(Duration::from_secs_f64(v))))
         });
         println!(
             "commit_latency/{size}: p99 {} ({} commits each)",
-            variant_names()
+            variant_names(stores)
                 .iter()
                 .zip(&tallies)
                 .map(|(n, t)| format!("{n} {}", show(t.percentile(99.0))))
@@ -299,7 +316,7 @@ fn commit_latency(c: &mut Criterion) {
 /// bytes + `sync_data`). Returns the total time of variant `me`.
 fn paired_groups(iters: u64, me: usize, tallies: &[Tally]) -> Duration {
     let bytes = GROUP * frame_len(RECORD) as u64;
-    let (_dir, mut logs, file) = logs_and_file(iters * bytes, options_for(iters * bytes));
+    let (_dir, mut logs, file) = logs_and_file(STORES, iters * bytes, options_for(iters * bytes));
     let payload = vec![0xa5u8; RECORD];
     let framed = vec![0xa5u8; bytes as usize];
     let n = tallies.len();
@@ -341,10 +358,10 @@ fn paired_groups(iters: u64, me: usize, tallies: &[Tally]) -> Duration {
 }
 
 fn group_commit(c: &mut Criterion) {
-    let mut group = paired_group(c, "group_commit");
+    let mut group = paired_group(c, "group_commit", STORES);
     group.throughput(Throughput::Elements(GROUP));
-    let tallies = variant_tallies();
-    for (me, name) in variant_names().into_iter().enumerate() {
+    let tallies = variant_tallies(STORES);
+    for (me, name) in variant_names(STORES).into_iter().enumerate() {
         group.bench_function(name, |b| b.iter_custom(|n| paired_groups(n, me, &tallies)));
     }
     group.finish();
@@ -359,12 +376,14 @@ fn group_commit(c: &mut Criterion) {
     let overall: Vec<_> = tallies.iter().map(Tally::per_second).collect();
     report_variants(
         &format!("group_commit/{GROUP}x{RECORD}"),
+        STORES,
         &at_median,
         &tallies,
         |v| format!("{v:.0} records/s at the median group"),
     );
     report_variants(
         &format!("group_commit/{GROUP}x{RECORD}/overall"),
+        STORES,
         &overall,
         &tallies,
         |v| format!("{v:.0} records/s over all groups"),
@@ -785,7 +804,7 @@ fn raw_stream(file: &std::fs::File, framed: &[u8], n: u64, at: &mut u64) {
 fn pipelined_stream(iters: u64, me: usize, tallies: &[Tally]) -> Duration {
     let frame = frame_len(RECORD) as u64;
     let bytes = iters * frame;
-    let (_dir, mut logs, file) = logs_and_file(bytes, pipelined_options(bytes));
+    let (_dir, mut logs, file) = logs_and_file(STORES, bytes, pipelined_options(bytes));
     let payload = vec![0xa5u8; RECORD];
     let framed = vec![0xa5u8; (SYNC_EVERY * frame) as usize];
     let mut at = HEADER_LEN as u64;
@@ -872,7 +891,7 @@ fn pipelined(c: &mut Criterion) {
         .throughput(Throughput::Elements(1));
     // Criterion is told the file backend's time; every variant runs in each round.
     let file = 1;
-    let streamed = variant_tallies();
+    let streamed = variant_tallies(STORES);
     group.bench_function(BenchmarkId::new("file", 1), |b| {
         b.iter_custom(|n| pipelined_stream(n, file, &streamed))
     });
@@ -880,12 +899,13 @@ fn pipelined(c: &mut Criterion) {
     if rates[0].is_some() {
         report_variants(
             &format!("pipelined/1x{RECORD}/sync_every_{SYNC_EVERY}"),
+            STORES,
             &rates,
             &streamed,
             |v| format!("{v:.0} records/s"),
         );
     }
-    let shared = variant_tallies();
+    let shared = variant_tallies(STORES);
     group.bench_function(BenchmarkId::new("file", PIPELINED_THREADS), |b| {
         b.iter_custom(|n| pipelined_shared(n, file, &shared))
     });
