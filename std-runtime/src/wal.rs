@@ -462,7 +462,13 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
         self.storage
             .wait_for_completion()
             .map_err(|e| crate::driver::wait_error(&e))?;
-        std::thread::yield_now();
+        if idle > 1 {
+            // The last wait returned with nothing done: let the backend (or whatever completes
+            // its operations) run. After a first wait, which a backend like io_uring blocks in
+            // until an operation ends, yielding would only queue the log behind every other
+            // runnable thread of the machine.
+            std::thread::yield_now();
+        }
         Ok(())
     }
 
