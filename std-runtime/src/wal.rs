@@ -449,8 +449,8 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
 
     /// After `idle` rounds in a row without progress: waits for the storage to complete an
     /// operation in flight (a backend that completes later blocks there instead of the loop
-    /// spinning; one that completes inside `submit` returns at once) and yields, or reports a
-    /// stall. A round after a wait that blocked sees the completion, so only a backend that
+    /// spinning; one that completes inside `submit` returns at once), from the second such round
+    /// on also yields, or reports a stall. A round after a wait that blocked sees the completion, so only a backend that
     /// returns at once with nothing done counts up to a stall.
     fn idle_wait(&mut self, idle: u32) -> Result<(), Error> {
         if idle > STALL_ROUNDS {
