@@ -524,16 +524,24 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
                 }
             }
             drop(state);
-            let waited = if io.relay.has_requests() {
-                Ok(())
+            let waiting = !io.relay.has_requests();
+            // Only operations of a backend that completes later are in flight: block in the
+            // backend until one ends (others append meanwhile).
+            let waited = if waiting {
+                io.relay
+                    .wait(&mut io.storage)
+                    .map_err(|e| crate::driver::wait_error(&e))
             } else {
-                // Only operations of a backend that completes later are in flight: block in
-                // the backend until one ends (others append meanwhile), or let them run.
-                let waited = io.relay.wait(&mut io.storage);
-                std::thread::yield_now();
-                waited.map_err(|e| crate::driver::wait_error(&e))
+                Ok(())
             };
-            let (_, synced) = io.relay.run(&mut io.storage);
+            let (completed, synced) = io.relay.run(&mut io.storage);
+            if waiting && completed == 0 {
+                // The backend returned from its wait with nothing ended: let it (or whatever
+                // completes its operations) run. A wait that blocked until an operation ended
+                // (io_uring) goes straight on: yielding then hands the processor to the
+                // committers waiting for the lock, and the round waits behind them.
+                std::thread::yield_now();
+            }
             self.shared.syncs.fetch_add(synced, Ordering::Relaxed);
             state = self.lock()?;
             if let Err(e) = waited {

@@ -449,8 +449,8 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
 
     /// After `idle` rounds in a row without progress: waits for the storage to complete an
     /// operation in flight (a backend that completes later blocks there instead of the loop
-    /// spinning; one that completes inside `submit` returns at once) and yields, or reports a
-    /// stall. A round after a wait that blocked sees the completion, so only a backend that
+    /// spinning; one that completes inside `submit` returns at once), from the second such round
+    /// on also yields, or reports a stall. A round after a wait that blocked sees the completion, so only a backend that
     /// returns at once with nothing done counts up to a stall.
     fn idle_wait(&mut self, idle: u32) -> Result<(), Error> {
         if idle > STALL_ROUNDS {
@@ -462,7 +462,13 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
         self.storage
             .wait_for_completion()
             .map_err(|e| crate::driver::wait_error(&e))?;
-        std::thread::yield_now();
+        if idle > 1 {
+            // The last wait returned with nothing done: let the backend (or whatever completes
+            // its operations) run. After a first wait, which a backend like io_uring blocks in
+            // until an operation ends, yielding would only queue the log behind every other
+            // runnable thread of the machine.
+            std::thread::yield_now();
+        }
         Ok(())
     }
 

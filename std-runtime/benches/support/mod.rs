@@ -1,8 +1,10 @@
 //! Pieces the groups of `wal_bench` share: scratch directories, pre-zeroed files, a storage that
 //! discards, and the tallies the ratios are printed from.
 
+pub(crate) mod cpu;
 pub(crate) mod reference;
 pub(crate) mod sink;
+pub(crate) mod stores;
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
@@ -54,6 +56,8 @@ pub(crate) struct Tally {
     latencies: RefCell<Vec<Duration>>,
     /// fdatasyncs counted by the benchmark.
     syncs: RefCell<u64>,
+    /// Process CPU time (user + system) over the benchmark's turns.
+    cpu: RefCell<Duration>,
 }
 
 impl Tally {
@@ -66,6 +70,21 @@ impl Tally {
     /// Notes per-operation latencies.
     pub(crate) fn latencies(&self, more: &[Duration]) {
         self.latencies.borrow_mut().extend_from_slice(more);
+    }
+
+    /// Runs `f`, adding the process CPU time (user + system) it took to the tally: the variants
+    /// of a group take turns, so during `f` the process works for this variant only.
+    pub(crate) fn on_cpu<R>(&self, f: impl FnOnce() -> R) -> R {
+        let start = cpu::process_cpu();
+        let result = f();
+        *self.cpu.borrow_mut() += cpu::process_cpu().saturating_sub(start);
+        result
+    }
+
+    /// CPU time per operation over every run; `None` when it did not run.
+    pub(crate) fn cpu_per_op(&self) -> Option<Duration> {
+        let ops = self.ops();
+        (ops > 0).then(|| Duration::from_secs_f64(self.cpu.borrow().as_secs_f64() / ops as f64))
     }
 
     /// Notes fdatasyncs.
