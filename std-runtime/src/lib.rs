@@ -43,6 +43,7 @@
 
 #[cfg(feature = "file")]
 mod backend;
+mod changelog;
 mod driver;
 mod error;
 #[cfg(feature = "file")]
@@ -60,6 +61,10 @@ mod watch;
 
 #[cfg(feature = "file")]
 pub use backend::{Backend, BackendKind, DirError, DirLog, DirStorage, Selected};
+pub use changelog::{
+    BarrierLsn, ChangelogDrainer, ChangelogStateStore, CoreDrain, DrainReport, ReplayReport,
+    replay_core,
+};
 pub use error::Error;
 pub use options::Options;
 pub use percore::{

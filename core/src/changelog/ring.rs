@@ -33,8 +33,9 @@
 //! The same two pairs as `spsc`: the producer writes a frame (and any skip marker) then stores
 //! `tail` with `Release`, the consumer loads `tail` with `Acquire` before reading; the consumer
 //! is done with a frame's bytes before it stores `head` with `Release`, the producer loads `head`
-//! with `Acquire` before overwriting them. `head` and `tail` count bytes (wrapping `usize`), and
-//! each side caches the other's index, refreshing it only when it looks full or empty.
+//! with `Acquire` before overwriting them. `head` and `tail` count bytes modulo `2N` (as `spsc`
+//! counts slots), so `head == tail` is empty and a distance of `N` is full; each side caches the
+//! other's index, refreshing it only when it looks full or empty.
 #![allow(unsafe_code)]
 
 use core::fmt;
@@ -109,9 +110,9 @@ impl core::error::Error for PushError {}
 /// let ring: lamina_core::changelog::ByteRing<36> = lamina_core::changelog::ByteRing::new();
 /// ```
 pub struct ByteRing<const N: usize> {
-    /// Bytes consumed so far (wrapping). Written only by the consumer.
+    /// Bytes consumed so far, modulo `2N`. Written only by the consumer.
     head: CachePadded<AtomicUsize>,
-    /// Bytes produced so far (wrapping). Written only by the producer.
+    /// Bytes produced so far, modulo `2N`. Written only by the producer.
     tail: CachePadded<AtomicUsize>,
     /// The frames; the bytes at positions `head..tail` (mod `N`) are the producer's handed-over
     /// frames, the rest are the producer's to write.
@@ -120,10 +121,11 @@ pub struct ByteRing<const N: usize> {
 
 impl<const N: usize> ByteRing<N> {
     /// Rejects capacities that break the framing arithmetic, at compile time. `N >= 40` lets a
-    /// barrier (13 bytes) fit; `N <= 2^31` keeps every frame length below the `u32` skip marker.
+    /// barrier (13 bytes) fit; `N <= 2^30` keeps frame lengths below the `u32` skip marker, and
+    /// `N <= usize::MAX / 4` keeps index sums (below `3N`) from overflowing.
     const VALID_CAPACITY: () = assert!(
-        N >= 40 && N.is_multiple_of(8) && N <= (1 << 31),
-        "ByteRing capacity N must be a multiple of 8 in 40..=2^31"
+        N >= 40 && N.is_multiple_of(8) && N <= (1 << 30) && N <= usize::MAX / 4,
+        "ByteRing capacity N must be a multiple of 8 in 40..=2^30"
     );
 
     /// The largest encoded entry the ring takes: a frame (prefix, entry, padding) is at most
@@ -191,16 +193,35 @@ impl<const N: usize> Default for ByteRing<N> {
 
 impl<const N: usize> fmt::Debug for ByteRing<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let used = self
-            .tail
-            .0
-            .load(Ordering::Relaxed)
-            .wrapping_sub(self.head.0.load(Ordering::Relaxed));
+        let used = distance::<N>(
+            self.head.0.load(Ordering::Relaxed),
+            self.tail.0.load(Ordering::Relaxed),
+        );
         f.debug_struct("ByteRing")
             .field("used", &used)
             .field("capacity", &N)
             .finish_non_exhaustive()
     }
+}
+
+/// Bytes from index `head` to index `tail` (both in `0..2N`).
+const fn distance<const N: usize>(head: usize, tail: usize) -> usize {
+    if tail >= head {
+        tail - head
+    } else {
+        tail + 2 * N - head
+    }
+}
+
+/// Index `index` (in `0..2N`) moved `n <= N` bytes forward.
+const fn forward<const N: usize>(index: usize, n: usize) -> usize {
+    let sum = index + n;
+    if sum >= 2 * N { sum - 2 * N } else { sum }
+}
+
+/// The buffer position of index `index` (in `0..2N`).
+const fn position<const N: usize>(index: usize) -> usize {
+    if index >= N { index - N } else { index }
 }
 
 /// The frame length for an entry of `len` encoded bytes: prefix plus entry, rounded up to 4.
@@ -240,15 +261,15 @@ impl<const N: usize> Producer<'_, N> {
         }
         let frame = frame_len(len);
         let tail = self.tail;
-        let at = tail % N;
+        let at = position::<N>(tail);
         // A frame that does not fit before the end starts at 0, after a skip of the rest.
         let skip = if N - at >= frame { 0 } else { N - at };
         let needed = skip + frame;
-        if N - tail.wrapping_sub(self.cached_head) < needed {
+        if N - distance::<N>(self.cached_head, tail) < needed {
             // Acquire: pairs with the consumer's Release store of `head`, so its reads of the
             // bytes we are about to reuse are over before we overwrite them.
             self.cached_head = self.ring.head.0.load(Ordering::Acquire);
-            let free = N - tail.wrapping_sub(self.cached_head);
+            let free = N - distance::<N>(self.cached_head, tail);
             if free < needed {
                 return Err(PushError::Full { needed, free });
             }
@@ -274,7 +295,7 @@ impl<const N: usize> Producer<'_, N> {
         };
         put(&prefix);
         entry.emit_pieces(&mut put);
-        self.tail = tail.wrapping_add(needed);
+        self.tail = forward::<N>(tail, needed);
         // Release: pairs with the consumer's Acquire load of `tail`, publishing the frame.
         self.ring.tail.0.store(self.tail, Ordering::Release);
         Ok(())
@@ -285,8 +306,7 @@ impl<const N: usize> Producer<'_, N> {
     #[must_use]
     pub fn used(&self) -> usize {
         // Relaxed: a snapshot; `push` does its own Acquire before reusing bytes.
-        self.tail
-            .wrapping_sub(self.ring.head.0.load(Ordering::Relaxed))
+        distance::<N>(self.ring.head.0.load(Ordering::Relaxed), self.tail)
     }
 
     /// Whether the consumer has released every frame pushed.
@@ -341,7 +361,7 @@ impl<'a, const N: usize> Consumer<'a, N> {
                 }
             }
             let ring = self.ring;
-            let at = head % N;
+            let at = position::<N>(head);
             let mut prefix = [0u8; LEN_PREFIX];
             // SAFETY: `at..at + 4` lies in `head..tail` (a frame or skip marker starts at every
             // frame boundary and is at least 4 bytes), written before the producer's Release
@@ -371,7 +391,7 @@ impl<'a, const N: usize> Consumer<'a, N> {
 
     /// Moves `head` past `n` bytes and hands them back to the producer.
     fn advance(&mut self, n: usize) {
-        self.head = self.head.wrapping_add(n);
+        self.head = forward::<N>(self.head, n);
         // Release: pairs with the producer's Acquire load of `head`, so our reads of these
         // bytes are over before it overwrites them.
         self.ring.head.0.store(self.head, Ordering::Release);
@@ -382,11 +402,7 @@ impl<'a, const N: usize> Consumer<'a, N> {
     #[must_use]
     pub fn used(&self) -> usize {
         // Relaxed: a snapshot; `peek` does its own Acquire before reading bytes.
-        self.ring
-            .tail
-            .0
-            .load(Ordering::Relaxed)
-            .wrapping_sub(self.head)
+        distance::<N>(self.head, self.ring.tail.0.load(Ordering::Relaxed))
     }
 
     /// The ring's size in bytes: `N`.

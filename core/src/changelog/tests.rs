@@ -256,7 +256,12 @@ fn arb_owned() -> impl Strategy<Value = Owned> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 256 }))]
+    // Under Miri: few cases, and no failure file (Miri's isolation has no working directory).
+    #![proptest_config(if cfg!(miri) {
+        ProptestConfig { cases: 4, failure_persistence: None, ..ProptestConfig::default() }
+    } else {
+        ProptestConfig::default()
+    })]
 
     /// Random pushes and pops of random sizes (wrapping many times) against a model queue: every
     /// accepted entry comes out once, in order, intact; a refused one leaves the ring unchanged;
