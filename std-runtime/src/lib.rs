@@ -22,6 +22,12 @@
 //! `begin_epoch` writes epoch markers, and reads the recovered records back per core with their
 //! epochs and boundaries, or merged in (epoch, core, LSN) order.
 //!
+//! The Ring 0 changelog feeds those logs: [`ChangelogStateStore`] applies each put or delete to a
+//! core's in-memory state and queues one changelog entry for it in the core's lock-free
+//! `lamina_core::changelog::ByteRing` (back-pressure, never blocking or dropping),
+//! [`ChangelogDrainer`] writes the queued entries to each core's log in batches (barriers become
+//! epoch markers), and [`replay_core`] rebuilds a core's state from its log alone.
+//!
 //! ```
 //! use lamina::{Lsn, Options, WriteAheadLog};
 //! # use lamina_tests::sim::SimStorage;

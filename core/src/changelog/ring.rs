@@ -447,40 +447,49 @@ unsafe fn read<const N: usize>(buf: &ByteCells<N>, at: usize, out: &mut [u8]) ->
     unsafe { buf.read(at, out) }
 }
 
-/// A frame's entry bytes: borrowed in place normally; under loom a copy (loom's cells cannot be
-/// lent out as one slice), taken while the frame is owned by the consumer, so the hand-over is
-/// still checked byte by byte.
+/// Where a frame's entry bytes are: normally the ring itself plus a range, read in place by
+/// [`Frame::bytes`]. No slice is kept: a `&[u8]` held in the frame would still be alive (as a
+/// moved argument) inside [`Frame::release`] after `head` is stored, when the producer may
+/// already overwrite its bytes; the borrow checker sees no fault in that, Miri's aliasing model
+/// does.
 #[cfg(not(loom))]
-struct FrameBytes<'c>(&'c [u8]);
+struct FrameBytes<'c, const N: usize> {
+    buf: &'c ByteCells<N>,
+    at: usize,
+    len: usize,
+}
 
 #[cfg(not(loom))]
-impl<'c> FrameBytes<'c> {
-    fn load<const N: usize>(buf: &'c ByteCells<N>, at: usize, len: usize) -> Option<Self> {
-        // SAFETY: the frame lies in `head..tail`, handed over by the producer's Release store of
-        // `tail`; the producer does not rewrite it until `head` moves past it, which needs
-        // `Frame::release(self)` and so ends this borrow first.
-        unsafe { buf.slice(at, len) }.map(FrameBytes)
+impl<'c, const N: usize> FrameBytes<'c, N> {
+    fn load(buf: &'c ByteCells<N>, at: usize, len: usize) -> Option<Self> {
+        (at.checked_add(len)? <= N).then_some(FrameBytes { buf, at, len })
     }
 
     fn get(&self) -> &[u8] {
-        self.0
+        // SAFETY: the frame lies in `head..tail`, handed over by the producer's Release store of
+        // `tail` (seen by the Acquire in `peek`); the producer does not rewrite it until `head`
+        // moves past it, which takes `Frame::release(self)` and so ends every borrow of `self`,
+        // and with it the returned slice, first.
+        unsafe { self.buf.slice(self.at, self.len) }.unwrap_or(&[])
     }
 }
 
-/// A frame's entry bytes, copied (loom).
+/// A frame's entry bytes under loom: a copy, taken while the frame is the consumer's (loom's
+/// cells cannot be lent out as one slice), so the hand-over is still checked byte by byte.
+/// Loom models keep entries within 64 bytes.
 #[cfg(loom)]
-struct FrameBytes<'c> {
+struct FrameBytes<'c, const N: usize> {
     copy: [u8; 64],
     len: usize,
-    _buf: core::marker::PhantomData<&'c ()>,
+    _buf: core::marker::PhantomData<&'c ByteCells<N>>,
 }
 
 #[cfg(loom)]
-impl<'c> FrameBytes<'c> {
-    fn load<const N: usize>(buf: &'c ByteCells<N>, at: usize, len: usize) -> Option<Self> {
+impl<'c, const N: usize> FrameBytes<'c, N> {
+    fn load(buf: &'c ByteCells<N>, at: usize, len: usize) -> Option<Self> {
         let mut copy = [0u8; 64];
         let out = copy.get_mut(..len)?;
-        // SAFETY: as in the non-loom `load`.
+        // SAFETY: as in the non-loom `get`: the frame is the consumer's until it is released.
         if !unsafe { buf.read(at, out) } {
             return None;
         }
@@ -500,7 +509,7 @@ impl<'c> FrameBytes<'c> {
 /// drop it, which leaves it in the ring) before reading the next.
 pub struct Frame<'c, 'a, const N: usize> {
     consumer: &'c mut Consumer<'a, N>,
-    bytes: FrameBytes<'c>,
+    bytes: FrameBytes<'c, N>,
     /// The frame's whole length in the ring.
     frame: usize,
 }
