@@ -200,7 +200,7 @@ fn halves_are_send() {
 }
 
 /// Entries sent through the thread test; Miri is far slower, so it sends fewer.
-const STRESS_ENTRIES: usize = if cfg!(miri) { 300 } else { 50_000 };
+const STRESS_ENTRIES: usize = if cfg!(miri) { 150 } else { 50_000 };
 
 #[test]
 fn threads_deliver_every_entry_once_in_order_with_bytes_intact() {
@@ -258,7 +258,7 @@ fn arb_owned() -> impl Strategy<Value = Owned> {
 proptest! {
     // Under Miri: few cases, and no failure file (Miri's isolation has no working directory).
     #![proptest_config(if cfg!(miri) {
-        ProptestConfig { cases: 4, failure_persistence: None, ..ProptestConfig::default() }
+        ProptestConfig { cases: 2, failure_persistence: None, ..ProptestConfig::default() }
     } else {
         ProptestConfig::default()
     })]
