@@ -57,6 +57,10 @@ struct Lane<'q, S: SegmentStorage, const N: usize> {
 /// gives. A frame leaves the queue only after its record was appended, so an error leaves it
 /// queued: nothing is dropped, nothing reordered. When the WAL is slower than Ring 0 the queue
 /// fills and Ring 0 sees back-pressure; memory stays bounded by the queues.
+///
+/// A ring's largest entry (`ByteRing::<N>::MAX_ENTRY_LEN`, `N / 2 - 4` bytes) should not exceed
+/// the log's largest record: an entry the log refuses ([`Error::TooLarge`]) stays queued and
+/// every later drain of that core returns the same error.
 pub struct ChangelogDrainer<'q, S: SegmentStorage, const N: usize> {
     lanes: Vec<Lane<'q, S, N>>,
     batch: usize,
