@@ -8,7 +8,8 @@
 #   test     unit, integration and doc tests of the workspace (crash, simulation, zero-alloc)
 #   nostd    lamina-core in a no_std, no-allocator binary for thumbv7em-none-eabihf
 #   loom     the loom models of the lock-free structures
-#   miri     the SPSC queue's tests under Miri with four scheduling seeds, and the CRC32C tests
+#   miri     the SPSC queue's and the changelog byte ring's tests under Miri with four scheduling
+#            seeds, and the CRC32C tests
 #   fuzz     the fuzz targets build and their seed files are current
 # Each step prints its name and duration; the last line counts the tests run.
 set -euo pipefail
@@ -76,9 +77,10 @@ step_loom() {
 }
 
 step_miri() {
-    # The code with `unsafe`: the SPSC queue under four scheduling seeds, the CRC32C instruction
-    # path once.
+    # The code with `unsafe`: the SPSC queue and the changelog byte ring under four scheduling
+    # seeds, the CRC32C instruction path once.
     MIRIFLAGS="-Zmiri-many-seeds=0..4" cargo +nightly miri test -p lamina-core --lib spsc
+    MIRIFLAGS="-Zmiri-many-seeds=0..4" cargo +nightly miri test -p lamina-core --lib changelog
     cargo +nightly miri test -p lamina-core --lib crc
 }
 

@@ -12,6 +12,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 #![deny(unsafe_code)]
 
+pub mod changelog;
 pub mod checkpoint;
 pub mod commit;
 pub mod crc;

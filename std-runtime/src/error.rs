@@ -148,6 +148,24 @@ pub enum Error {
         /// The LSN the next record gets.
         next: Lsn,
     },
+    /// A changelog entry did not parse: a queued frame, or a WAL record read back (untrusted
+    /// bytes) that is not a changelog put or delete.
+    #[error("changelog of core {core}{}: {detail}", lsn_text(lsn))]
+    Changelog {
+        /// The core.
+        core: usize,
+        /// The record's LSN, when it was read from the log.
+        lsn: Option<Lsn>,
+        /// What is wrong with it.
+        detail: String,
+    },
+}
+
+fn lsn_text(lsn: &Option<Lsn>) -> String {
+    match lsn {
+        Some(lsn) => format!(" at LSN {lsn}"),
+        None => String::new(),
+    }
 }
 
 fn cause_text(cause: &Option<String>) -> String {

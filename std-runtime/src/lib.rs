@@ -22,6 +22,12 @@
 //! `begin_epoch` writes epoch markers, and reads the recovered records back per core with their
 //! epochs and boundaries, or merged in (epoch, core, LSN) order.
 //!
+//! The Ring 0 changelog feeds those logs: [`ChangelogStateStore`] applies each put or delete to a
+//! core's in-memory state and queues one changelog entry for it in the core's lock-free
+//! `lamina_core::changelog::ByteRing` (back-pressure, never blocking or dropping),
+//! [`ChangelogDrainer`] writes the queued entries to each core's log in batches (barriers become
+//! epoch markers), and [`replay_core`] rebuilds a core's state from its log alone.
+//!
 //! [`CheckpointStore`] is where checkpoints are kept: snapshot parts verified by size and CRC32C
 //! when read, numbered manifests published create-only, and the latest valid manifest found
 //! past damaged newer ones (reported); [`FileSystemCheckpointStore`] keeps them in a directory.
@@ -47,6 +53,7 @@
 
 #[cfg(feature = "file")]
 mod backend;
+mod changelog;
 mod checkpoint_store;
 mod driver;
 mod error;
@@ -65,6 +72,10 @@ mod watch;
 
 #[cfg(feature = "file")]
 pub use backend::{Backend, BackendKind, DirError, DirLog, DirStorage, Selected};
+pub use changelog::{
+    BarrierLsn, ChangelogDrainer, ChangelogStateStore, CoreDrain, DrainReport, ReplayReport,
+    replay_core,
+};
 #[cfg(feature = "file")]
 pub use checkpoint_store::FileSystemCheckpointStore;
 pub use checkpoint_store::{
