@@ -238,6 +238,28 @@ fn fifo_or_directory_under_a_part_name_is_an_error_not_a_hang() {
     assert!(root.join("parts/subdir").is_dir());
 }
 
+/// A symlink under `parts/` is not followed, wherever it points: a part is a regular file the
+/// store wrote, and a link there (to a file outside the store, holding the very bytes the
+/// manifest expects) would let whoever planted it feed or probe files outside the store.
+#[test]
+fn symlink_under_a_part_name_is_not_followed() {
+    let outer = tempfile::tempdir().unwrap();
+    let secret = outer.path().join("secret");
+    fs::write(&secret, b"outside").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    std::os::unix::fs::symlink(&secret, dir.path().join("parts/link")).unwrap();
+    let crc = lamina_core::crc::crc32c(b"outside");
+    let err = store.read_part("link", 7, crc).unwrap_err();
+    assert!(
+        matches!(&err, CheckpointError::PartNotAFile { key, .. } if key == "link"),
+        "{err:?}"
+    );
+    // Deleting it removes the link only.
+    store.delete_part("link").unwrap();
+    assert_eq!(fs::read(&secret).unwrap(), b"outside");
+}
+
 // ---- keys ----
 
 #[test]
@@ -557,6 +579,20 @@ fn oversized_newest_manifest_is_not_read_and_is_reported() {
 fn directory_under_the_newest_manifest_name_falls_back_and_is_reported() {
     falls_back_past(
         |path, _| fs::create_dir(path).unwrap(),
+        |d| matches!(d, ManifestDamage::NotAFile),
+    );
+}
+
+#[test]
+fn symlink_under_the_newest_manifest_name_is_not_followed_and_falls_back() {
+    let outer = tempfile::tempdir().unwrap();
+    let target = outer.path().join("elsewhere.manifest");
+    falls_back_past(
+        move |path, bytes| {
+            // A whole, valid manifest 3, but outside the store.
+            fs::write(&target, bytes).unwrap();
+            std::os::unix::fs::symlink(&target, path).unwrap();
+        },
         |d| matches!(d, ManifestDamage::NotAFile),
     );
 }

@@ -152,12 +152,15 @@ pub(crate) fn open_regular_for_reading(path: &Path) -> io::Result<File> {
 }
 
 /// Opens `path` for reading without blocking (`O_NONBLOCK`), whatever kind of file it is: the
-/// caller checks the kind before it reads.
+/// caller checks the kind before it reads. A symlink as the last component is not followed
+/// (`O_NOFOLLOW`, failing with `ELOOP`): an object is a regular file its store wrote, and a link
+/// planted under an object's name must not make a read reach a file outside the directory.
 pub(crate) fn open_nonblocking(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let nonblock = i32::try_from(rustix::fs::OFlags::NONBLOCK.bits()).unwrap_or(0);
+    let flags = rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW;
+    let flags = i32::try_from(flags.bits()).unwrap_or(0);
     std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(nonblock)
+        .custom_flags(flags)
         .open(path)
 }

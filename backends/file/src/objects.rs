@@ -81,14 +81,22 @@ impl FileObjects {
 
     /// Reads the whole of object `name` if it is at most `limit` bytes long. The length is
     /// checked before anything is read or allocated, so a huge file costs nothing; a file that is
-    /// not a regular one (a FIFO, a directory) is refused without blocking.
+    /// not a regular one (a FIFO, a directory, a symlink, which is not followed) is refused
+    /// without blocking.
     ///
     /// # Errors
     /// [`FileError::InvalidName`], [`FileError::NotRegularFile`], or an I/O error naming the
     /// path (`NotFound` for a missing object).
     pub fn read_whole(&self, name: &str, limit: u64) -> Result<WholeObject, FileError> {
         let path = self.object_path(name)?;
-        let file = open_nonblocking(&path).map_err(|e| FileError::io(Op::Open, &path, None, e))?;
+        let file = match open_nonblocking(&path) {
+            Ok(file) => file,
+            // A symlink under the object's name: not an object, and not followed.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                return Err(FileError::NotRegularFile { path });
+            }
+            Err(e) => return Err(FileError::io(Op::Open, &path, None, e)),
+        };
         let meta = file
             .metadata()
             .map_err(|e| FileError::io(Op::Open, &path, None, e))?;
