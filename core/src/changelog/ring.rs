@@ -370,13 +370,20 @@ impl<'a, const N: usize> Consumer<'a, N> {
                 return None;
             }
             let len = u32::from_le_bytes(prefix);
+            // Every value of `tail` is a frame boundary, so a marker or frame starting at `head`
+            // lies whole in `head..cached_tail`. A length saying otherwise (damaged memory) is
+            // refused rather than trusted: reading past `cached_tail` would race the producer,
+            // and moving `head` past it would corrupt the indices or loop forever.
+            let published = distance::<N>(head, self.cached_tail);
             if len == SKIP {
+                if N - at > published {
+                    return None;
+                }
                 self.advance(N - at);
                 continue;
             }
             let len = usize::try_from(len).ok()?;
-            // Unreachable for frames our producer wrote; refused rather than trusted.
-            if len > ByteRing::<N>::MAX_ENTRY_LEN {
+            if len > ByteRing::<N>::MAX_ENTRY_LEN || frame_len(len) > published {
                 return None;
             }
             let frame = frame_len(len);
@@ -542,5 +549,54 @@ impl<const N: usize> fmt::Debug for Frame<'_, '_, N> {
         f.debug_struct("Frame")
             .field("len", &self.bytes().len())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// Overwrites the length prefix at buffer position `at`, as a stray write or a producer bug
+    /// would.
+    fn damage_prefix<const N: usize>(ring: &ByteRing<N>, at: usize, len: u32) {
+        // SAFETY: no half of the ring is in use on another thread during the test.
+        assert!(unsafe { ring.buf.write(at, &len.to_le_bytes()) });
+    }
+
+    #[test]
+    fn length_reaching_past_the_published_bytes_is_refused_and_head_stays() {
+        let mut ring: ByteRing<64> = ByteRing::new();
+        {
+            let (mut producer, _) = ring.split();
+            // A 12-byte frame: prefix, 5-byte header, key and value of 1 byte, padding.
+            producer
+                .push(&Entry::Put {
+                    key: b"k",
+                    value: b"v",
+                })
+                .unwrap();
+        }
+        // 20 is within MAX_ENTRY_LEN (28) but the frame would run 12 bytes past `tail`, into
+        // bytes the producer owns and may be writing.
+        damage_prefix(&ring, 0, 20);
+        let (producer, mut consumer) = ring.split();
+        assert!(consumer.peek().is_none());
+        assert_eq!(consumer.used(), 12);
+        assert_eq!(producer.used(), 12);
+    }
+
+    #[test]
+    fn skip_marker_reaching_past_the_published_bytes_is_refused_and_head_stays() {
+        let mut ring: ByteRing<64> = ByteRing::new();
+        {
+            let (mut producer, _) = ring.split();
+            producer.push(&Entry::Delete { key: b"k" }).unwrap();
+        }
+        // A skip marker at 0 would move `head` 64 bytes, far past `tail` (12).
+        damage_prefix(&ring, 0, SKIP);
+        let (producer, mut consumer) = ring.split();
+        assert!(consumer.peek().is_none());
+        assert_eq!(consumer.used(), 12);
+        assert_eq!(producer.used(), 12);
     }
 }
