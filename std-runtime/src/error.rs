@@ -1,6 +1,7 @@
 //! The one error type of the runtime.
 
 use lamina_core::commit::{ConfigError, Poison};
+use lamina_core::io::Failure;
 use lamina_core::recover::DamageReport;
 use lamina_core::{Lsn, SegmentId};
 
@@ -148,6 +149,32 @@ pub enum Error {
         /// The LSN the next record gets.
         next: Lsn,
     },
+    /// A checkpoint store operation failed, or a part or manifest it holds is damaged (the
+    /// store's [`crate::CheckpointError`], which names the part or manifest and where it is).
+    #[error("{detail}")]
+    Checkpoint {
+        /// The store's error, with its causes.
+        detail: String,
+        /// Its kind.
+        failure: Failure,
+    },
+    /// A checkpoint attempt was given up; the previous checkpoint stays current.
+    #[error("checkpoint {id} aborted: {reason}")]
+    CheckpointAborted {
+        /// The attempt's id (never used again).
+        id: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A checkpoint's manifest and parts are whole but do not describe a state this set can
+    /// hold: parts of another layout or core count, missing positions.
+    #[error("checkpoint {id}: {detail}")]
+    Snapshot {
+        /// The checkpoint.
+        id: u64,
+        /// What is wrong.
+        detail: String,
+    },
     /// A changelog entry did not parse: a queued frame, or a WAL record read back (untrusted
     /// bytes) that is not a changelog put or delete.
     #[error("changelog of core {core}{}: {detail}", lsn_text(lsn))]
@@ -172,5 +199,22 @@ fn cause_text(cause: &Option<String>) -> String {
     match cause {
         Some(c) => format!(" ({c})"),
         None => String::new(),
+    }
+}
+
+impl From<crate::CheckpointError> for Error {
+    fn from(e: crate::CheckpointError) -> Self {
+        let failure = e.failure();
+        let mut detail = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !detail.contains(&text) {
+                detail.push_str(": ");
+                detail.push_str(&text);
+            }
+            source = cause.source();
+        }
+        Error::Checkpoint { detail, failure }
     }
 }

@@ -66,6 +66,8 @@ mod relay;
 mod seed;
 mod shared;
 mod slot;
+pub mod snapshot;
+mod state_store;
 mod tail;
 mod wal;
 mod watch;
@@ -73,8 +75,8 @@ mod watch;
 #[cfg(feature = "file")]
 pub use backend::{Backend, BackendKind, DirError, DirLog, DirStorage, Selected};
 pub use changelog::{
-    BarrierLsn, ChangelogDrainer, ChangelogStateStore, CoreDrain, DrainReport, ReplayReport,
-    replay_core,
+    BarrierCapture, BarrierLsn, ChangelogDrainer, ChangelogStateStore, CoreDrain, DrainReport,
+    ReplayReport, replay_core,
 };
 #[cfg(feature = "file")]
 pub use checkpoint_store::FileSystemCheckpointStore;
@@ -90,6 +92,11 @@ pub use percore::{
     PerCoreWalManager,
 };
 pub use shared::SharedLog;
+pub use snapshot::{
+    CheckpointCoordinator, CheckpointRecoveryReport, IncrementalCheckpointManager,
+    IncrementalConfig, Recovered, RecoveryManager, Shadow,
+};
+pub use state_store::{MAX_ENTRY_BYTES, Op, QUEUE_BYTES, StateStoreConfig, WalStateStore};
 pub use tail::{Tail, TailRecord};
 pub use wal::WriteAheadLog;
 

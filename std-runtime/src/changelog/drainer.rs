@@ -2,6 +2,7 @@
 
 use lamina_core::changelog::{Consumer, Entry};
 
+use crate::snapshot::{Capture, Shadow};
 use crate::{CoreWalWriter, Error, Lsn, SegmentStorage};
 
 /// The LSN a barrier's epoch marker got in its core's log.
@@ -43,11 +44,31 @@ impl DrainReport {
     }
 }
 
+/// A core's state captured at a barrier, by a drainer that keeps shadows
+/// ([`ChangelogDrainer::with_shadows`]): exactly the mutations queued before the barrier.
+#[derive(Clone, Debug)]
+pub struct BarrierCapture {
+    /// The core.
+    pub core: usize,
+    /// The barrier and its marker's LSN: the checkpoint covers the core's WAL up to it.
+    pub barrier: BarrierLsn,
+    /// The segment holding the marker.
+    pub segment: crate::SegmentId,
+    /// The state.
+    pub capture: Capture,
+}
+
 /// One core: its queue's consumer half and its log's writer.
 struct Lane<'q, S: SegmentStorage, const N: usize> {
     consumer: Consumer<'q, N>,
     writer: CoreWalWriter<S>,
     drained: u64,
+    /// Ring 1's copy of the core's state, when the drainer keeps one.
+    shadow: Option<Shadow>,
+    /// Barriers written whose report or capture was not handed out yet (a batch that fails
+    /// after a barrier keeps it here for the next report).
+    barriers: Vec<BarrierLsn>,
+    captures: Vec<BarrierCapture>,
 }
 
 /// Ring 1: drains each core's changelog queue into that core's WAL, in batches.
@@ -94,9 +115,64 @@ impl<'q, S: SegmentStorage, const N: usize> ChangelogDrainer<'q, S, N> {
                 consumer,
                 writer,
                 drained: 0,
+                shadow: None,
+                barriers: Vec::new(),
+                captures: Vec::new(),
             })
             .collect();
         Ok(ChangelogDrainer { lanes, batch })
+    }
+
+    /// A drainer that also keeps Ring 1's copy of each core's state: each put or delete is
+    /// applied to the core's [`Shadow`] once its record is appended, and at each barrier the
+    /// shadow is captured ([`Shadow::capture`], O(buckets)), for [`Self::take_captures`]. The
+    /// shadows must hold the state the queues start from (what recovery rebuilt).
+    ///
+    /// # Errors
+    /// As [`Self::new`]; [`Error::Refused`] when a shadow's core is not its writer's.
+    pub fn with_shadows(
+        lanes: Vec<(Consumer<'q, N>, CoreWalWriter<S>, Shadow)>,
+        batch: usize,
+    ) -> Result<Self, Error> {
+        if let Some((_, w, s)) = lanes.iter().find(|(_, w, s)| s.core() as usize != w.core()) {
+            return Err(Error::Refused(format!(
+                "the shadow of core {} was paired with the writer of core {}",
+                s.core(),
+                w.core()
+            )));
+        }
+        let (pairs, shadows): (Vec<_>, Vec<_>) =
+            lanes.into_iter().map(|(c, w, s)| ((c, w), s)).unzip();
+        let mut drainer = Self::new(pairs, batch)?;
+        for (lane, shadow) in drainer.lanes.iter_mut().zip(shadows) {
+            lane.shadow = Some(shadow);
+        }
+        Ok(drainer)
+    }
+
+    /// The states captured at the barriers drained so far, in drain order, once each.
+    pub fn take_captures(&mut self) -> Vec<BarrierCapture> {
+        self.lanes
+            .iter_mut()
+            .flat_map(|lane| std::mem::take(&mut lane.captures))
+            .collect()
+    }
+
+    /// `core`'s shadow, when the drainer keeps them.
+    #[must_use]
+    pub fn shadow(&self, core: usize) -> Option<&Shadow> {
+        self.lanes
+            .iter()
+            .find(|lane| lane.writer.core() == core)
+            .and_then(|lane| lane.shadow.as_ref())
+    }
+
+    /// `core`'s writer (to truncate its log after a checkpoint, for example).
+    pub fn writer_mut(&mut self, core: usize) -> Option<&mut CoreWalWriter<S>> {
+        self.lanes
+            .iter_mut()
+            .find(|lane| lane.writer.core() == core)
+            .map(|lane| &mut lane.writer)
     }
 
     /// Drains up to one batch from every core: appends each entry to the core's log, then syncs
@@ -105,14 +181,24 @@ impl<'q, S: SegmentStorage, const N: usize> ChangelogDrainer<'q, S, N> {
     /// # Errors
     /// What appending, starting an epoch or syncing returns ([`Error::EpochNotIncreasing`] for a
     /// barrier that does not move its core's epoch forward); [`Error::Changelog`] for a frame
-    /// that does not parse. The failing entry and those after it stay queued; the cores before
-    /// it were drained.
+    /// that does not parse. The failing entry and those after it stay queued; the other cores
+    /// are drained all the same, and the first error is returned. Barriers (and captures)
+    /// written before a failure are kept for the next report.
     pub fn drain(&mut self) -> Result<DrainReport, Error> {
         let mut cores = Vec::with_capacity(self.lanes.len());
+        let mut first_error = None;
         for lane in &mut self.lanes {
-            cores.push(drain_lane(lane, self.batch)?);
+            match drain_lane(lane, self.batch) {
+                Ok(core) => cores.push(core),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(DrainReport { cores })
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(DrainReport { cores }),
+        }
     }
 
     /// The queues and writers, in the drainer's order; what was not drained is still queued.
@@ -121,6 +207,16 @@ impl<'q, S: SegmentStorage, const N: usize> ChangelogDrainer<'q, S, N> {
         self.lanes
             .into_iter()
             .map(|lane| (lane.consumer, lane.writer))
+            .collect()
+    }
+
+    /// The queues, writers and shadows, in the drainer's order (captures not taken are
+    /// dropped).
+    #[must_use]
+    pub fn into_lanes(self) -> Vec<(Consumer<'q, N>, CoreWalWriter<S>, Option<Shadow>)> {
+        self.lanes
+            .into_iter()
+            .map(|lane| (lane.consumer, lane.writer, lane.shadow))
             .collect()
     }
 
@@ -138,8 +234,31 @@ fn drain_lane<S: SegmentStorage, const N: usize>(
 ) -> Result<CoreDrain, Error> {
     let core = lane.writer.core();
     let mut entries = 0;
-    let mut barriers = Vec::new();
-    while entries < batch {
+    let result = drain_entries(lane, batch, &mut entries);
+    lane.drained += entries as u64;
+    result?;
+    let durable = if entries > 0 {
+        lane.writer.sync()?
+    } else {
+        lane.writer.durable_lsn()
+    };
+    Ok(CoreDrain {
+        core,
+        entries,
+        barriers: std::mem::take(&mut lane.barriers),
+        durable,
+        durable_entries: lane.drained,
+    })
+}
+
+/// Appends up to `batch` queued entries of one core to its log, counting them in `entries`.
+fn drain_entries<S: SegmentStorage, const N: usize>(
+    lane: &mut Lane<'_, S, N>,
+    batch: usize,
+    entries: &mut usize,
+) -> Result<(), Error> {
+    let core = lane.writer.core();
+    while *entries < batch {
         let Some(frame) = lane.consumer.peek() else {
             break;
         };
@@ -151,28 +270,28 @@ fn drain_lane<S: SegmentStorage, const N: usize>(
         match entry {
             Entry::Barrier { epoch } => {
                 let lsn = lane.writer.begin_epoch(epoch)?;
-                barriers.push(BarrierLsn { epoch, lsn });
+                let barrier = BarrierLsn { epoch, lsn };
+                lane.barriers.push(barrier);
+                if let Some(shadow) = &mut lane.shadow {
+                    lane.captures.push(BarrierCapture {
+                        core,
+                        barrier,
+                        segment: lane.writer.log_mut().segment().sequence,
+                        capture: shadow.capture(),
+                    });
+                }
             }
             Entry::Put { .. } | Entry::Delete { .. } => {
                 lane.writer.append(frame.bytes())?;
+                if let Some(shadow) = &mut lane.shadow {
+                    shadow.apply(&entry);
+                }
             }
         }
         frame.release();
-        entries += 1;
+        *entries += 1;
     }
-    let durable = if entries > 0 {
-        lane.writer.sync()?
-    } else {
-        lane.writer.durable_lsn()
-    };
-    lane.drained += entries as u64;
-    Ok(CoreDrain {
-        core,
-        entries,
-        barriers,
-        durable,
-        durable_entries: lane.drained,
-    })
+    Ok(())
 }
 
 impl<S: SegmentStorage, const N: usize> std::fmt::Debug for ChangelogDrainer<'_, S, N> {

@@ -10,6 +10,6 @@ mod drainer;
 mod replay;
 mod store;
 
-pub use drainer::{BarrierLsn, ChangelogDrainer, CoreDrain, DrainReport};
+pub use drainer::{BarrierCapture, BarrierLsn, ChangelogDrainer, CoreDrain, DrainReport};
 pub use replay::{ReplayReport, replay_core};
 pub use store::ChangelogStateStore;

@@ -1,0 +1,607 @@
+//! [`IncrementalCheckpointManager`]: decides which parts a checkpoint writes, writes them, and
+//! collects the garbage.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use lamina_core::manifest::Manifest;
+
+use super::layout::{CoreLayout, DeltaRef, MAX_BUCKETS, PartRef};
+use super::part::{PartKind, PartWriter, bucket_of};
+use super::shadow::Capture;
+use crate::{CheckpointError, CheckpointStore, Error, Lsn};
+
+/// How checkpoints are split into parts, and how many are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IncrementalConfig {
+    /// Buckets each core's state is split into (1 to [`MAX_BUCKETS`]). More buckets make each
+    /// compaction (a base rewrite) smaller and copy-on-write finer, at the price of more parts.
+    pub buckets: u32,
+    /// Bases rewritten per core per checkpoint at most, beyond those that must be (a bucket
+    /// without a base, or one whose deltas outgrew it): the dirty buckets with the oldest bases
+    /// first. This keeps the delta chain at most about `buckets / compactions` long.
+    pub compactions: u32,
+    /// A bucket is rewritten whole when the delta bytes it would need (kept deltas + this one)
+    /// reach its base's size times this (in percent): replay then reads at most about
+    /// `1 + delta_percent / 100` times the state.
+    pub delta_percent: u32,
+    /// Manifests kept by [`IncrementalCheckpointManager::collect_garbage`] (at least 1).
+    pub retain: usize,
+    /// Threads writing parts at once (at least 1).
+    pub threads: usize,
+}
+
+impl Default for IncrementalConfig {
+    fn default() -> Self {
+        IncrementalConfig {
+            buckets: 64,
+            compactions: 1,
+            delta_percent: 100,
+            retain: 3,
+            threads: 2,
+        }
+    }
+}
+
+impl IncrementalConfig {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// [`Error::Refused`] naming the setting out of range.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.buckets == 0 || self.buckets > MAX_BUCKETS {
+            return Err(Error::Refused(format!(
+                "{} buckets: between 1 and {MAX_BUCKETS}",
+                self.buckets
+            )));
+        }
+        if self.retain == 0 || self.threads == 0 || self.compactions == 0 {
+            return Err(Error::Refused(
+                "retain, threads and compactions must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Writes checkpoints incrementally: a checkpoint writes, per core, one delta part (the keys
+/// changed since its parent, of the buckets not rewritten) and the bases of the buckets it
+/// compacts, and references every other part of its parent (see [`super::layout`]).
+///
+/// A checkpoint goes [`Self::plan`] → [`Plan::write`] (on any thread) → publish the manifest
+/// ([`Staged::parts`]) → [`Self::commit`], or [`Self::abort`] on any failure, after which the
+/// parent stays the base of the next checkpoint and no changed key is forgotten.
+#[derive(Debug)]
+pub struct IncrementalCheckpointManager {
+    config: IncrementalConfig,
+    committed: Vec<CoreLayout>,
+    /// Per core, keys changed that no committed checkpoint holds yet (from aborted attempts).
+    carry: Vec<BTreeSet<Vec<u8>>>,
+    /// The attempt between `plan` and `commit`/`abort`.
+    in_progress: Option<u64>,
+}
+
+/// What one checkpoint will write, per core.
+#[derive(Debug)]
+pub struct Plan {
+    id: u64,
+    threads: usize,
+    cores: Vec<CorePlan>,
+}
+
+#[derive(Debug)]
+struct CorePlan {
+    capture: Capture,
+    /// Every key changed since the parent (carried + captured); the delta holds those outside
+    /// the compacted buckets.
+    changed: Arc<BTreeSet<Vec<u8>>>,
+    /// The buckets whose bases are rewritten, ascending.
+    compact: Vec<u32>,
+    /// Per bucket, whether it is compacted.
+    compacted: Vec<bool>,
+    /// Keys the delta holds.
+    delta_keys: usize,
+    layout: CoreLayout,
+}
+
+/// A checkpoint whose parts are written: its layout, for the manifest, and what it wrote.
+#[derive(Debug)]
+pub struct Staged {
+    id: u64,
+    layouts: Vec<CoreLayout>,
+    changed: Vec<Arc<BTreeSet<Vec<u8>>>>,
+    /// Parts written.
+    pub parts_written: usize,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Keys held by the snapshot, over every core.
+    pub keys: u64,
+}
+
+impl Staged {
+    /// The checkpoint's id.
+    #[must_use]
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Per core, the parts the manifest names.
+    #[must_use]
+    pub fn layouts(&self) -> &[CoreLayout] {
+        &self.layouts
+    }
+
+    /// The keys of every part the checkpoint references (to protect them from a garbage
+    /// collection running before it is committed).
+    #[must_use]
+    pub fn part_keys(&self) -> Vec<String> {
+        self.layouts
+            .iter()
+            .flat_map(|l| l.parts().map(|p| p.key.clone()))
+            .collect()
+    }
+}
+
+/// What [`IncrementalCheckpointManager::collect_garbage`] did.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    /// Manifests kept (ids ascending).
+    pub kept: Vec<u64>,
+    /// Manifests deleted.
+    pub manifests_deleted: Vec<u64>,
+    /// Parts deleted.
+    pub parts_deleted: Vec<String>,
+    /// Damaged manifests found among those kept; while there is one, no part is deleted (what
+    /// it references cannot be known).
+    pub damaged: Vec<CheckpointError>,
+    /// Per core, the LSN below which its WAL may be truncated: the oldest kept manifest's
+    /// position plus one, so that recovery can fall back to any kept checkpoint. Empty when no
+    /// manifest is kept.
+    pub truncate_before: Vec<Lsn>,
+}
+
+impl IncrementalCheckpointManager {
+    /// A manager for `cores` cores with no checkpoint yet.
+    ///
+    /// # Errors
+    /// [`Error::Refused`] for settings out of range.
+    pub fn new(cores: usize, config: IncrementalConfig) -> Result<Self, Error> {
+        Self::resume(config, vec![CoreLayout::empty(config.buckets); cores])
+    }
+
+    /// A manager continuing from the committed checkpoint whose parts are `layouts` (what
+    /// [`crate::RecoveryManager`] found). A core whose layout has another bucket count (the
+    /// setting changed) starts over: its next checkpoint writes every base.
+    ///
+    /// # Errors
+    /// [`Error::Refused`] for settings out of range.
+    pub fn resume(config: IncrementalConfig, layouts: Vec<CoreLayout>) -> Result<Self, Error> {
+        config.check()?;
+        let committed: Vec<CoreLayout> = layouts
+            .into_iter()
+            .map(|l| {
+                if l.bases.len() == config.buckets as usize {
+                    l
+                } else {
+                    CoreLayout::empty(config.buckets)
+                }
+            })
+            .collect();
+        let carry = vec![BTreeSet::new(); committed.len()];
+        Ok(IncrementalCheckpointManager {
+            config,
+            committed,
+            carry,
+            in_progress: None,
+        })
+    }
+
+    /// The settings.
+    #[must_use]
+    pub fn config(&self) -> &IncrementalConfig {
+        &self.config
+    }
+
+    /// Per core, the parts of the last committed checkpoint.
+    #[must_use]
+    pub fn committed(&self) -> &[CoreLayout] {
+        &self.committed
+    }
+
+    /// Plans checkpoint `id` from the captures of every core (one each, any order).
+    ///
+    /// # Errors
+    /// [`Error::Refused`] when a checkpoint is already planned, a capture is missing or doubled,
+    /// or a capture has another bucket count than the settings.
+    pub fn plan(&mut self, id: u64, captures: Vec<Capture>) -> Result<Plan, Error> {
+        if let Some(other) = self.in_progress {
+            return Err(Error::Refused(format!(
+                "checkpoint {other} is in progress: commit or abort it before planning {id}"
+            )));
+        }
+        let cores = self.committed.len();
+        let mut by_core: Vec<Option<Capture>> = (0..cores).map(|_| None).collect();
+        for capture in captures {
+            let core = capture.core as usize;
+            if capture.buckets.len() != self.config.buckets as usize {
+                return Err(Error::Refused(format!(
+                    "core {core}'s capture has {} buckets, the checkpoints {}",
+                    capture.buckets.len(),
+                    self.config.buckets
+                )));
+            }
+            match by_core.get_mut(core) {
+                Some(slot @ None) => *slot = Some(capture),
+                Some(Some(_)) => {
+                    return Err(Error::Refused(format!("two captures of core {core}")));
+                }
+                None => return Err(Error::NoSuchCore { core, cores }),
+            }
+        }
+        let mut plans = Vec::with_capacity(cores);
+        if let Some(core) = by_core.iter().position(Option::is_none) {
+            return Err(Error::Refused(format!("no capture of core {core}")));
+        }
+        for (core, capture) in by_core.into_iter().enumerate() {
+            let Some(mut capture) = capture else {
+                continue;
+            };
+            let mut changed = std::mem::take(&mut self.carry[core]);
+            changed.append(&mut capture.changed);
+            plans.push(self.plan_core(core, capture, changed));
+        }
+        self.in_progress = Some(id);
+        Ok(Plan {
+            id,
+            threads: self.config.threads,
+            cores: plans,
+        })
+    }
+
+    fn plan_core(&self, core: usize, capture: Capture, changed: BTreeSet<Vec<u8>>) -> CorePlan {
+        let buckets = self.config.buckets;
+        let layout = &self.committed[core];
+        let mut change_bytes = vec![0u64; buckets as usize];
+        for key in &changed {
+            let b = bucket_of(key, buckets) as usize;
+            let value = capture.buckets.get(b).and_then(|m| m.get(key));
+            change_bytes[b] += entry_bytes(key, value.map(Vec::as_slice));
+        }
+        let mut compact = Vec::new();
+        let mut candidates = Vec::new();
+        for (b, (&changing, base)) in change_bytes.iter().zip(&layout.bases).enumerate() {
+            let pending = layout.delta_bytes(b) + changing;
+            match base {
+                None => compact.push(b as u32),
+                Some(base) => {
+                    let limit = base
+                        .size
+                        .saturating_mul(u64::from(self.config.delta_percent))
+                        / 100;
+                    if pending > 0 && pending >= limit.max(1) {
+                        compact.push(b as u32);
+                    } else if pending > 0 {
+                        candidates.push((changing == 0, base.written_by, b as u32));
+                    }
+                }
+            }
+        }
+        // Buckets this checkpoint changes go first, oldest base first; a bucket it does not
+        // change is rewritten only to keep the delta chain bounded (its old deltas are held for
+        // it), so a checkpoint with no change writes nothing.
+        let chain_full = layout.deltas.len() >= self.max_chain();
+        candidates.sort_unstable();
+        compact.extend(
+            candidates
+                .into_iter()
+                .filter(|&(untouched, _, _)| !untouched || chain_full)
+                .take(self.config.compactions as usize)
+                .map(|(_, _, b)| b),
+        );
+        compact.sort_unstable();
+        let mut compacted = vec![false; buckets as usize];
+        for &b in &compact {
+            compacted[b as usize] = true;
+        }
+        let delta_keys = changed
+            .iter()
+            .filter(|key| !compacted[bucket_of(key, buckets) as usize])
+            .count();
+        CorePlan {
+            capture,
+            changed: Arc::new(changed),
+            compact,
+            compacted,
+            delta_keys,
+            layout: layout.clone(),
+        }
+    }
+
+    /// The delta chain length past which buckets are rewritten even when unchanged:
+    /// `buckets / compactions`, rounded up.
+    fn max_chain(&self) -> usize {
+        self.config.buckets.div_ceil(self.config.compactions.max(1)) as usize
+    }
+
+    /// Commits `staged` after its manifest was published: its layout becomes the parent of the
+    /// next checkpoint.
+    ///
+    /// # Errors
+    /// [`Error::Refused`] when `staged` is not the checkpoint in progress.
+    pub fn commit(&mut self, staged: Staged) -> Result<(), Error> {
+        self.finish(staged.id)?;
+        self.committed = staged.layouts;
+        Ok(())
+    }
+
+    /// Gives up checkpoint `id` (planned, maybe written, not published): the keys it would
+    /// have stored are carried into the next checkpoint. `changed` is what the attempt got
+    /// to: its [`Plan`] or its [`Staged`], whichever the failure left.
+    ///
+    /// # Errors
+    /// [`Error::Refused`] when `id` is not the checkpoint in progress.
+    pub fn abort(&mut self, id: u64, changed: Leftover) -> Result<(), Error> {
+        self.finish(id)?;
+        let sets: Vec<Arc<BTreeSet<Vec<u8>>>> = match changed {
+            Leftover::Plan(plan) => plan.cores.into_iter().map(|c| c.changed).collect(),
+            Leftover::Staged(staged) => staged.changed,
+        };
+        for (carry, set) in self.carry.iter_mut().zip(sets) {
+            carry.extend(set.iter().cloned());
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, id: u64) -> Result<(), Error> {
+        if self.in_progress != Some(id) {
+            return Err(Error::Refused(format!(
+                "checkpoint {id} is not the one in progress ({:?})",
+                self.in_progress
+            )));
+        }
+        self.in_progress = None;
+        Ok(())
+    }
+
+    /// Keeps the newest [`IncrementalConfig::retain`] manifests that read back whole, deletes
+    /// the older ones, then deletes every part that no kept manifest references and that was
+    /// not written by checkpoint `in_progress` or a later one (named by its key). Reachability,
+    /// never counts: a collection interrupted by a crash is simply run again.
+    ///
+    /// # Errors
+    /// A storage error listing, reading or deleting; what was deleted before it stays deleted,
+    /// and nothing referenced was.
+    pub fn collect_garbage(
+        &self,
+        store: &dyn CheckpointStore,
+        in_progress: Option<u64>,
+    ) -> Result<GcReport, Error> {
+        let mut report = GcReport::default();
+        let ids = store.list_manifests()?;
+        let mut kept: Vec<(u64, Vec<u8>)> = Vec::new();
+        for &id in ids.iter().rev() {
+            if kept.len() >= self.config.retain {
+                break;
+            }
+            match store.read_manifest(id) {
+                Ok(bytes) => kept.push((id, bytes)),
+                Err(e) if e.is_manifest_skippable() => report.damaged.push(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        kept.reverse();
+        report.kept = kept.iter().map(|(id, _)| *id).collect();
+        let Some(&(oldest, _)) = kept.first() else {
+            return Ok(report);
+        };
+        for &id in ids.iter().filter(|&&id| id < oldest) {
+            store.delete_manifest(id)?;
+            report.manifests_deleted.push(id);
+        }
+        let mut reachable: HashSet<String> = HashSet::new();
+        for (_, bytes) in &kept {
+            let manifest = Manifest::decode(bytes).map_err(|e| {
+                Error::Refused(format!(
+                    "a manifest the store returned does not decode: {e}"
+                ))
+            })?;
+            reachable.extend(manifest.parts.iter().map(|p| p.key.to_owned()));
+        }
+        if let Some((_, bytes)) = kept.first()
+            && let Ok(manifest) = Manifest::decode(bytes)
+        {
+            report.truncate_before = manifest.wal.iter().map(|w| w.lsn.next()).collect();
+        }
+        if report.damaged.is_empty() {
+            for key in store.list_parts()? {
+                let protected = in_progress
+                    .zip(part_written_by(&key))
+                    .is_some_and(|(attempt, by)| by >= attempt);
+                if !reachable.contains(&key) && !protected {
+                    store.delete_part(&key)?;
+                    report.parts_deleted.push(key);
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// What an aborted attempt got to, for [`IncrementalCheckpointManager::abort`].
+#[derive(Debug)]
+pub enum Leftover {
+    /// It failed before or while writing its parts.
+    Plan(Plan),
+    /// Its parts were written; the manifest was not published.
+    Staged(Staged),
+}
+
+/// The bytes an entry of `key` takes in a part: length prefix, entry header, key, value.
+fn entry_bytes(key: &[u8], value: Option<&[u8]>) -> u64 {
+    (4 + 5 + key.len() + value.map_or(0, <[u8]>::len)) as u64
+}
+
+/// The name of part `what` of `core` in checkpoint `id`.
+fn part_key(id: u64, core: u32, what: &str) -> String {
+    format!("kv-{id:016x}-c{core:04x}-{what}")
+}
+
+/// The checkpoint that wrote the part named `key`, from its name.
+fn part_written_by(key: &str) -> Option<u64> {
+    let hex = key.strip_prefix("kv-")?.get(..16)?;
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// One part to write.
+enum Job<'p> {
+    Base { core: usize, bucket: u32 },
+    Delta { core: usize, plan: &'p CorePlan },
+}
+
+impl Plan {
+    /// The checkpoint's id.
+    #[must_use]
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Writes the planned parts to `store` on up to [`IncrementalConfig::threads`] threads, and
+    /// returns the checkpoint's layout for its manifest.
+    ///
+    /// # Errors
+    /// The first part write that failed, with the plan back for
+    /// [`IncrementalCheckpointManager::abort`].
+    pub fn write(self, store: &dyn CheckpointStore) -> Result<Staged, (Error, Plan)> {
+        let mut jobs = Vec::new();
+        for (core, plan) in self.cores.iter().enumerate() {
+            for &bucket in &plan.compact {
+                jobs.push(Job::Base { core, bucket });
+            }
+            if plan.delta_keys > 0 {
+                jobs.push(Job::Delta { core, plan });
+            }
+        }
+        let next = AtomicUsize::new(0);
+        let threads = self.threads.min(jobs.len()).max(1);
+        let results: Vec<Result<Vec<(usize, Written)>, Error>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(job) = jobs.get(i) else {
+                                return Ok(done);
+                            };
+                            done.push((i, self.write_job(job, store)?));
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .unwrap_or_else(|_| Err(Error::Refused("a part writer panicked".into())))
+                })
+                .collect()
+        });
+        let mut written = Vec::new();
+        for result in results {
+            match result {
+                Ok(done) => written.extend(done),
+                Err(e) => return Err((e, self)),
+            }
+        }
+        let mut layouts: Vec<CoreLayout> = self.cores.iter().map(|c| c.layout.clone()).collect();
+        let (mut parts_written, mut bytes_written) = (0, 0);
+        for (_, w) in written {
+            parts_written += 1;
+            bytes_written += w.part.size;
+            let layout = &mut layouts[w.core];
+            match w.bucket_bytes {
+                None => {
+                    if let Some(slot) = layout.bases.get_mut(w.bucket as usize) {
+                        *slot = Some(w.part);
+                    }
+                }
+                Some(bucket_bytes) => layout.deltas.push(DeltaRef {
+                    part: w.part,
+                    bucket_bytes,
+                }),
+            }
+        }
+        for layout in &mut layouts {
+            layout.prune();
+        }
+        let keys = self.cores.iter().map(|c| c.capture.len() as u64).sum();
+        Ok(Staged {
+            id: self.id,
+            layouts,
+            changed: self.cores.into_iter().map(|c| c.changed).collect(),
+            parts_written,
+            bytes_written,
+            keys,
+        })
+    }
+
+    fn write_job(&self, job: &Job<'_>, store: &dyn CheckpointStore) -> Result<Written, Error> {
+        let (core, bytes, key, bucket, bucket_bytes) = match *job {
+            Job::Base { core, bucket } => {
+                let plan = &self.cores[core];
+                let c = plan.capture.core;
+                let buckets = plan.capture.buckets.len() as u32;
+                let mut part = PartWriter::new(PartKind::Base, c, bucket, buckets);
+                if let Some(map) = plan.capture.buckets.get(bucket as usize) {
+                    for (k, v) in map.iter() {
+                        part.put(k, v);
+                    }
+                }
+                let key = part_key(self.id, c, &format!("b{bucket:04x}"));
+                (core, part.finish(), key, bucket, None)
+            }
+            Job::Delta { core, plan } => {
+                let c = plan.capture.core;
+                let buckets = plan.capture.buckets.len() as u32;
+                let mut part = PartWriter::new(PartKind::Delta, c, 0, buckets);
+                let mut per_bucket = vec![0u64; buckets as usize];
+                for k in plan.changed.iter() {
+                    let b = bucket_of(k, buckets) as usize;
+                    if plan.compacted.get(b).copied().unwrap_or(true) {
+                        continue;
+                    }
+                    let value = plan.capture.buckets.get(b).and_then(|m| m.get(k));
+                    match value {
+                        Some(v) => part.put(k, v),
+                        None => part.delete(k),
+                    }
+                    per_bucket[b] += entry_bytes(k, value.map(Vec::as_slice));
+                }
+                let key = part_key(self.id, c, "delta");
+                (core, part.finish(), key, 0, Some(per_bucket))
+            }
+        };
+        let info = store.put_part(&key, &bytes)?;
+        Ok(Written {
+            core,
+            bucket,
+            bucket_bytes,
+            part: PartRef {
+                key,
+                size: info.size,
+                crc: info.crc,
+                written_by: self.id,
+            },
+        })
+    }
+}
+
+/// A part written by a job.
+struct Written {
+    core: usize,
+    bucket: u32,
+    /// `None` for a base; per-bucket entry bytes for a delta.
+    bucket_bytes: Option<Vec<u64>>,
+    part: PartRef,
+}

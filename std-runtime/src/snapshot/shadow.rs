@@ -1,0 +1,161 @@
+//! [`Shadow`]: Ring 1's copy of one core's state, fed by the drained changelog, from which a
+//! checkpoint's snapshot is captured without stopping Ring 0.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use lamina_core::changelog::Entry;
+
+use super::part::bucket_of;
+
+/// One bucket of a core's state: key → value.
+pub type Bucket = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Ring 1's materialized copy of one core's state, split into buckets by key hash
+/// ([`bucket_of`]), plus the keys changed since the last capture.
+///
+/// The drainer applies each entry after writing it to the core's WAL, so at a barrier the shadow
+/// holds exactly the mutations before it; [`Shadow::capture`] then takes the snapshot in
+/// O(buckets): each bucket is shared (`Arc`) with the capture, and the first later mutation of a
+/// bucket copies it (copy-on-write), on Ring 1, never on Ring 0.
+///
+/// Memory: the shadow is a second copy of the core's state (Ring 0 keeps its own); while a
+/// checkpoint is being written, each bucket mutated since its capture exists twice, so the peak
+/// is up to three copies of the state, less with more buckets.
+#[derive(Clone, Debug)]
+pub struct Shadow {
+    core: u32,
+    buckets: Vec<Arc<Bucket>>,
+    changed: BTreeSet<Vec<u8>>,
+}
+
+/// A core's state at a barrier: the shadow's buckets, shared, and the keys changed since the
+/// capture before it.
+#[derive(Clone, Debug)]
+pub struct Capture {
+    /// The core.
+    pub core: u32,
+    /// Its buckets at the barrier.
+    pub buckets: Vec<Arc<Bucket>>,
+    /// The keys put or deleted between the previous capture and this one, in key order.
+    pub changed: BTreeSet<Vec<u8>>,
+}
+
+impl Capture {
+    /// Keys held, over every bucket.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.buckets.iter().map(|b| b.len()).sum()
+    }
+
+    /// Whether no key is held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Shadow {
+    /// An empty state of `core`, split into `buckets` buckets (at least 1).
+    #[must_use]
+    pub fn new(core: u32, buckets: u32) -> Self {
+        let buckets = (0..buckets.max(1)).map(|_| Arc::default()).collect();
+        Shadow {
+            core,
+            buckets,
+            changed: BTreeSet::new(),
+        }
+    }
+
+    /// A shadow holding `state` (what recovery rebuilt), with `changed` the keys that differ from
+    /// the checkpoint recovery started from (those the WAL replay touched): the next capture
+    /// must carry them.
+    #[must_use]
+    pub fn with_state(
+        core: u32,
+        buckets: u32,
+        state: BTreeMap<Vec<u8>, Vec<u8>>,
+        changed: BTreeSet<Vec<u8>>,
+    ) -> Self {
+        let mut shadow = Shadow::new(core, buckets);
+        let count = shadow.bucket_count();
+        for (key, value) in state {
+            let b = bucket_of(&key, count) as usize;
+            if let Some(bucket) = shadow.buckets.get_mut(b) {
+                Arc::make_mut(bucket).insert(key, value);
+            }
+        }
+        shadow.changed = changed;
+        shadow
+    }
+
+    /// The core.
+    #[must_use]
+    pub fn core(&self) -> u32 {
+        self.core
+    }
+
+    /// How many buckets the state is split into.
+    #[must_use]
+    pub fn bucket_count(&self) -> u32 {
+        u32::try_from(self.buckets.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Applies a put or a delete (a barrier changes nothing: capture at it instead).
+    pub fn apply(&mut self, entry: &Entry<'_>) {
+        let count = self.bucket_count();
+        match *entry {
+            Entry::Put { key, value } => {
+                if let Some(bucket) = self.buckets.get_mut(bucket_of(key, count) as usize) {
+                    Arc::make_mut(bucket).insert(key.to_vec(), value.to_vec());
+                }
+                self.mark(key);
+            }
+            Entry::Delete { key } => {
+                if let Some(bucket) = self.buckets.get_mut(bucket_of(key, count) as usize) {
+                    // Only copy a shared bucket when the key is there to remove.
+                    if bucket.contains_key(key) {
+                        Arc::make_mut(bucket).remove(key);
+                    }
+                }
+                self.mark(key);
+            }
+            Entry::Barrier { .. } => {}
+        }
+    }
+
+    fn mark(&mut self, key: &[u8]) {
+        if !self.changed.contains(key) {
+            self.changed.insert(key.to_vec());
+        }
+    }
+
+    /// The value of `key`.
+    #[must_use]
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        let b = bucket_of(key, self.bucket_count()) as usize;
+        self.buckets.get(b)?.get(key).map(Vec::as_slice)
+    }
+
+    /// Keys held.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.buckets.iter().map(|b| b.len()).sum()
+    }
+
+    /// Whether no key is held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The state as it is now, shared with the shadow, and the keys changed since the last
+    /// capture (which start over). O(buckets).
+    pub fn capture(&mut self) -> Capture {
+        Capture {
+            core: self.core,
+            buckets: self.buckets.clone(),
+            changed: std::mem::take(&mut self.changed),
+        }
+    }
+}

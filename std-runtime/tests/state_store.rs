@@ -1,0 +1,118 @@
+//! `WalStateStore` on the file backend: writes, checkpoints, crashes and reopens.
+
+use std::collections::BTreeMap;
+
+use lamina::{Options, StateStoreConfig, WalStateStore};
+
+type Store = WalStateStore<lamina::file_backend::FileStorage, 2>;
+
+fn config() -> StateStoreConfig {
+    let mut config = StateStoreConfig::default();
+    config.incremental.buckets = 8;
+    config.incremental.retain = 2;
+    config
+}
+
+fn options() -> Options {
+    let mut options = Options::default();
+    options.config.segment_size = 256 * 1024;
+    options.config.max_payload = 128 * 1024;
+    options
+}
+
+fn key(i: u32) -> Vec<u8> {
+    format!("key-{i:06}").into_bytes()
+}
+
+fn check(store: &Store, model: &BTreeMap<Vec<u8>, Vec<u8>>) {
+    assert_eq!(store.len(), model.len());
+    for (k, v) in model {
+        assert_eq!(
+            store.get(k),
+            Some(v.as_slice()),
+            "key {:?}",
+            String::from_utf8_lossy(k)
+        );
+    }
+    let all: Vec<(Vec<u8>, Vec<u8>)> = store
+        .range(..)
+        .into_iter()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
+    let expected: Vec<(Vec<u8>, Vec<u8>)> = model.clone().into_iter().collect();
+    assert_eq!(all, expected);
+}
+
+#[test]
+fn writes_checkpoints_and_a_crash_recover_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = BTreeMap::new();
+    let mut store = Store::open_dir(dir.path(), options(), config()).unwrap();
+    for round in 0..6u32 {
+        for i in 0..300 {
+            let k = key((i * 7 + round * 13) % 500);
+            if (i + round) % 5 == 0 {
+                store.delete(&k).unwrap();
+                model.remove(&k);
+            } else {
+                let v = format!("v{round}-{i}").into_bytes();
+                store.put(&k, &v).unwrap();
+                model.insert(k, v);
+            }
+        }
+        let committed = store.checkpoint().unwrap();
+        assert_eq!(committed.checkpoint.id, u64::from(round) + 1);
+        assert!(committed.bytes_written > 0);
+        check(&store, &model);
+    }
+    // Writes after the last checkpoint are in the WALs only.
+    for i in 0..50 {
+        let v = b"after".to_vec();
+        store.put(&key(i), &v).unwrap();
+        model.insert(key(i), v);
+    }
+    drop(store.into_writers());
+    let store = Store::open_dir(dir.path(), options(), config()).unwrap();
+    let report = store.recovery();
+    assert_eq!(report.checkpoint.map(|c| c.id), Some(6));
+    assert!(report.skipped.is_empty());
+    assert_eq!(report.cores.iter().map(|c| c.records).sum::<u64>(), 50);
+    check(&store, &model);
+    // Only the retained manifests are left.
+    let manifests = store.checkpoint_store().list_manifests().unwrap();
+    assert_eq!(manifests, vec![5, 6]);
+}
+
+#[test]
+fn a_small_change_writes_a_small_delta() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config();
+    config.incremental.buckets = 32;
+    let mut store = Store::open_dir(dir.path(), options(), config).unwrap();
+    let value = vec![7u8; 200];
+    store
+        .apply((0..2000).map(|i| lamina::Op::Put(key(i), value.clone())))
+        .unwrap();
+    let full = store.checkpoint().unwrap();
+    store
+        .apply((0..20).map(|i| lamina::Op::Put(key(i * 100), vec![8u8; 200])))
+        .unwrap();
+    let small = store.checkpoint().unwrap();
+    // 1 % of the keys changed: the delta, plus at most one compacted bucket per core.
+    assert!(
+        small.bytes_written * 100 < full.bytes_written * 10,
+        "full {} small {}",
+        full.bytes_written,
+        small.bytes_written
+    );
+    let nothing = store.checkpoint().unwrap();
+    assert_eq!(nothing.parts_written, 0);
+    let mut model: BTreeMap<Vec<u8>, Vec<u8>> =
+        (0..2000).map(|i| (key(i), value.clone())).collect();
+    for i in 0..20 {
+        model.insert(key(i * 100), vec![8u8; 200]);
+    }
+    drop(store.into_writers());
+    let store = Store::open_dir(dir.path(), options(), config).unwrap();
+    check(&store, &model);
+}
