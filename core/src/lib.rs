@@ -22,6 +22,7 @@ pub mod eio;
 pub mod io;
 pub mod lsn;
 pub mod manifest;
+pub mod part;
 pub mod record;
 pub mod recover;
 pub mod segment;

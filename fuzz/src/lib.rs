@@ -8,6 +8,7 @@
 //! the offset reported).
 
 pub mod manifest;
+pub mod part;
 
 use lamina_core::decode::{DecodeError, Decoded, End, Mode, SegmentDecoder, Skipped, min_window};
 use lamina_core::record::{self, Kind, MAX_PAYLOAD, RecordHeader};

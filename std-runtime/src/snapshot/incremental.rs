@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use lamina_core::manifest::Manifest;
 
 use super::layout::{CoreLayout, DeltaRef, MAX_BUCKETS, PartRef};
-use super::part::{PartKind, PartWriter, bucket_of};
+use super::part::{Kind as PartKind, PartWriter, bucket_of};
 use super::shadow::Capture;
 use crate::{CheckpointError, CheckpointStore, Error, Lsn};
 

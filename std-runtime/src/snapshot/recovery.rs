@@ -9,7 +9,7 @@ use lamina_core::checkpoint::Checkpoint;
 use lamina_core::manifest::Manifest;
 
 use super::layout::{CoreLayout, DeltaRef, PartRef, Placement, placement};
-use super::part::{PartKind, bucket_of, read_part};
+use super::part::{Header, Kind as PartKind, bucket_of, read as read_part};
 use crate::{
     CheckpointStore, Error, Lsn, PerCoreRecovery, PerCoreWalManager, SegmentStorage,
     SkippedManifest,
@@ -287,7 +287,7 @@ fn load_core(
     let mut buckets: Option<u32> = None;
     let (mut parts, mut bytes) = (0, 0);
     let bad = |key: &str, detail: String| snapshot(id, format!("part {key}: {detail}"));
-    let mut check = |key: &str, h: &super::part::PartHeader, kind: PartKind| {
+    let mut check = |key: &str, h: &Header, kind: PartKind| {
         if h.core as usize != core || h.kind != kind {
             return Err(bad(
                 key,
@@ -314,7 +314,7 @@ fn load_core(
     for (bucket, base) in layout.bases.iter().enumerate() {
         let Some(base) = base else { continue };
         let data = store.read_part(&base.key, base.size, base.crc)?;
-        let header = super::part::read_header(&data).map_err(|e| bad(&base.key, e.to_string()))?;
+        let header = Header::parse(&data).map_err(|e| bad(&base.key, e.to_string()))?;
         check(&base.key, &header, PartKind::Base)?;
         if header.bucket as usize != bucket {
             return Err(bad(
@@ -342,7 +342,7 @@ fn load_core(
     for delta in &mut layout.deltas {
         let part = &delta.part;
         let data = store.read_part(&part.key, part.size, part.crc)?;
-        let header = super::part::read_header(&data).map_err(|e| bad(&part.key, e.to_string()))?;
+        let header = Header::parse(&data).map_err(|e| bad(&part.key, e.to_string()))?;
         check(&part.key, &header, PartKind::Delta)?;
         let count = header.buckets;
         let mut per_bucket = vec![0u64; count as usize];
