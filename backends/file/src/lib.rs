@@ -39,6 +39,6 @@ mod segments;
 mod spares;
 
 pub use error::{FileError, Op, failure_of};
-pub use objects::{FileObjects, WholeObject};
+pub use objects::{FileObjects, StagedObject, WholeObject};
 pub use reader::FileReader;
 pub use segments::{FileStorage, Options, Stats};

@@ -124,8 +124,64 @@ impl FileObjects {
         fsync_directory(&self.dir).map_err(|e| FileError::io(Op::SyncDir, &self.dir, None, e))
     }
 
+    /// Stages `data` as object `name`: written to a temporary file and synced, invisible (a
+    /// temporary file is never listed or read) until [`Self::commit_staged`] moves it into
+    /// place. Staging many objects (from several threads: this takes `&self`) and committing
+    /// them together costs one directory sync instead of one per object.
+    ///
+    /// # Errors
+    /// [`FileError::InvalidName`], or the write or sync error naming the temporary file (which
+    /// is removed).
+    pub fn stage(&self, name: &str, data: &[u8]) -> Result<StagedObject, FileError> {
+        let path = self.object_path(name)?;
+        let temp = self.write_temp(data)?;
+        Ok(StagedObject { temp, path })
+    }
+
+    /// Moves `staged` objects into place (each replacing any object of its name whole), then
+    /// syncs the directory once: on `Ok` every one is visible and durable.
+    ///
+    /// # Errors
+    /// The first rename or the directory sync that failed, naming the path; the staged files
+    /// not yet moved are removed.
+    pub fn commit_staged(&self, staged: Vec<StagedObject>) -> Result<(), FileError> {
+        let mut failed = None;
+        for s in staged {
+            if failed.is_some() {
+                let _ = fs::remove_file(&s.temp);
+                continue;
+            }
+            if let Err(e) = fs::rename(&s.temp, &s.path) {
+                let _ = fs::remove_file(&s.temp);
+                failed = Some(FileError::io(Op::Rename, &s.path, None, e));
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => self.sync_dir(),
+        }
+    }
+
+    /// Deletes each object of `names` (a missing one is not an error), then syncs the directory
+    /// once.
+    ///
+    /// # Errors
+    /// [`FileError::InvalidName`], or the first delete or the sync that failed; the names
+    /// before it are deleted.
+    pub fn delete_many(&self, names: &[&str]) -> Result<(), FileError> {
+        for name in names {
+            let path = self.object_path(name)?;
+            if let Err(e) = fs::remove_file(&path)
+                && e.kind() != ErrorKind::NotFound
+            {
+                return Err(FileError::io(Op::Delete, &path, None, e));
+            }
+        }
+        self.sync_dir()
+    }
+
     /// Writes `data` to a new temporary file and syncs it; returns its path.
-    fn write_temp(&mut self, data: &[u8]) -> Result<PathBuf, FileError> {
+    fn write_temp(&self, data: &[u8]) -> Result<PathBuf, FileError> {
         let temp = self.dir.join(format!(
             "{TEMP_PREFIX}{}-{}",
             std::process::id(),
@@ -175,6 +231,14 @@ impl FileObjects {
             _ => self.sync_dir(),
         }
     }
+}
+
+/// An object written by [`FileObjects::stage`], waiting for [`FileObjects::commit_staged`].
+/// Dropping it without committing leaves a temporary file behind (never listed or read).
+#[derive(Debug)]
+pub struct StagedObject {
+    temp: PathBuf,
+    path: PathBuf,
 }
 
 impl ErrorType for FileObjects {

@@ -119,6 +119,80 @@ impl CheckpointStore for FileSystemCheckpointStore {
         })
     }
 
+    /// Parts are encoded, written to temporary files and synced on up to 4 threads (so that
+    /// encoding one overlaps the write of another), then all are renamed into place and the
+    /// directory synced once.
+    fn put_parts(
+        &self,
+        keys: &[String],
+        encode: &(dyn Fn(usize) -> Vec<u8> + Sync),
+    ) -> Result<Vec<PartInfo>, CheckpointError> {
+        for key in keys {
+            check_key(key)?;
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let threads = keys.len().clamp(1, 4);
+        type Done = Vec<(usize, lamina_file::StagedObject, PartInfo)>;
+        let results: Vec<Result<Done, CheckpointError>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(key) = keys.get(i) else {
+                                return Ok(done);
+                            };
+                            let bytes = encode(i);
+                            let staged = self.parts.stage(key, &bytes).map_err(|e| {
+                                storage(StoreOp::PutPart, &self.parts.dir().join(key), e)
+                            })?;
+                            let info = PartInfo {
+                                size: bytes.len() as u64,
+                                crc: crc32c(&bytes),
+                            };
+                            done.push((i, staged, info));
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        Err(CheckpointError::Storage {
+                            op: StoreOp::PutPart,
+                            location: self.parts.dir().display().to_string(),
+                            failure: lamina_core::io::Failure::Other,
+                            source: Box::new(std::io::Error::other("a part writer panicked")),
+                        })
+                    })
+                })
+                .collect()
+        });
+        let mut all: Done = Vec::with_capacity(keys.len());
+        for result in results {
+            // Staged files of a failed batch stay temporary: never listed or read.
+            all.extend(result?);
+        }
+        all.sort_unstable_by_key(|(i, _, _)| *i);
+        let (staged, infos): (Vec<_>, Vec<_>) = all.into_iter().map(|(_, s, p)| (s, p)).unzip();
+        self.parts
+            .commit_staged(staged)
+            .map_err(|e| storage(StoreOp::PutPart, self.parts.dir(), e))?;
+        Ok(infos)
+    }
+
+    fn delete_parts(&self, keys: &[String]) -> Result<(), CheckpointError> {
+        for key in keys {
+            check_key(key)?;
+        }
+        let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.parts
+            .delete_many(&names)
+            .map_err(|e| storage(StoreOp::DeletePart, self.parts.dir(), e))
+    }
+
     fn read_part(&self, key: &str, size: u64, crc: u32) -> Result<Vec<u8>, CheckpointError> {
         let path = self.part_path(key)?;
         let location = || path.display().to_string();

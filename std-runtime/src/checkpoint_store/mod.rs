@@ -87,6 +87,26 @@ pub trait CheckpointStore: Send + Sync {
     /// written; a storage error naming the part.
     fn put_part(&self, key: &str, bytes: &[u8]) -> Result<PartInfo, CheckpointError>;
 
+    /// Stores parts `keys`, the bytes of part `i` being `encode(i)`, all durable on return, and
+    /// returns what a manifest records for each, in order. By default each part is encoded and
+    /// [`Self::put_part`] in turn; a store may do better (a directory: parts encoded and written
+    /// on several threads, each synced, then all moved into place with one directory sync).
+    /// A failure may leave some of them stored (no manifest names them yet, so garbage
+    /// collection removes them).
+    ///
+    /// # Errors
+    /// As [`Self::put_part`], for the first part that failed.
+    fn put_parts(
+        &self,
+        keys: &[String],
+        encode: &(dyn Fn(usize) -> Vec<u8> + Sync),
+    ) -> Result<Vec<PartInfo>, CheckpointError> {
+        keys.iter()
+            .enumerate()
+            .map(|(i, key)| self.put_part(key, &encode(i)))
+            .collect()
+    }
+
     /// Reads part `key` whole and checks it against the size and CRC32C a manifest recorded.
     /// The stored length is checked before anything is read, so a manifest never makes the
     /// store read more than `size` bytes.
@@ -103,6 +123,14 @@ pub trait CheckpointStore: Send + Sync {
     /// # Errors
     /// A bad key, or a storage error naming the part.
     fn delete_part(&self, key: &str) -> Result<(), CheckpointError>;
+
+    /// Deletes several parts, durably: by default one [`Self::delete_part`] each.
+    ///
+    /// # Errors
+    /// As [`Self::delete_part`], for the first that failed; the ones before it are deleted.
+    fn delete_parts(&self, keys: &[String]) -> Result<(), CheckpointError> {
+        keys.iter().try_for_each(|key| self.delete_part(key))
+    }
 
     /// The keys of the stored parts, sorted. Names that are not valid keys (and temporary files
     /// of writes in progress or interrupted) are not parts and are left out.

@@ -56,6 +56,8 @@ pub struct CommittedCheckpoint {
     pub keys: u64,
     /// From the trigger to the publish.
     pub elapsed: Duration,
+    /// Of which writing the parts and publishing the manifest (the job).
+    pub write_time: Duration,
 }
 
 /// Runs checkpoints across `CORES` cores: [`Self::trigger`] hands out the barriers to put into
@@ -99,6 +101,7 @@ struct DueManifest {
 #[derive(Debug)]
 pub struct JobOutcome {
     id: u64,
+    took: Duration,
     result: Result<(Staged, u64), (Error, Leftover)>,
 }
 
@@ -127,12 +130,14 @@ impl CheckpointJob {
     /// create-only. Blocking.
     #[must_use]
     pub fn run(self) -> JobOutcome {
+        let started = Instant::now();
         let id = self.due.id;
         let staged = match self.plan.write(&*self.store) {
             Ok(staged) => staged,
             Err((e, plan)) => {
                 return JobOutcome {
                     id,
+                    took: started.elapsed(),
                     result: Err((e, Leftover::Plan(plan))),
                 };
             }
@@ -141,7 +146,11 @@ impl CheckpointJob {
             Ok(len) => Ok((staged, len)),
             Err(e) => Err((e, Leftover::Staged(staged))),
         };
-        JobOutcome { id, result }
+        JobOutcome {
+            id,
+            took: started.elapsed(),
+            result,
+        }
     }
 }
 
@@ -377,6 +386,7 @@ impl<const CORES: usize> CheckpointCoordinator<CORES> {
                     manifest_bytes,
                     keys,
                     elapsed: self.triggered_at.elapsed(),
+                    write_time: outcome.took,
                 }))
             }
             Err((error, leftover)) => {
@@ -417,6 +427,7 @@ impl<const CORES: usize> CheckpointCoordinator<CORES> {
                     manifest_bytes: 0,
                     keys: 0,
                     elapsed: Duration::ZERO,
+                    write_time: Duration::ZERO,
                 }))
             }
         }

@@ -2,14 +2,13 @@
 //! collects the garbage.
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use lamina_core::manifest::Manifest;
 
 use super::layout::{CoreLayout, DeltaRef, MAX_BUCKETS, PartRef};
 use super::part::{Kind as PartKind, PartWriter, bucket_of};
-use super::shadow::Capture;
+use super::shadow::{Capture, ChangeStats};
 use crate::{CheckpointError, CheckpointStore, Error, Lsn};
 
 /// How checkpoints are split into parts, and how many are kept.
@@ -28,8 +27,6 @@ pub struct IncrementalConfig {
     pub delta_percent: u32,
     /// Manifests kept by [`IncrementalCheckpointManager::collect_garbage`] (at least 1).
     pub retain: usize,
-    /// Threads writing parts at once (at least 1).
-    pub threads: usize,
 }
 
 impl Default for IncrementalConfig {
@@ -39,7 +36,6 @@ impl Default for IncrementalConfig {
             compactions: 1,
             delta_percent: 100,
             retain: 3,
-            threads: 2,
         }
     }
 }
@@ -56,9 +52,9 @@ impl IncrementalConfig {
                 self.buckets
             )));
         }
-        if self.retain == 0 || self.threads == 0 || self.compactions == 0 {
+        if self.retain == 0 || self.compactions == 0 {
             return Err(Error::Refused(
-                "retain, threads and compactions must be at least 1".into(),
+                "retain and compactions must be at least 1".into(),
             ));
         }
         Ok(())
@@ -76,8 +72,9 @@ impl IncrementalConfig {
 pub struct IncrementalCheckpointManager {
     config: IncrementalConfig,
     committed: Vec<CoreLayout>,
-    /// Per core, keys changed that no committed checkpoint holds yet (from aborted attempts).
-    carry: Vec<BTreeSet<Vec<u8>>>,
+    /// Per core, keys changed that no committed checkpoint holds yet (from aborted attempts),
+    /// and their counts.
+    carry: Vec<(BTreeSet<Vec<u8>>, ChangeStats)>,
     /// The attempt between `plan` and `commit`/`abort`.
     in_progress: Option<u64>,
 }
@@ -86,7 +83,6 @@ pub struct IncrementalCheckpointManager {
 #[derive(Debug)]
 pub struct Plan {
     id: u64,
-    threads: usize,
     cores: Vec<CorePlan>,
 }
 
@@ -96,6 +92,8 @@ struct CorePlan {
     /// Every key changed since the parent (carried + captured); the delta holds those outside
     /// the compacted buckets.
     changed: Arc<BTreeSet<Vec<u8>>>,
+    /// Their counts per bucket.
+    stats: ChangeStats,
     /// The buckets whose bases are rewritten, ascending.
     compact: Vec<u32>,
     /// Per bucket, whether it is compacted.
@@ -110,7 +108,7 @@ struct CorePlan {
 pub struct Staged {
     id: u64,
     layouts: Vec<CoreLayout>,
-    changed: Vec<Arc<BTreeSet<Vec<u8>>>>,
+    changed: Vec<(Arc<BTreeSet<Vec<u8>>>, ChangeStats)>,
     /// Parts written.
     pub parts_written: usize,
     /// Bytes written.
@@ -188,7 +186,8 @@ impl IncrementalCheckpointManager {
                 }
             })
             .collect();
-        let carry = vec![BTreeSet::new(); committed.len()];
+        let buckets = config.buckets as usize;
+        let carry = vec![(BTreeSet::new(), ChangeStats::new(buckets)); committed.len()];
         Ok(IncrementalCheckpointManager {
             config,
             committed,
@@ -247,27 +246,29 @@ impl IncrementalCheckpointManager {
             let Some(mut capture) = capture else {
                 continue;
             };
-            let mut changed = std::mem::take(&mut self.carry[core]);
+            let buckets = self.config.buckets as usize;
+            let (mut changed, mut stats) = std::mem::replace(
+                &mut self.carry[core],
+                (BTreeSet::new(), ChangeStats::new(buckets)),
+            );
             changed.append(&mut capture.changed);
-            plans.push(self.plan_core(core, capture, changed));
+            stats.add(&capture.stats);
+            plans.push(self.plan_core(core, capture, changed, stats));
         }
         self.in_progress = Some(id);
-        Ok(Plan {
-            id,
-            threads: self.config.threads,
-            cores: plans,
-        })
+        Ok(Plan { id, cores: plans })
     }
 
-    fn plan_core(&self, core: usize, capture: Capture, changed: BTreeSet<Vec<u8>>) -> CorePlan {
+    fn plan_core(
+        &self,
+        core: usize,
+        capture: Capture,
+        changed: BTreeSet<Vec<u8>>,
+        stats: ChangeStats,
+    ) -> CorePlan {
         let buckets = self.config.buckets;
         let layout = &self.committed[core];
-        let mut change_bytes = vec![0u64; buckets as usize];
-        for key in &changed {
-            let b = bucket_of(key, buckets) as usize;
-            let value = capture.buckets.get(b).and_then(|m| m.get(key));
-            change_bytes[b] += entry_bytes(key, value.map(Vec::as_slice));
-        }
+        let change_bytes = &stats.bytes;
         let mut compact = Vec::new();
         let mut candidates = Vec::new();
         for (b, (&changing, base)) in change_bytes.iter().zip(&layout.bases).enumerate() {
@@ -304,13 +305,17 @@ impl IncrementalCheckpointManager {
         for &b in &compact {
             compacted[b as usize] = true;
         }
-        let delta_keys = changed
+        let delta_keys = stats
+            .keys
             .iter()
-            .filter(|key| !compacted[bucket_of(key, buckets) as usize])
-            .count();
+            .zip(&compacted)
+            .filter(|(_, compacted)| !**compacted)
+            .map(|(&k, _)| k as usize)
+            .sum();
         CorePlan {
             capture,
             changed: Arc::new(changed),
+            stats,
             compact,
             compacted,
             delta_keys,
@@ -343,12 +348,18 @@ impl IncrementalCheckpointManager {
     /// [`Error::Refused`] when `id` is not the checkpoint in progress.
     pub fn abort(&mut self, id: u64, changed: Leftover) -> Result<(), Error> {
         self.finish(id)?;
-        let sets: Vec<Arc<BTreeSet<Vec<u8>>>> = match changed {
-            Leftover::Plan(plan) => plan.cores.into_iter().map(|c| c.changed).collect(),
+        let sets: Vec<(Arc<BTreeSet<Vec<u8>>>, ChangeStats)> = match changed {
+            Leftover::Plan(plan) => plan
+                .cores
+                .into_iter()
+                .map(|c| (c.changed, c.stats))
+                .collect(),
             Leftover::Staged(staged) => staged.changed,
         };
-        for (carry, set) in self.carry.iter_mut().zip(sets) {
-            carry.extend(set.iter().cloned());
+        for (carry, (set, stats)) in self.carry.iter_mut().zip(sets) {
+            // The carry is empty while an attempt is in progress: the counts are the attempt's.
+            carry.0.extend(set.iter().cloned());
+            carry.1 = stats;
         }
         Ok(())
     }
@@ -419,9 +430,11 @@ impl IncrementalCheckpointManager {
                     .zip(part_written_by(&key))
                     .is_some_and(|(attempt, by)| by >= attempt);
                 if !reachable.contains(&key) && !protected {
-                    store.delete_part(&key)?;
                     report.parts_deleted.push(key);
                 }
+            }
+            if !report.parts_deleted.is_empty() {
+                store.delete_parts(&report.parts_deleted)?;
             }
         }
         Ok(report)
@@ -482,38 +495,61 @@ impl Plan {
                 jobs.push(Job::Delta { core, plan });
             }
         }
-        let next = AtomicUsize::new(0);
-        let threads = self.threads.min(jobs.len()).max(1);
-        let results: Vec<Result<Vec<(usize, Written)>, Error>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut done = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(job) = jobs.get(i) else {
-                                return Ok(done);
-                            };
-                            done.push((i, self.write_job(job, store)?));
-                        }
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| {
-                    w.join()
-                        .unwrap_or_else(|_| Err(Error::Refused("a part writer panicked".into())))
-                })
-                .collect()
-        });
-        let mut written = Vec::new();
-        for result in results {
-            match result {
-                Ok(done) => written.extend(done),
-                Err(e) => return Err((e, self)),
+        let keys: Vec<String> = jobs.iter().map(|job| self.job_key(job)).collect();
+        let delta_bytes: Vec<Mutex<Option<Vec<u64>>>> =
+            jobs.iter().map(|_| Mutex::new(None)).collect();
+        let encode = |i: usize| -> Vec<u8> {
+            let Some(job) = jobs.get(i) else {
+                return Vec::new();
+            };
+            let encoded = self.encode_job(job);
+            if let Some(slot) = delta_bytes.get(i)
+                && let Ok(mut slot) = slot.lock()
+            {
+                *slot = encoded.bucket_bytes;
             }
-        }
+            encoded.bytes
+        };
+        let infos = match store.put_parts(&keys, &encode) {
+            Ok(infos) if infos.len() == keys.len() => infos,
+            Ok(infos) => {
+                let e = Error::Refused(format!(
+                    "the store stored {} parts of {}",
+                    infos.len(),
+                    keys.len()
+                ));
+                return Err((e, self));
+            }
+            Err(e) => return Err((e.into(), self)),
+        };
+        let written: Vec<(usize, Written)> = jobs
+            .iter()
+            .zip(keys)
+            .zip(infos)
+            .zip(delta_bytes)
+            .enumerate()
+            .map(|(i, (((job, key), info), bucket_bytes))| {
+                let (core, bucket) = match *job {
+                    Job::Base { core, bucket } => (core, bucket),
+                    Job::Delta { core, .. } => (core, 0),
+                };
+                let bucket_bytes = bucket_bytes.into_inner().ok().flatten();
+                (
+                    i,
+                    Written {
+                        core,
+                        bucket,
+                        bucket_bytes,
+                        part: PartRef {
+                            key,
+                            size: info.size,
+                            crc: info.crc,
+                            written_by: self.id,
+                        },
+                    },
+                )
+            })
+            .collect();
         let mut layouts: Vec<CoreLayout> = self.cores.iter().map(|c| c.layout.clone()).collect();
         let (mut parts_written, mut bytes_written) = (0, 0);
         for (_, w) in written {
@@ -539,32 +575,52 @@ impl Plan {
         Ok(Staged {
             id: self.id,
             layouts,
-            changed: self.cores.into_iter().map(|c| c.changed).collect(),
+            changed: self
+                .cores
+                .into_iter()
+                .map(|c| (c.changed, c.stats))
+                .collect(),
             parts_written,
             bytes_written,
             keys,
         })
     }
 
-    fn write_job(&self, job: &Job<'_>, store: &dyn CheckpointStore) -> Result<Written, Error> {
-        let (core, bytes, key, bucket, bucket_bytes) = match *job {
+    fn job_key(&self, job: &Job<'_>) -> String {
+        match *job {
             Job::Base { core, bucket } => {
-                let plan = &self.cores[core];
-                let c = plan.capture.core;
+                let c = self.cores.get(core).map_or(0, |p| p.capture.core);
+                part_key(self.id, c, &format!("b{bucket:04x}"))
+            }
+            Job::Delta { plan, .. } => part_key(self.id, plan.capture.core, "delta"),
+        }
+    }
+
+    fn encode_job(&self, job: &Job<'_>) -> Encoded {
+        match *job {
+            Job::Base { core, bucket } => {
+                let Some(plan) = self.cores.get(core) else {
+                    return Encoded {
+                        bucket_bytes: None,
+                        bytes: Vec::new(),
+                    };
+                };
                 let buckets = plan.capture.buckets.len() as u32;
-                let mut part = PartWriter::new(PartKind::Base, c, bucket, buckets);
+                let mut part = PartWriter::new(PartKind::Base, plan.capture.core, bucket, buckets);
                 if let Some(map) = plan.capture.buckets.get(bucket as usize) {
+                    part.reserve(map.iter().map(|(k, v)| 9 + k.len() + v.len()).sum());
                     for (k, v) in map.iter() {
                         part.put(k, v);
                     }
                 }
-                let key = part_key(self.id, c, &format!("b{bucket:04x}"));
-                (core, part.finish(), key, bucket, None)
+                Encoded {
+                    bucket_bytes: None,
+                    bytes: part.finish(),
+                }
             }
-            Job::Delta { core, plan } => {
-                let c = plan.capture.core;
+            Job::Delta { plan, .. } => {
                 let buckets = plan.capture.buckets.len() as u32;
-                let mut part = PartWriter::new(PartKind::Delta, c, 0, buckets);
+                let mut part = PartWriter::new(PartKind::Delta, plan.capture.core, 0, buckets);
                 let mut per_bucket = vec![0u64; buckets as usize];
                 for k in plan.changed.iter() {
                     let b = bucket_of(k, buckets) as usize;
@@ -578,23 +634,20 @@ impl Plan {
                     }
                     per_bucket[b] += entry_bytes(k, value.map(Vec::as_slice));
                 }
-                let key = part_key(self.id, c, "delta");
-                (core, part.finish(), key, 0, Some(per_bucket))
+                Encoded {
+                    bucket_bytes: Some(per_bucket),
+                    bytes: part.finish(),
+                }
             }
-        };
-        let info = store.put_part(&key, &bytes)?;
-        Ok(Written {
-            core,
-            bucket,
-            bucket_bytes,
-            part: PartRef {
-                key,
-                size: info.size,
-                crc: info.crc,
-                written_by: self.id,
-            },
-        })
+        }
     }
+}
+
+/// A part encoded by a job, to be stored.
+struct Encoded {
+    /// A delta's entry bytes per bucket (`None` for a base).
+    bucket_bytes: Option<Vec<u64>>,
+    bytes: Vec<u8>,
 }
 
 /// A part written by a job.

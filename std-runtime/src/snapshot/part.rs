@@ -35,6 +35,11 @@ impl PartWriter {
         PartWriter { header, bytes }
     }
 
+    /// Reserves room for `additional` more bytes of entries.
+    pub fn reserve(&mut self, additional: usize) {
+        self.bytes.reserve(additional);
+    }
+
     /// Appends a put.
     pub fn put(&mut self, key: &[u8], value: &[u8]) {
         self.entry(&Entry::Put { key, value });

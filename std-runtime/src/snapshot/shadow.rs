@@ -27,6 +27,38 @@ pub struct Shadow {
     core: u32,
     buckets: Vec<Arc<Bucket>>,
     changed: BTreeSet<Vec<u8>>,
+    stats: ChangeStats,
+}
+
+/// Per bucket, how many changed keys and how many bytes their entries took when first changed
+/// (an estimate of the delta's size that needs no pass over the keys).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangeStats {
+    /// Changed keys per bucket.
+    pub keys: Vec<u64>,
+    /// Entry bytes per bucket.
+    pub bytes: Vec<u64>,
+}
+
+impl ChangeStats {
+    /// No change in `buckets` buckets.
+    #[must_use]
+    pub fn new(buckets: usize) -> Self {
+        ChangeStats {
+            keys: vec![0; buckets],
+            bytes: vec![0; buckets],
+        }
+    }
+
+    /// Adds `other`'s counts (of as many buckets).
+    pub fn add(&mut self, other: &ChangeStats) {
+        for (a, b) in self.keys.iter_mut().zip(&other.keys) {
+            *a += b;
+        }
+        for (a, b) in self.bytes.iter_mut().zip(&other.bytes) {
+            *a += b;
+        }
+    }
 }
 
 /// A core's state at a barrier: the shadow's buckets, shared, and the keys changed since the
@@ -39,6 +71,8 @@ pub struct Capture {
     pub buckets: Vec<Arc<Bucket>>,
     /// The keys put or deleted between the previous capture and this one, in key order.
     pub changed: BTreeSet<Vec<u8>>,
+    /// Their counts per bucket.
+    pub stats: ChangeStats,
 }
 
 impl Capture {
@@ -59,9 +93,10 @@ impl Shadow {
     /// An empty state of `core`, split into `buckets` buckets (at least 1).
     #[must_use]
     pub fn new(core: u32, buckets: u32) -> Self {
-        let buckets = (0..buckets.max(1)).map(|_| Arc::default()).collect();
+        let buckets: Vec<Arc<Bucket>> = (0..buckets.max(1)).map(|_| Arc::default()).collect();
         Shadow {
             core,
+            stats: ChangeStats::new(buckets.len()),
             buckets,
             changed: BTreeSet::new(),
         }
@@ -85,7 +120,16 @@ impl Shadow {
                 Arc::make_mut(bucket).insert(key, value);
             }
         }
-        shadow.changed = changed;
+        for key in changed {
+            let b = bucket_of(&key, count) as usize;
+            let value = shadow
+                .buckets
+                .get(b)
+                .and_then(|m| m.get(&key))
+                .map_or(0, Vec::len);
+            shadow.count(b, key.len() + value);
+            shadow.changed.insert(key);
+        }
         shadow
     }
 
@@ -106,27 +150,41 @@ impl Shadow {
         let count = self.bucket_count();
         match *entry {
             Entry::Put { key, value } => {
-                if let Some(bucket) = self.buckets.get_mut(bucket_of(key, count) as usize) {
+                let b = bucket_of(key, count) as usize;
+                if let Some(bucket) = self.buckets.get_mut(b) {
                     Arc::make_mut(bucket).insert(key.to_vec(), value.to_vec());
                 }
-                self.mark(key);
+                self.mark(b, key, value.len());
             }
             Entry::Delete { key } => {
-                if let Some(bucket) = self.buckets.get_mut(bucket_of(key, count) as usize) {
+                let b = bucket_of(key, count) as usize;
+                if let Some(bucket) = self.buckets.get_mut(b) {
                     // Only copy a shared bucket when the key is there to remove.
                     if bucket.contains_key(key) {
                         Arc::make_mut(bucket).remove(key);
                     }
                 }
-                self.mark(key);
+                self.mark(b, key, 0);
             }
             Entry::Barrier { .. } => {}
         }
     }
 
-    fn mark(&mut self, key: &[u8]) {
+    fn mark(&mut self, bucket: usize, key: &[u8], value_len: usize) {
         if !self.changed.contains(key) {
             self.changed.insert(key.to_vec());
+            self.count(bucket, key.len() + value_len);
+        }
+    }
+
+    /// Counts a newly changed key of `bucket` whose entry holds `len` bytes of key and value.
+    fn count(&mut self, bucket: usize, len: usize) {
+        if let Some(k) = self.stats.keys.get_mut(bucket) {
+            *k += 1;
+        }
+        if let Some(b) = self.stats.bytes.get_mut(bucket) {
+            // The entry's bytes in a part: length prefix, entry header, key and value.
+            *b += (4 + 5 + len) as u64;
         }
     }
 
@@ -152,10 +210,12 @@ impl Shadow {
     /// The state as it is now, shared with the shadow, and the keys changed since the last
     /// capture (which start over). O(buckets).
     pub fn capture(&mut self) -> Capture {
+        let stats = ChangeStats::new(self.buckets.len());
         Capture {
             core: self.core,
             buckets: self.buckets.clone(),
             changed: std::mem::take(&mut self.changed),
+            stats: std::mem::replace(&mut self.stats, stats),
         }
     }
 }
