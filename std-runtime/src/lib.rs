@@ -89,6 +89,8 @@ pub use percore::{
     CoreRecord, CoreRecovery, CoreWalWriter, EpochBoundary, MAX_CORES, PerCoreRecovery,
     PerCoreWalManager,
 };
+#[cfg(feature = "file")]
+pub use percore::{PERCORE_FILE, PerCoreDescription};
 pub use shared::SharedLog;
 pub use tail::{Tail, TailRecord};
 pub use wal::WriteAheadLog;

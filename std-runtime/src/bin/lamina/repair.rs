@@ -1,0 +1,405 @@
+//! `lamina repair PATH [--mode M] [--apply]`: what recovery in mode `M` would cut from the log
+//! (segments, offsets, LSNs, bytes), read without changing anything; with `--apply`, that repair
+//! made, durably, by opening the log in that mode under its lock, and the same report.
+
+use crate::Finding;
+use crate::detect::{self, Target};
+use crate::errors::{CliError, Exit};
+use crate::logcheck::{self, LogCheck};
+use crate::output::{Out, bytes, lsn_json, lsn_range, segment_path};
+use crate::segfile;
+use crate::verify::cut_lsns;
+use indicatif::ProgressBar;
+use lamina::file_backend::{self, FileStorage};
+use lamina::{Lsn, Mode, Options, PerCoreDescription, RecoveryReport, SegmentId, WriteAheadLog};
+use lamina_core::decode::min_window;
+use lamina_core::recover::RecoverError;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// One change a repair makes.
+#[derive(Clone, Debug)]
+struct Change {
+    /// `cut`, `delete`, `skip` or `skip-segment`.
+    action: &'static str,
+    /// The segment.
+    segment: SegmentId,
+    /// Its file.
+    file: PathBuf,
+    /// Where in it (0 for a whole segment).
+    offset: u64,
+    /// Bytes cut, deleted or stepped over.
+    bytes: u64,
+    /// The first LSN lost.
+    first_lsn: Option<Lsn>,
+    /// The last LSN lost, when known.
+    last_lsn: Option<Lsn>,
+    /// What it is, in words.
+    why: String,
+}
+
+impl Change {
+    fn line(&self) -> String {
+        let verb = match self.action {
+            "cut" => format!("cut {} at offset {}", self.file.display(), self.offset),
+            "delete" => format!("delete {}", self.file.display()),
+            "skip" => format!(
+                "step over {} at offset {}",
+                self.file.display(),
+                self.offset
+            ),
+            _ => format!("leave {} unread", self.file.display()),
+        };
+        format!(
+            "{verb}: {}, {} ({})",
+            bytes(self.bytes),
+            lsn_range(self.first_lsn, self.last_lsn.or(self.first_lsn)),
+            self.why
+        )
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "action": self.action,
+            "segment": self.segment.0,
+            "file": self.file,
+            "offset": self.offset,
+            "bytes": self.bytes,
+            "first_lsn": lsn_json(self.first_lsn),
+            "last_lsn": lsn_json(self.last_lsn.or(self.first_lsn)),
+            "why": self.why,
+        })
+    }
+}
+
+/// What recovery in a mode would do to a log.
+enum Plan {
+    /// These changes (none: the log needs no repair), and the damage that caused them.
+    Changes {
+        changes: Vec<Change>,
+        damage: Option<String>,
+        report: Box<RecoveryReport>,
+    },
+    /// Corruption the mode does not cut (`Strict`).
+    Refused(String),
+}
+
+/// Runs `repair` on `path`.
+///
+/// # Errors
+/// A path that cannot be read, is not a log, or is a segment file (a repair works on the whole
+/// log); a lock held by another process or a failed write with `--apply`.
+pub(crate) fn run(
+    path: &Path,
+    mode: Mode,
+    apply: bool,
+    out: &mut Out,
+) -> Result<Finding, CliError> {
+    match detect::detect(path)? {
+        Target::Log(dir) => {
+            let (finding, json) = repair_log(&dir, mode, apply, None, out)?;
+            out.json(&json);
+            Ok(finding)
+        }
+        Target::Set { dir, description } => {
+            out.human(format!(
+                "{}: per-core log set {:016x}, {} cores",
+                dir.display(),
+                description.set_id,
+                description.cores
+            ));
+            let mut worst = Finding::ok();
+            let mut cores = Vec::new();
+            for core in 0..description.cores as usize {
+                let core_dir = PerCoreDescription::core_dir(&dir, core);
+                if !core_dir.is_dir() {
+                    return Err(CliError::new(
+                        Exit::Corrupt,
+                        format!(
+                            "{}: the set's description lists core {core}, but {} is missing: \
+                             a repair does not make up a core's log",
+                            dir.display(),
+                            core_dir.display()
+                        ),
+                    ));
+                }
+                let (finding, mut json) = repair_log(&core_dir, mode, apply, Some(core), out)?;
+                json["core_index"] = core.into();
+                cores.push(json);
+                if finding.exit > worst.exit {
+                    worst = Finding {
+                        exit: finding.exit,
+                        problem: finding.problem.map(|p| format!("core {core}: {p}")),
+                    };
+                }
+            }
+            out.json(&json!({
+                "kind": "per-core",
+                "path": dir,
+                "mode": mode_name(mode),
+                "applied": apply,
+                "exit_code": worst.exit.code(),
+                "cores": cores,
+            }));
+            Ok(worst)
+        }
+        Target::Segment(file) => Err(CliError::usage(format!(
+            "{}: a segment file: a repair works on the whole log, give the directory that holds it",
+            file.display()
+        ))),
+    }
+}
+
+/// The mode's name on the command line.
+pub(crate) fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Strict => "strict",
+        Mode::PointInTime => "point-in-time",
+        Mode::SkipCorrupt => "skip-corrupt",
+    }
+}
+
+/// Reports (and with `apply` makes) the repair of the log in `dir`.
+fn repair_log(
+    dir: &Path,
+    mode: Mode,
+    apply: bool,
+    core: Option<usize>,
+    out: &mut Out,
+) -> Result<(Finding, Value), CliError> {
+    let prefix = core.map_or_else(String::new, |c| format!("core {c}: "));
+    let name = mode_name(mode);
+    let reader = file_backend::FileReader::open(dir).map_err(|e| CliError::unreadable(dir, e))?;
+    let mut check = logcheck::check(dir, reader, mode, &ProgressBar::hidden())?;
+    // With --apply, and something to change, the log's lock is taken and the log read again
+    // under it, so that the log read is the log repaired. Nothing else takes the lock: it
+    // writes the holder's pid into the lock file.
+    let storage = match plan(&check)? {
+        Plan::Changes { changes, .. } if apply && !changes.is_empty() => {
+            let storage = FileStorage::open(dir, file_backend::Options::new())
+                .map_err(|e| CliError::unreadable(dir, e))?;
+            let reader = storage.reader().map_err(|e| CliError::unreadable(dir, e))?;
+            check = logcheck::check(dir, reader, mode, &ProgressBar::hidden())?;
+            Some(storage)
+        }
+        _ => None,
+    };
+    let mut json = json!({
+        "kind": "log",
+        "path": dir,
+        "mode": name,
+        "applied": false,
+        "changes": [],
+        "damage": Value::Null,
+        "continues_at": Value::Null,
+    });
+    let (changes, damage, planned) = match plan(&check)? {
+        Plan::Refused(text) => {
+            out.human(format!("{prefix}{text}"));
+            out.human(format!(
+                "{prefix}nothing changed: --mode point-in-time ends the log before the damage, \
+                 --mode skip-corrupt steps over it"
+            ));
+            json["status"] = "refused".into();
+            json["exit_code"] = Exit::Corrupt.code().into();
+            json["damage"] = text.clone().into();
+            return Ok((
+                Finding {
+                    exit: Exit::Corrupt,
+                    problem: Some(text),
+                },
+                json,
+            ));
+        }
+        Plan::Changes {
+            changes,
+            damage,
+            report,
+        } => (changes, damage, report),
+    };
+    json["changes"] = changes.iter().map(Change::json).collect::<Vec<_>>().into();
+    json["damage"] = damage.clone().into();
+    if let Some(d) = &damage {
+        out.human(format!("{prefix}{d}"));
+    }
+    if changes.is_empty() {
+        out.human(format!(
+            "{prefix}{}: nothing to repair in {name} mode; nothing changed",
+            dir.display()
+        ));
+        json["status"] = "clean".into();
+        json["exit_code"] = Exit::Ok.code().into();
+        return Ok((Finding::ok(), json));
+    }
+    let Some(storage) = storage else {
+        out.human(format!(
+            "{prefix}{}: a repair in {name} mode would:",
+            dir.display()
+        ));
+        for change in &changes {
+            out.human(format!("  {}", change.line()));
+        }
+        out.human(format!(
+            "{prefix}nothing changed; run again with --apply to make these changes"
+        ));
+        json["status"] = "pending".into();
+        json["exit_code"] = Exit::Torn.code().into();
+        let problem = format!(
+            "{}: a repair in {name} mode would make {} changes (see above; --apply makes them)",
+            dir.display(),
+            changes.len()
+        );
+        return Ok((
+            Finding {
+                exit: Exit::Torn,
+                problem: Some(problem),
+            },
+            json,
+        ));
+    };
+    let (log, report) = WriteAheadLog::open_with(storage, options(mode, check.max_payload))
+        .map_err(|e| CliError::unreadable(dir, format!("the repair failed: {e}")))?;
+    if (report.cut, report.discard_from, report.damage)
+        != (planned.cut, planned.discard_from, planned.damage)
+    {
+        return Err(CliError::unreadable(
+            dir,
+            "the log changed while it was repaired: run verify, then repair again",
+        ));
+    }
+    let at = (log.segment().sequence, log.next_lsn());
+    // Not closed: the repair is durable once the open returns, and a close would only start
+    // another segment.
+    drop(log);
+    out.human(format!(
+        "{prefix}{}: repaired in {name} mode:",
+        dir.display()
+    ));
+    for change in &changes {
+        out.human(format!("  {}", change.line()));
+    }
+    out.human(format!(
+        "{prefix}the log continues in segment {} at LSN {}",
+        at.0, at.1
+    ));
+    json["applied"] = true.into();
+    json["status"] = "repaired".into();
+    json["exit_code"] = Exit::Ok.code().into();
+    json["continues_at"] = json!({"segment": at.0.0, "lsn": at.1.0});
+    Ok((Finding::ok(), json))
+}
+
+/// Options that open the log in `mode` and can hold its largest record (`max_payload` bytes).
+fn options(mode: Mode, max_payload: usize) -> Options {
+    let mut options = Options {
+        mode,
+        ..Options::default()
+    };
+    let largest = u32::try_from(max_payload).unwrap_or(u32::MAX);
+    options.config.max_payload = options.config.max_payload.max(largest);
+    options.buffer_size = options
+        .buffer_size
+        .max(2 * min_window(options.config.max_payload as usize) + 4096);
+    options
+}
+
+/// What recovery in the check's mode would change.
+fn plan(check: &LogCheck) -> Result<Plan, CliError> {
+    let recovered = match &check.outcome {
+        Ok(r) => r,
+        Err(RecoverError::Corrupt(_)) if check.foreign() => {
+            return Err(CliError::not_a_log(
+                &check.dir,
+                "no file named like a segment is a lamina segment",
+            ));
+        }
+        Err(RecoverError::Corrupt(d)) => {
+            return Ok(Plan::Refused(format!(
+                "corruption in {}: {d}",
+                check.file(d.segment).display()
+            )));
+        }
+        Err(e) => {
+            return Err(match e.segment() {
+                Some(s) => CliError::unreadable(&check.file(s), e),
+                None => CliError::unreadable(&check.dir, e),
+            });
+        }
+    };
+    let report = recovered.report;
+    let mut changes = Vec::new();
+    if let Some(cut) = report.cut {
+        let (first, last) = cut_lsns(&cut);
+        let why = if report
+            .damage
+            .is_some_and(|d| d.segment == cut.segment && d.offset == cut.offset)
+        {
+            "the log ends before the damage"
+        } else {
+            "torn tail"
+        };
+        changes.push(Change {
+            action: "cut",
+            segment: cut.segment,
+            file: check.file(cut.segment),
+            offset: cut.offset,
+            bytes: cut.extent.saturating_sub(cut.offset),
+            first_lsn: Some(first),
+            last_lsn: Some(last),
+            why: why.into(),
+        });
+    }
+    for (segment, s) in &check.skipped {
+        changes.push(Change {
+            action: "skip",
+            segment: *segment,
+            file: check.file(*segment),
+            offset: s.offset,
+            bytes: s.len,
+            first_lsn: Some(s.first_lost),
+            last_lsn: Some(s.resumed.prev().max(s.first_lost)),
+            why: "damaged records stepped over, lost".into(),
+        });
+    }
+    let read: BTreeSet<SegmentId> = check.headers.iter().map(|h| h.sequence).collect();
+    let discard = report.discard_from;
+    let mut window = None;
+    for &id in &check.ids {
+        let deleted = discard.is_some_and(|from| id >= from);
+        if !deleted && read.contains(&id) {
+            continue;
+        }
+        let file = segment_path(&check.dir, id);
+        let window = window.get_or_insert_with(segfile::window);
+        let scan = segfile::scan(&file, window, &mut |_| true).ok();
+        let (word, detail) = scan.as_ref().map_or(("unreadable", String::new()), |s| {
+            segfile::describe_end(&s.end)
+        });
+        let why = if deleted && word == "blank" {
+            "blank: prepared, never started".to_string()
+        } else if deleted {
+            "after the end of the log".to_string()
+        } else {
+            format!("skipped whole: {detail}")
+        };
+        changes.push(Change {
+            action: if deleted { "delete" } else { "skip-segment" },
+            segment: id,
+            file,
+            offset: 0,
+            bytes: scan.as_ref().map_or(0, |s| s.size),
+            first_lsn: scan.as_ref().and_then(|s| s.first_lsn),
+            last_lsn: scan.as_ref().and_then(|s| s.last_lsn),
+            why,
+        });
+    }
+    let damage = report
+        .damage
+        .map(|d| format!("damage in {}: {d}", check.file(d.segment).display()));
+    Ok(Plan::Changes {
+        changes,
+        damage,
+        report: Box::new(report),
+    })
+}
