@@ -107,9 +107,10 @@ pub(crate) fn run(bench: &Bench, out: &mut Out) -> Result<Finding, CliError> {
         (rounds * group) as f64 / commit.lamina.iter().sum::<Duration>().as_secs_f64();
     let raw_rate = (rounds * group) as f64 / commit.raw.iter().sum::<Duration>().as_secs_f64();
     out.human(format!(
-        "commit  {rounds} syncs of {group} records: lamina {lamina_rate:.0} records/s (p50 {:.1?}, \
+        "commit  {rounds} commits of {group} {}: lamina {lamina_rate:.0} records/s (p50 {:.1?}, \
          p99 {:.1?}); raw pwrite + fdatasync {raw_rate:.0} records/s (p50 {:.1?}, p99 {:.1?}); \
          ratio {:.2}x",
+        if group == 1 { "record" } else { "records" },
         percentile(&commit.lamina, 50.0),
         percentile(&commit.lamina, 99.0),
         percentile(&commit.raw, 50.0),

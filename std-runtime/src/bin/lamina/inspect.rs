@@ -6,9 +6,9 @@ use crate::Finding;
 use crate::detect::{self, Target};
 use crate::errors::CliError;
 use crate::output::{Out, hex, lsn_json, lsn_range, preview, segment_path, text};
-use crate::segfile::{self, SegmentScan, describe_end};
+use crate::segfile::{self, SegmentScan, describe_end, used};
 use lamina::file_backend::names::parse_segment_file_name;
-use lamina::{Lsn, PerCoreDescription, SegmentId};
+use lamina::{Lsn, Mode, PerCoreDescription, SegmentId};
 use lamina_core::decode::{End, Record};
 use lamina_core::record::Kind;
 use lamina_core::segment::{HEADER_LEN, SegmentHeader};
@@ -66,7 +66,7 @@ pub(crate) fn run(path: &Path, show: &Show, out: &mut Out) -> Result<Finding, Cl
             let mut rows = Vec::new();
             let scan = inspect_segment(&file, None, show, &mut window, out)?;
             rows.push(scan);
-            table(&rows, out);
+            table(&rows, true, out);
             Ok(Finding::ok())
         }
     }
@@ -105,24 +105,27 @@ fn inspect_dir(
         "core": first.map(|h| h.core),
     }));
     let mut rows = Vec::new();
+    // Whether every segment is shown (not only those in the LSN range).
+    let mut every = true;
     for (i, id) in ids.iter().enumerate() {
         if out.closed() {
             break;
         }
         let file = segment_path(dir, *id);
         if show.records && !overlaps(&headers, i, show) {
+            every = false;
             continue;
         }
         match inspect_segment(&file, core, show, window, out) {
             Ok(scan) => rows.push(scan),
             Err(e) => {
                 // The rows read so far are still shown.
-                table(&rows, out);
+                table(&rows, false, out);
                 return Err(e);
             }
         }
     }
-    table(&rows, out);
+    table(&rows, every, out);
     Ok(Finding::ok())
 }
 
@@ -173,7 +176,7 @@ fn inspect_segment(
     }
     let segment = header(file).map(|h| h.sequence);
     // The segment is read to its end even past the range, so that its row says how it ends.
-    let scan = segfile::scan(file, window, &mut |r| {
+    let scan = segfile::scan(file, window, Mode::Strict, &mut |r| {
         let lsn = r.header.lsn;
         if show.records && lsn >= show.from && lsn <= show.to {
             record(file, segment, r, show, out);
@@ -228,17 +231,6 @@ fn record(file: &Path, segment: Option<SegmentId>, r: &Record<'_>, show: &Show, 
     }
 }
 
-/// Where a segment's records end (the offset the next one would go at, or the damage).
-fn used(end: &Result<End, lamina_core::decode::DecodeError>) -> Option<u64> {
-    match end {
-        Ok(End::Sealed { offset, .. } | End::Clean { offset, .. } | End::Torn { offset, .. }) => {
-            Some(*offset)
-        }
-        Ok(End::Corrupt(c)) => Some(c.offset),
-        _ => None,
-    }
-}
-
 fn segment_json(scan: &SegmentScan, core: Option<usize>) -> Value {
     let h = scan.header;
     let (word, detail) = describe_end(&scan.end);
@@ -265,8 +257,9 @@ fn segment_json(scan: &SegmentScan, core: Option<usize>) -> Value {
     })
 }
 
-/// The table of segments, then a line for each that does not end sealed or open.
-fn table(rows: &[SegmentScan], out: &mut Out) {
+/// The table of segments, then a line for each that does not end sealed or open, then (when
+/// `every` segment is in it) the LSNs they hold.
+fn table(rows: &[SegmentScan], every: bool, out: &mut Out) {
     if rows.is_empty() {
         return;
     }
@@ -304,7 +297,7 @@ fn table(rows: &[SegmentScan], out: &mut Out) {
     }
     let first = rows.iter().find_map(|r| r.first_lsn);
     let last = rows.iter().rev().find_map(|r| r.last_lsn);
-    if rows.iter().all(|r| !r.stopped) {
+    if every && rows.iter().all(|r| !r.stopped) {
         out.human(format!("records: {}", lsn_range(first, last)));
     }
 }
@@ -323,9 +316,6 @@ impl Finding {
 
 impl From<CliError> for Finding {
     fn from(e: CliError) -> Self {
-        Finding {
-            exit: e.exit,
-            problem: Some(e.message),
-        }
+        Finding::new(e.exit, e.message)
     }
 }

@@ -20,6 +20,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use errors::{CliError, Exit};
 use lamina::{Lsn, Mode};
 use output::{Out, Style};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -97,7 +98,7 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 100)]
         group_size: u64,
         /// Records per test.
-        #[arg(long, value_name = "N", default_value_t = 2000)]
+        #[arg(long, value_name = "N", default_value_t = 1000)]
         records: u64,
         /// Where to make the scratch directory (removed afterwards).
         #[arg(long, value_name = "DIR")]
@@ -133,6 +134,8 @@ pub(crate) struct Finding {
     pub(crate) exit: Exit,
     /// The one-line finding for stderr.
     pub(crate) problem: Option<String>,
+    /// The finding is also a line of the human output on stdout.
+    pub(crate) shown: bool,
 }
 
 impl Finding {
@@ -141,6 +144,16 @@ impl Finding {
         Finding {
             exit: Exit::Ok,
             problem: None,
+            shown: false,
+        }
+    }
+
+    /// A finding with exit code `exit`, said in `problem`.
+    pub(crate) fn new(exit: Exit, problem: String) -> Self {
+        Finding {
+            exit,
+            problem: Some(problem),
+            shown: false,
         }
     }
 }
@@ -227,13 +240,18 @@ fn main() -> ExitCode {
             "exit_code": e.exit.code(),
             "error": e.message,
         }));
-        Finding {
-            exit: e.exit,
-            problem: Some(e.message),
-        }
+        Finding::new(e.exit, e.message)
     });
     drop(out);
-    if let Some(problem) = finding.problem {
+    // The finding goes to stderr, for scripts, unless the same line was just printed on the
+    // same terminal.
+    let same_terminal = !style.json
+        && !style.quiet
+        && std::io::stdout().is_terminal()
+        && std::io::stderr().is_terminal();
+    if let Some(problem) = finding.problem
+        && !(finding.shown && same_terminal)
+    {
         eprintln!("lamina: {problem}");
     }
     ExitCode::from(finding.exit.code())

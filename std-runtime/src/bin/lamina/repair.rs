@@ -6,8 +6,8 @@ use crate::Finding;
 use crate::detect::{self, Target};
 use crate::errors::{CliError, Exit};
 use crate::logcheck::{self, LogCheck};
-use crate::output::{Out, bytes, lsn_json, lsn_range, segment_path};
-use crate::segfile;
+use crate::output::{Out, lsn_json, lsn_range, segment_path};
+use crate::segfile::{self, used};
 use crate::verify::cut_lsns;
 use indicatif::ProgressBar;
 use lamina::file_backend::{self, FileStorage};
@@ -52,8 +52,8 @@ impl Change {
             _ => format!("leave {} unread", self.file.display()),
         };
         format!(
-            "{verb}: {}, {} ({})",
-            bytes(self.bytes),
+            "{verb}: {} bytes, {} ({})",
+            self.bytes,
             lsn_range(self.first_lsn, self.last_lsn.or(self.first_lsn)),
             self.why
         )
@@ -129,8 +129,8 @@ pub(crate) fn run(
                 cores.push(json);
                 if finding.exit > worst.exit {
                     worst = Finding {
-                        exit: finding.exit,
                         problem: finding.problem.map(|p| format!("core {core}: {p}")),
+                        ..finding
                     };
                 }
             }
@@ -206,8 +206,8 @@ fn repair_log(
             json["damage"] = text.clone().into();
             return Ok((
                 Finding {
-                    exit: Exit::Corrupt,
-                    problem: Some(text),
+                    shown: true,
+                    ..Finding::new(Exit::Corrupt, text)
                 },
                 json,
             ));
@@ -245,18 +245,17 @@ fn repair_log(
         ));
         json["status"] = "pending".into();
         json["exit_code"] = Exit::Torn.code().into();
+        let more = match changes.len() {
+            1 => String::new(),
+            2 => ", and 1 more change".into(),
+            n => format!(", and {} more changes", n - 1),
+        };
+        let first = changes.first().map(Change::line).unwrap_or_default();
         let problem = format!(
-            "{}: a repair in {name} mode would make {} changes (see above; --apply makes them)",
+            "{}: a repair in {name} mode would {first}{more}; nothing changed (--apply makes it)",
             dir.display(),
-            changes.len()
         );
-        return Ok((
-            Finding {
-                exit: Exit::Torn,
-                problem: Some(problem),
-            },
-            json,
-        ));
+        return Ok((Finding::new(Exit::Torn, problem), json));
     };
     let (log, report) = WriteAheadLog::open_with(storage, options(mode, check.max_payload))
         .map_err(|e| CliError::unreadable(dir, format!("the repair failed: {e}")))?;
@@ -283,6 +282,12 @@ fn repair_log(
         "{prefix}the log continues in segment {} at LSN {}",
         at.0, at.1
     ));
+    if changes.iter().any(|c| c.action.starts_with("skip")) {
+        out.human(format!(
+            "{prefix}the damaged bytes stay where they are: the log opens in skip-corrupt mode \
+             (which steps over them), and verify still reports them"
+        ));
+    }
     json["applied"] = true.into();
     json["status"] = "repaired".into();
     json["exit_code"] = Exit::Ok.code().into();
@@ -329,25 +334,36 @@ fn plan(check: &LogCheck) -> Result<Plan, CliError> {
     };
     let report = recovered.report;
     let mut changes = Vec::new();
+    let mut window = None;
     if let Some(cut) = report.cut {
-        let (first, last) = cut_lsns(&cut);
-        let why = if report
+        let (first, mut last) = cut_lsns(&cut);
+        let mut end = cut.extent;
+        let at_damage = report
             .damage
-            .is_some_and(|d| d.segment == cut.segment && d.offset == cut.offset)
-        {
-            "the log ends before the damage"
-        } else {
-            "torn tail"
-        };
+            .is_some_and(|d| d.segment == cut.segment && d.offset == cut.offset);
+        if at_damage {
+            // The look past corruption stops at the frame that proves it: the rest of the
+            // segment, cut too, is found by reading on past the damage.
+            let window = window.get_or_insert_with(segfile::window);
+            let file = check.file(cut.segment);
+            if let Ok(scan) = segfile::scan(&file, window, Mode::SkipCorrupt, &mut |_| true) {
+                last = last.max(scan.last_lsn.unwrap_or(last));
+                end = end.max(used(&scan.end).unwrap_or(end));
+            }
+        }
         changes.push(Change {
             action: "cut",
             segment: cut.segment,
             file: check.file(cut.segment),
             offset: cut.offset,
-            bytes: cut.extent.saturating_sub(cut.offset),
+            bytes: end.saturating_sub(cut.offset),
             first_lsn: Some(first),
             last_lsn: Some(last),
-            why: why.into(),
+            why: if at_damage {
+                "the log ends before the damage: the rest of the segment is cut".into()
+            } else {
+                "torn tail".into()
+            },
         });
     }
     for (segment, s) in &check.skipped {
@@ -364,7 +380,6 @@ fn plan(check: &LogCheck) -> Result<Plan, CliError> {
     }
     let read: BTreeSet<SegmentId> = check.headers.iter().map(|h| h.sequence).collect();
     let discard = report.discard_from;
-    let mut window = None;
     for &id in &check.ids {
         let deleted = discard.is_some_and(|from| id >= from);
         if !deleted && read.contains(&id) {
@@ -372,7 +387,7 @@ fn plan(check: &LogCheck) -> Result<Plan, CliError> {
         }
         let file = segment_path(&check.dir, id);
         let window = window.get_or_insert_with(segfile::window);
-        let scan = segfile::scan(&file, window, &mut |_| true).ok();
+        let scan = segfile::scan(&file, window, Mode::Strict, &mut |_| true).ok();
         let (word, detail) = scan.as_ref().map_or(("unreadable", String::new()), |s| {
             segfile::describe_end(&s.end)
         });

@@ -77,14 +77,16 @@ pub(crate) struct SegmentScan {
     pub(crate) stopped: bool,
 }
 
-/// Reads the segment file at `path` through `window`, handing each record to `each` (which
-/// returns `false` to stop reading).
+/// Reads the segment file at `path` through `window` in `mode` (`Strict` stops at the first
+/// damage; `SkipCorrupt` steps over it to find how far the segment goes), handing each record to
+/// `each` (which returns `false` to stop reading).
 ///
 /// # Errors
 /// When the file cannot be opened or read: a one-line error naming it.
 pub(crate) fn scan(
     path: &Path,
     window: &mut [u8],
+    mode: Mode,
     each: &mut dyn FnMut(&Record<'_>) -> bool,
 ) -> Result<SegmentScan, CliError> {
     let file = open(path)?;
@@ -103,7 +105,7 @@ pub(crate) fn scan(
         }),
         stopped: false,
     };
-    let mut decoder = SegmentDecoder::new(window, Mode::Strict);
+    let mut decoder = SegmentDecoder::new(window, mode);
     loop {
         match decoder.poll() {
             Decoded::NeedMore => {
@@ -128,7 +130,7 @@ pub(crate) fn scan(
                     return Ok(scan);
                 }
             }
-            // Strict decoding never skips; a skip would only be a region to step over.
+            // Only `SkipCorrupt` steps over damage; the records after it are read on.
             Decoded::Skipped(_) => {}
             Decoded::End(end) => {
                 scan.end = Ok(end);
@@ -161,10 +163,12 @@ pub(crate) fn describe_end(end: &Result<End, DecodeError>) -> (&'static str, Str
         }) => (
             "torn",
             format!(
-                "torn tail at offset {offset}: LSN {next_lsn} on, {} bytes to offset {extent}, \
-                 {} valid frames beyond",
+                "torn tail at offset {offset}: LSN {next_lsn} on, {} bytes to offset {extent}{}",
                 extent.saturating_sub(*offset),
-                beyond.frames
+                match beyond.frames {
+                    0 => String::new(),
+                    n => format!(", {n} valid frames beyond"),
+                }
             ),
         ),
         Ok(End::Corrupt(c)) => (
@@ -191,5 +195,16 @@ pub(crate) fn describe_end(end: &Result<End, DecodeError>) -> (&'static str, Str
             },
         ),
         Err(e) => ("unreadable", e.to_string()),
+    }
+}
+
+/// Where a segment's records end (the offset the next one would go at, or the damage).
+pub(crate) fn used(end: &Result<End, DecodeError>) -> Option<u64> {
+    match end {
+        Ok(End::Sealed { offset, .. } | End::Clean { offset, .. } | End::Torn { offset, .. }) => {
+            Some(*offset)
+        }
+        Ok(End::Corrupt(c)) => Some(c.offset),
+        _ => None,
     }
 }

@@ -43,9 +43,14 @@ pub(crate) fn run(path: &Path, out: &mut Out) -> Result<Finding, CliError> {
         out.human(line);
     }
     out.json(&verdict.json);
+    let shown = verdict
+        .problem
+        .as_ref()
+        .is_some_and(|p| verdict.lines.contains(p));
     Ok(Finding {
         exit: verdict.exit,
         problem: verdict.problem,
+        shown,
     })
 }
 
@@ -327,7 +332,7 @@ fn status_of(exit: Exit) -> &'static str {
 /// Verifies one segment file on its own (its chain to other segments is not checked).
 fn verify_segment(file: &Path) -> Result<Verdict, CliError> {
     let mut window = segfile::window();
-    let scan = segfile::scan(file, &mut window, &mut |_| true)?;
+    let scan = segfile::scan(file, &mut window, Mode::Strict, &mut |_| true)?;
     let (word, detail) = describe_end(&scan.end);
     let (exit, problem) = match scan.end {
         Ok(End::Sealed { .. } | End::Clean { .. }) => (Exit::Ok, None),
