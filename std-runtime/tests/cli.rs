@@ -44,7 +44,7 @@ fn write_log(dir: &Path, n: u32, close: bool) -> Vec<(Lsn, Vec<u8>)> {
 
 /// Runs `lamina args...`; fails the test if it runs longer than 60 s (a FIFO must never block
 /// it).
-fn lamina(args: &[&str]) -> Output {
+fn lamina<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_lamina"))
         .args(args)
         .env("NO_COLOR", "1")
@@ -64,7 +64,7 @@ fn lamina(args: &[&str]) -> Output {
     child.wait_with_output().expect("output")
 }
 
-fn run(args: &[&str]) -> (i32, String, String) {
+fn run<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> (i32, String, String) {
     let out = lamina(args);
     let code = out.status.code().expect("exit code (not a signal)");
     let stdout = String::from_utf8(out.stdout).expect("utf-8 stdout");
@@ -613,4 +613,49 @@ fn log_written_by_io_uring_is_verified_and_repaired() {
     assert_eq!(code, 0, "{stderr}");
     let (code, _, stderr) = run(&["verify", path(dir.path())]);
     assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn verify_reads_a_log_whose_writer_holds_the_lock_and_repair_apply_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = WriteAheadLog::open(dir.path(), options()).expect("open");
+    for i in 0..50 {
+        log.append(&payload(i)).expect("append");
+    }
+    log.sync().expect("sync");
+    let (code, stdout, stderr) = run(&["verify", path(dir.path())]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+
+    // The last record damaged under the writer's feet: something to repair, and the lock held.
+    let last = payload(49);
+    let file = file_holding(dir.path(), &last);
+    flip_bits(&file, find(&file, &last), 0x02);
+    let (code, _, stderr) = run(&["verify", path(dir.path())]);
+    assert_eq!(code, 1, "{stderr}");
+    let before = snapshot(dir.path());
+    let (code, _, stderr) = run(&["repair", "--apply", path(dir.path())]);
+    assert_eq!(code, 3, "{stderr}");
+    one_line(&stderr);
+    assert!(stderr.contains("locked by another process"), "{stderr}");
+    assert_eq!(snapshot(dir.path()), before, "nothing changed");
+    drop(log);
+}
+
+#[test]
+fn a_path_that_is_not_utf8_is_shown_lossily_in_json() {
+    use std::os::unix::ffi::OsStrExt;
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join(std::ffi::OsStr::from_bytes(b"log-\xff"));
+    write_log(&dir, 20, true);
+    let (code, stdout, stderr) = run(&[
+        std::ffi::OsStr::new("verify"),
+        std::ffi::OsStr::new("--json"),
+        dir.as_os_str(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let v = json_one(&stdout);
+    assert!(
+        v["path"].as_str().expect("path").contains("log-\u{fffd}"),
+        "{v}"
+    );
 }

@@ -7,7 +7,7 @@
 use crate::Finding;
 use crate::errors::{CliError, Exit};
 use crate::logcheck;
-use crate::output::{Out, bytes};
+use crate::output::{Out, bytes, text_of};
 use indicatif::ProgressBar;
 use lamina::file_backend::FileReader;
 use lamina::{DirLog, Mode, Options, SyncPolicy, WriteAheadLog};
@@ -136,7 +136,7 @@ pub(crate) fn run(bench: &Bench, out: &mut Out) -> Result<Finding, CliError> {
         "records": rounds * group,
         "sync": match bench.sync { SyncArg::Every => "every", SyncArg::Group => "group" },
         "group_size": group,
-        "dir": root,
+        "dir": text_of(&root),
         "append": {
             "records": append.records,
             "bytes": append.bytes,

@@ -5,7 +5,7 @@
 use crate::Finding;
 use crate::detect::{self, Target};
 use crate::errors::CliError;
-use crate::output::{Out, hex, lsn_json, lsn_range, preview, segment_path, text};
+use crate::output::{Out, hex, lsn_json, lsn_range, preview, segment_path, text, text_of};
 use crate::segfile::{self, SegmentScan, describe_end, used};
 use lamina::file_backend::names::parse_segment_file_name;
 use lamina::{Lsn, Mode, PerCoreDescription, SegmentId};
@@ -48,7 +48,7 @@ pub(crate) fn run(path: &Path, show: &Show, out: &mut Out) -> Result<Finding, Cl
             ));
             out.json(&json!({
                 "type": "set",
-                "path": dir,
+                "path": text_of(&dir),
                 "set_id": format!("{:016x}", description.set_id),
                 "cores": description.cores,
             }));
@@ -98,7 +98,7 @@ fn inspect_dir(
     ));
     out.json(&json!({
         "type": "log",
-        "path": dir,
+        "path": text_of(&dir),
         "core_index": core,
         "segments": ids.len(),
         "log_id": first.map(|h| format!("{:016x}", h.log_id)),
@@ -217,7 +217,7 @@ fn record(file: &Path, segment: Option<SegmentId>, r: &Record<'_>, show: &Show, 
         let bytes = r.payload.get(..limit).unwrap_or(r.payload);
         out.json(&json!({
             "type": "record",
-            "file": file,
+            "file": text_of(&file),
             "segment": segment.map(|s| s.0),
             "offset": r.offset,
             "lsn": h.lsn.0,
@@ -236,7 +236,7 @@ fn segment_json(scan: &SegmentScan, core: Option<usize>) -> Value {
     let (word, detail) = describe_end(&scan.end);
     json!({
         "type": "segment",
-        "file": scan.path,
+        "file": text_of(&scan.path),
         "core_index": core,
         "segment": h.map(|h| h.sequence.0),
         "log_id": h.map(|h| format!("{:016x}", h.log_id)),

@@ -91,6 +91,12 @@ pub(crate) fn progress(total: u64, style: Style) -> ProgressBar {
     bar
 }
 
+/// A path as text for JSON: a path that is not UTF-8 is shown with replacement characters
+/// (JSON strings are UTF-8, and serializing such a path would fail).
+pub(crate) fn text_of(path: &Path) -> String {
+    path.display().to_string()
+}
+
 /// The path of segment `id`'s file in `dir`.
 pub(crate) fn segment_path(dir: &Path, id: SegmentId) -> PathBuf {
     dir.join(segment_file_name(id))

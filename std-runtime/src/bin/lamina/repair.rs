@@ -6,7 +6,7 @@ use crate::Finding;
 use crate::detect::{self, Target};
 use crate::errors::{CliError, Exit};
 use crate::logcheck::{self, LogCheck};
-use crate::output::{Out, lsn_json, lsn_range, segment_path};
+use crate::output::{Out, lsn_json, lsn_range, segment_path, text_of};
 use crate::segfile::{self, used};
 use crate::verify::cut_lsns;
 use indicatif::ProgressBar;
@@ -63,7 +63,7 @@ impl Change {
         json!({
             "action": self.action,
             "segment": self.segment.0,
-            "file": self.file,
+            "file": text_of(&self.file),
             "offset": self.offset,
             "bytes": self.bytes,
             "first_lsn": lsn_json(self.first_lsn),
@@ -136,7 +136,7 @@ pub(crate) fn run(
             }
             out.json(&json!({
                 "kind": "per-core",
-                "path": dir,
+                "path": text_of(&dir),
                 "mode": mode_name(mode),
                 "applied": apply,
                 "exit_code": worst.exit.code(),
@@ -187,7 +187,7 @@ fn repair_log(
     };
     let mut json = json!({
         "kind": "log",
-        "path": dir,
+        "path": text_of(&dir),
         "mode": name,
         "applied": false,
         "changes": [],

@@ -7,7 +7,7 @@ use crate::Finding;
 use crate::detect::{self, Target};
 use crate::errors::{CliError, Exit};
 use crate::logcheck::{self, LogCheck};
-use crate::output::{Out, bytes, lsn_json, lsn_range, progress};
+use crate::output::{Out, bytes, lsn_json, lsn_range, progress, text_of};
 use crate::segfile::{self, describe_end};
 use lamina::file_backend::FileReader;
 use lamina::{Lsn, Mode, PerCoreDescription, RecoveryReport};
@@ -76,7 +76,7 @@ fn verify_log(dir: &Path, out: &Out, core: Option<(usize, u64)>) -> Result<Verdi
         verdict = Verdict {
             exit: Exit::Corrupt,
             lines: vec![problem.clone()],
-            json: json!({"path": dir, "status": "corrupt", "exit_code": Exit::Corrupt.code(),
+            json: json!({"path": text_of(&dir), "status": "corrupt", "exit_code": Exit::Corrupt.code(),
                 "error": problem}),
             problem: Some(problem),
         };
@@ -90,7 +90,7 @@ pub(crate) fn log_verdict(check: &LogCheck) -> Verdict {
     let first = check.headers.first();
     let mut json = json!({
         "kind": "log",
-        "path": dir,
+        "path": text_of(&dir),
         "log_id": first.map(|h| format!("{:016x}", h.log_id)),
         "core": first.map(|h| h.core),
         "listed_segments": check.ids.len(),
@@ -138,7 +138,7 @@ pub(crate) fn log_verdict(check: &LogCheck) -> Verdict {
         Err(RecoverError::Corrupt(d)) => {
             json["damage"] = json!({
                 "segment": d.segment.0,
-                "file": check.file(d.segment),
+                "file": text_of(&check.file(d.segment)),
                 "offset": d.offset,
                 "lsn": d.expected_lsn.0,
                 "detail": d.to_string(),
@@ -238,7 +238,7 @@ pub(crate) fn cut_json(check: &LogCheck, cut: &Cut) -> Value {
     let (first, last) = cut_lsns(cut);
     json!({
         "segment": cut.segment.0,
-        "file": check.file(cut.segment),
+        "file": text_of(&check.file(cut.segment)),
         "offset": cut.offset,
         "extent": cut.extent,
         "bytes": cut.extent.saturating_sub(cut.offset),
@@ -271,7 +271,7 @@ fn verify_set(
                 Err(e) => Verdict {
                     exit: e.exit,
                     lines: vec![e.message.clone()],
-                    json: json!({"path": core_dir, "status": "unreadable",
+                    json: json!({"path": text_of(&core_dir), "status": "unreadable",
                         "exit_code": e.exit.code(), "error": e.message}),
                     problem: Some(e.message),
                 },
@@ -285,7 +285,7 @@ fn verify_set(
             Verdict {
                 exit: Exit::Corrupt,
                 lines: vec![text.clone()],
-                json: json!({"path": core_dir, "status": "corrupt",
+                json: json!({"path": text_of(&core_dir), "status": "corrupt",
                     "exit_code": Exit::Corrupt.code(), "error": text}),
                 problem: Some(text),
             }
@@ -310,7 +310,7 @@ fn verify_set(
         lines,
         json: json!({
             "kind": "per-core",
-            "path": dir,
+            "path": text_of(&dir),
             "set_id": format!("{:016x}", description.set_id),
             "status": status,
             "exit_code": exit.code(),
@@ -389,7 +389,7 @@ fn verify_segment(file: &Path) -> Result<Verdict, CliError> {
     );
     let json = json!({
         "kind": "segment",
-        "path": file,
+        "path": text_of(&file),
         "status": status_of(exit),
         "exit_code": exit.code(),
         "end": word,
