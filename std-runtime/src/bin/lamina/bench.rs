@@ -136,7 +136,7 @@ pub(crate) fn run(bench: &Bench, out: &mut Out) -> Result<Finding, CliError> {
         "records": rounds * group,
         "sync": match bench.sync { SyncArg::Every => "every", SyncArg::Group => "group" },
         "group_size": group,
-        "dir": text_of(&root),
+        "dir": text_of(root),
         "append": {
             "records": append.records,
             "bytes": append.bytes,

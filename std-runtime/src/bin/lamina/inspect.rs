@@ -98,7 +98,7 @@ fn inspect_dir(
     ));
     out.json(&json!({
         "type": "log",
-        "path": text_of(&dir),
+        "path": text_of(dir),
         "core_index": core,
         "segments": ids.len(),
         "log_id": first.map(|h| format!("{:016x}", h.log_id)),
@@ -217,7 +217,7 @@ fn record(file: &Path, segment: Option<SegmentId>, r: &Record<'_>, show: &Show, 
         let bytes = r.payload.get(..limit).unwrap_or(r.payload);
         out.json(&json!({
             "type": "record",
-            "file": text_of(&file),
+            "file": text_of(file),
             "segment": segment.map(|s| s.0),
             "offset": r.offset,
             "lsn": h.lsn.0,

@@ -187,7 +187,7 @@ fn repair_log(
     };
     let mut json = json!({
         "kind": "log",
-        "path": text_of(&dir),
+        "path": text_of(dir),
         "mode": name,
         "applied": false,
         "changes": [],

@@ -76,7 +76,7 @@ fn verify_log(dir: &Path, out: &Out, core: Option<(usize, u64)>) -> Result<Verdi
         verdict = Verdict {
             exit: Exit::Corrupt,
             lines: vec![problem.clone()],
-            json: json!({"path": text_of(&dir), "status": "corrupt", "exit_code": Exit::Corrupt.code(),
+            json: json!({"path": text_of(dir), "status": "corrupt", "exit_code": Exit::Corrupt.code(),
                 "error": problem}),
             problem: Some(problem),
         };
@@ -90,7 +90,7 @@ pub(crate) fn log_verdict(check: &LogCheck) -> Verdict {
     let first = check.headers.first();
     let mut json = json!({
         "kind": "log",
-        "path": text_of(&dir),
+        "path": text_of(dir),
         "log_id": first.map(|h| format!("{:016x}", h.log_id)),
         "core": first.map(|h| h.core),
         "listed_segments": check.ids.len(),
@@ -310,7 +310,7 @@ fn verify_set(
         lines,
         json: json!({
             "kind": "per-core",
-            "path": text_of(&dir),
+            "path": text_of(dir),
             "set_id": format!("{:016x}", description.set_id),
             "status": status,
             "exit_code": exit.code(),
@@ -389,7 +389,7 @@ fn verify_segment(file: &Path) -> Result<Verdict, CliError> {
     );
     let json = json!({
         "kind": "segment",
-        "path": text_of(&file),
+        "path": text_of(file),
         "status": status_of(exit),
         "exit_code": exit.code(),
         "end": word,
