@@ -520,7 +520,22 @@ fn per_core_set_is_verified_core_by_core_and_a_missing_core_is_corruption() {
     assert_eq!(v["kind"], "per-core");
     assert_eq!(v["cores"].as_array().expect("cores").len(), 2);
 
-    fs::remove_dir_all(dir.path().join("core-001")).expect("remove");
+    // Core 1's log replaced by core 1's log of another set.
+    let other = tempfile::tempdir().expect("tempdir");
+    let (set, _) = PerCoreWalManager::open(other.path(), 2, options()).expect("open other");
+    drop(set);
+    let core1 = dir.path().join("core-001");
+    let kept = dir.path().join("kept-core-001");
+    fs::rename(&core1, &kept).expect("move aside");
+    fs::rename(other.path().join("core-001"), &core1).expect("move in");
+    let (code, _, stderr) = run(&["verify", path(dir.path())]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("core 1") && stderr.contains("another set"),
+        "{stderr}"
+    );
+
+    fs::remove_dir_all(&core1).expect("remove");
     let (code, _, stderr) = run(&["verify", path(dir.path())]);
     assert_eq!(code, 2, "{stderr}");
     assert!(

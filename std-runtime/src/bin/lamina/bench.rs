@@ -204,7 +204,7 @@ fn options(record_size: usize, total: u64) -> Options {
     options.config.max_payload = max_payload;
     let largest = frame_len(max_payload as usize) as u64;
     let segment = (total + HEADER_LEN as u64 + 2 * largest + 4096).next_multiple_of(4096);
-    options.config.segment_size = segment.clamp(1 << 20, 1 << 30);
+    options.config.segment_size = segment.clamp(64 << 10, 1 << 30);
     options.buffer_size = options.buffer_size.max(2 * largest as usize + 4096);
     options
 }

@@ -69,7 +69,7 @@ pub(crate) fn check(
     // Room for segments made while it reads; a listing that outgrows it is taken again.
     let mut room = 64;
     for _ in 0..3 {
-        let count = list_len(&mut storage.inner, dir)?;
+        let count = list(&mut storage.inner, dir)?.len();
         let mut ids = vec![SegmentId(0); count + room];
         let mut headers = Vec::new();
         let mut skipped = Vec::new();
@@ -94,16 +94,9 @@ pub(crate) fn check(
             continue;
         }
         let elapsed = started.elapsed();
-        let listed = list_len(&mut storage.inner, dir)?;
-        ids.resize(listed, SegmentId(0));
-        let listed = storage
-            .inner
-            .list(&mut ids)
-            .map_err(|e| CliError::unreadable(dir, e))?;
-        ids.truncate(listed);
         return Ok(LogCheck {
             dir: dir.to_path_buf(),
-            ids,
+            ids: list(&mut storage.inner, dir)?,
             headers,
             skipped,
             max_payload,
@@ -117,11 +110,19 @@ pub(crate) fn check(
     ))
 }
 
-/// How many segments `reader` lists.
-fn list_len(reader: &mut FileReader, dir: &Path) -> Result<usize, CliError> {
-    reader
-        .list(&mut [])
-        .map_err(|e| CliError::unreadable(dir, e))
+/// The segments `reader` lists, ascending.
+fn list(reader: &mut FileReader, dir: &Path) -> Result<Vec<SegmentId>, CliError> {
+    let mut ids = Vec::new();
+    loop {
+        let count = reader
+            .list(&mut ids)
+            .map_err(|e| CliError::unreadable(dir, e))?;
+        if count <= ids.len() {
+            ids.truncate(count);
+            return Ok(ids);
+        }
+        ids.resize(count, SegmentId(0));
+    }
 }
 
 /// The total size of the segment files in `dir` (for the progress bar; a file that cannot be

@@ -123,8 +123,8 @@ pub(crate) fn bytes(n: u64) -> String {
         return format!("{n} B");
     }
     let mut value = n as f64 / 1024.0;
-    let mut unit = UNITS[0];
-    for next in &UNITS[1..] {
+    let mut unit = "KiB";
+    for next in UNITS.iter().skip(1) {
         if value < 1024.0 {
             break;
         }
