@@ -144,11 +144,18 @@ pub(crate) fn log_verdict(check: &LogCheck) -> Verdict {
                 "detail": d.to_string(),
             });
             let problem = format!("corruption in {}: {d}", check.file(d.segment).display());
+            let read = format!(
+                "{}: {}: {} segments, recovery stopped in segment {}",
+                dir.display(),
+                who(check),
+                check.ids.len(),
+                d.segment
+            );
             (
                 Exit::Corrupt,
                 "corrupt",
                 Some(problem.clone()),
-                vec![problem],
+                vec![read, problem],
             )
         }
         Err(e) => {
@@ -178,12 +185,17 @@ pub(crate) fn log_verdict(check: &LogCheck) -> Verdict {
     }
 }
 
-/// The first line of a log's verdict: what it holds.
-fn summary(check: &LogCheck, report: &RecoveryReport) -> String {
-    let who = match check.headers.first() {
+/// Which log it is, by its first segment's header.
+fn who(check: &LogCheck) -> String {
+    match check.headers.first() {
         Some(h) => format!("log {:016x}, core {}", h.log_id, h.core),
         None => "no segment started".into(),
-    };
+    }
+}
+
+/// The first line of a log's verdict: what it holds.
+fn summary(check: &LogCheck, report: &RecoveryReport) -> String {
+    let who = who(check);
     let blank = match report.blank_segments {
         0 => String::new(),
         n => format!(", {n} blank segments at the end (prepared, never started)"),
