@@ -26,7 +26,7 @@ use std::process::ExitCode;
 
 /// Inspect, verify, repair and benchmark lamina write-ahead logs.
 #[derive(Parser, Debug)]
-#[command(name = "lamina", version, about, long_about = None)]
+#[command(name = "lamina", version)]
 struct Cli {
     /// Print one JSON object per line instead of text (stable keys, for scripts).
     #[arg(long, global = true)]
@@ -50,11 +50,11 @@ enum Command {
         #[arg(long)]
         records: bool,
         /// Only records from this LSN on.
-        #[arg(long, value_name = "LSN", default_value_t = 0)]
-        from_lsn: u64,
+        #[arg(long, value_name = "LSN")]
+        from_lsn: Option<u64>,
         /// Only records up to this LSN.
-        #[arg(long, value_name = "LSN", default_value_t = u64::MAX)]
-        to_lsn: u64,
+        #[arg(long, value_name = "LSN")]
+        to_lsn: Option<u64>,
         /// Payload bytes shown per record.
         #[arg(long, value_name = "BYTES", default_value_t = 64)]
         preview: usize,
@@ -134,7 +134,8 @@ pub(crate) struct Finding {
     pub(crate) exit: Exit,
     /// The one-line finding for stderr.
     pub(crate) problem: Option<String>,
-    /// The finding is also a line of the human output on stdout.
+    /// The human output on stdout says the finding too (so a terminal that shows both is not
+    /// told twice).
     pub(crate) shown: bool,
 }
 
@@ -204,8 +205,8 @@ fn main() -> ExitCode {
             path,
             &inspect::Show {
                 records: *records,
-                from: Lsn(*from_lsn),
-                to: Lsn(*to_lsn),
+                from: from_lsn.map_or(Lsn::ZERO, Lsn),
+                to: to_lsn.map_or(Lsn::MAX, Lsn),
                 preview: (!full).then_some(*preview),
                 hex: *hex,
             },

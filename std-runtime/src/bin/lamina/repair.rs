@@ -255,7 +255,12 @@ fn repair_log(
             "{}: a repair in {name} mode would {first}{more}; nothing changed (--apply makes it)",
             dir.display(),
         );
-        return Ok((Finding::new(Exit::Torn, problem), json));
+        // The listing above says it too.
+        let finding = Finding {
+            shown: true,
+            ..Finding::new(Exit::Torn, problem)
+        };
+        return Ok((finding, json));
     };
     let (log, report) = WriteAheadLog::open_with(storage, options(mode, check.max_payload))
         .map_err(|e| CliError::unreadable(dir, format!("the repair failed: {e}")))?;
