@@ -674,3 +674,67 @@ fn a_path_that_is_not_utf8_is_shown_lossily_in_json() {
         "{v}"
     );
 }
+
+/// Runs `lamina args...` as a user the permission bits apply to: as `nobody` through `setpriv`
+/// when the tests run as root (root reads anything), else as the current user.
+fn run_unprivileged(args: &[&str]) -> (i32, String, String) {
+    use std::os::unix::fs::MetadataExt;
+    let probe = tempfile::NamedTempFile::new().expect("probe");
+    let root = probe.as_file().metadata().expect("metadata").uid() == 0;
+    let mut command = if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_lamina"));
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_lamina"))
+    };
+    let out = command.args(args).output().expect("run lamina");
+    let stderr = String::from_utf8(out.stderr).expect("utf-8");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (
+        out.status.code().expect("exit code"),
+        String::from_utf8(out.stdout).expect("utf-8"),
+        stderr,
+    )
+}
+
+#[test]
+fn permission_denied_on_a_directory_or_a_segment_exits_3_naming_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().expect("tempdir");
+    let mode =
+        |p: &Path, m: u32| fs::set_permissions(p, fs::Permissions::from_mode(m)).expect("chmod");
+    mode(root.path(), 0o755);
+    let log = root.path().join("log");
+    write_log(&log, 200, true);
+    mode(&log, 0o755);
+    let files = segment_files(&log);
+    for f in &files {
+        mode(f, 0o644);
+    }
+    let (code, stdout, stderr) = run_unprivileged(&["verify", path(&log)]);
+    assert_eq!(code, 0, "readable by others: {stdout}{stderr}");
+
+    mode(&files[1], 0o000);
+    for command in ["verify", "inspect"] {
+        let (code, _, stderr) = run_unprivileged(&[command, path(&log)]);
+        assert_eq!(code, 3, "{command}: {stderr}");
+        one_line(&stderr);
+        assert!(stderr.contains("0000000000000001.seg"), "{stderr}");
+        assert!(
+            stderr.to_lowercase().contains("permission denied"),
+            "{stderr}"
+        );
+    }
+    mode(&files[1], 0o644);
+
+    mode(&log, 0o000);
+    let (code, _, stderr) = run_unprivileged(&["verify", path(&log)]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("permission denied") && stderr.contains(path(&log)),
+        "{stderr}"
+    );
+    mode(&log, 0o755);
+}

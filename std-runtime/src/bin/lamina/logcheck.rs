@@ -3,10 +3,10 @@
 //! read-only view ([`FileReader`]) that takes no lock and writes nothing. What recovery *would*
 //! do; `verify` and `repair` build on it.
 
-use crate::errors::CliError;
+use crate::errors::{CliError, io_text};
 use crate::output::segment_path;
 use indicatif::ProgressBar;
-use lamina::file_backend::{FileError, FileReader};
+use lamina::file_backend::{FileError, FileReader, Op};
 use lamina::{Mode, SegmentId};
 use lamina_core::decode::Skipped;
 use lamina_core::io::{Completion, ErrorType, SegmentOp, SegmentStorage};
@@ -39,6 +39,35 @@ impl LogCheck {
     /// The file of segment `id`.
     pub(crate) fn file(&self, id: SegmentId) -> PathBuf {
         segment_path(&self.dir, id)
+    }
+
+    /// A recovery error in one line, naming the file (the core's `Display` shows the backend's
+    /// error with `Debug`).
+    pub(crate) fn error_text(&self, e: &RecoverError<FileError>) -> String {
+        match e {
+            RecoverError::Io {
+                segment,
+                offset,
+                error,
+            } => {
+                let path = segment.map_or_else(|| self.dir.clone(), |s| self.file(s));
+                let what = match error {
+                    FileError::Io { op, source, .. } => {
+                        let at = match op {
+                            Op::Read => format!(" at offset {offset}"),
+                            _ => String::new(),
+                        };
+                        format!("{op} failed{at}: {}", io_text(source))
+                    }
+                    other => other.to_string(),
+                };
+                format!("{}: {what}", path.display())
+            }
+            other => match other.segment() {
+                Some(s) => format!("{}: {other}", self.file(s).display()),
+                None => format!("{}: {other}", self.dir.display()),
+            },
+        }
     }
 
     /// Whether no segment file here starts with the segment magic: the directory holds files

@@ -330,12 +330,7 @@ fn plan(check: &LogCheck) -> Result<Plan, CliError> {
                 check.file(d.segment).display()
             )));
         }
-        Err(e) => {
-            return Err(match e.segment() {
-                Some(s) => CliError::unreadable(&check.file(s), e),
-                None => CliError::unreadable(&check.dir, e),
-            });
-        }
+        Err(e) => return Err(CliError::new(Exit::Unreadable, check.error_text(e))),
     };
     let report = recovered.report;
     let mut changes = Vec::new();

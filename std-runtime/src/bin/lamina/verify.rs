@@ -159,10 +159,7 @@ pub(crate) fn log_verdict(check: &LogCheck) -> Verdict {
             )
         }
         Err(e) => {
-            let problem = match e.segment() {
-                Some(s) => format!("{}: {e}", check.file(s).display()),
-                None => format!("{}: {e}", dir.display()),
-            };
+            let problem = check.error_text(e);
             (
                 Exit::Unreadable,
                 "unreadable",
