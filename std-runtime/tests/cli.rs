@@ -738,3 +738,35 @@ fn permission_denied_on_a_directory_or_a_segment_exits_3_naming_it() {
     );
     mode(&log, 0o755);
 }
+
+#[test]
+fn per_core_set_with_a_torn_tail_in_one_core_is_repaired_and_reopens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (set, _) = PerCoreWalManager::open(dir.path(), 2, options()).expect("open set");
+    for mut writer in set.writers() {
+        for i in 0..40 {
+            writer.append(&payload(i)).expect("append");
+        }
+        writer.sync().expect("sync");
+    }
+    let core1 = dir.path().join("core-001");
+    let last = payload(39);
+    let file = file_holding(&core1, &last);
+    flip_bits(&file, find(&file, &last) + 1, 0x08);
+
+    let (code, stdout, stderr) = run(&["verify", path(dir.path())]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains("core 1: torn tail"), "{stderr}");
+    let (code, stdout, _) = run(&["repair", "--json", path(dir.path())]);
+    assert_eq!(code, 1);
+    let v = json_one(&stdout);
+    assert_eq!(v["cores"][0]["status"], "clean");
+    assert_eq!(v["cores"][1]["status"], "pending");
+
+    let (code, _, stderr) = run(&["repair", "--apply", path(dir.path())]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = run(&["verify", path(dir.path())]);
+    assert_eq!(code, 0, "{stderr}");
+    let (_, recovery) = PerCoreWalManager::open(dir.path(), 2, options()).expect("reopen the set");
+    assert_eq!(recovery.cores.len(), 2);
+}
