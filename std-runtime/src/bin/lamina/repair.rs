@@ -172,19 +172,19 @@ fn repair_log(
     let name = mode_name(mode);
     let reader = file_backend::FileReader::open(dir).map_err(|e| CliError::unreadable(dir, e))?;
     let mut check = logcheck::check(dir, reader, mode, &ProgressBar::hidden())?;
+    let mut planned = plan(&check)?;
     // With --apply, and something to change, the log's lock is taken and the log read again
     // under it, so that the log read is the log repaired. Nothing else takes the lock: it
     // writes the holder's pid into the lock file.
-    let storage = match plan(&check)? {
-        Plan::Changes { changes, .. } if apply && !changes.is_empty() => {
-            let storage = FileStorage::open(dir, file_backend::Options::new())
-                .map_err(|e| CliError::unreadable(dir, e))?;
-            let reader = storage.reader().map_err(|e| CliError::unreadable(dir, e))?;
-            check = logcheck::check(dir, reader, mode, &ProgressBar::hidden())?;
-            Some(storage)
-        }
-        _ => None,
-    };
+    let mut storage = None;
+    if apply && matches!(&planned, Plan::Changes { changes, .. } if !changes.is_empty()) {
+        let locked = FileStorage::open(dir, file_backend::Options::new())
+            .map_err(|e| CliError::unreadable(dir, e))?;
+        let reader = locked.reader().map_err(|e| CliError::unreadable(dir, e))?;
+        check = logcheck::check(dir, reader, mode, &ProgressBar::hidden())?;
+        planned = plan(&check)?;
+        storage = Some(locked);
+    }
     let mut json = json!({
         "kind": "log",
         "path": text_of(dir),
@@ -194,7 +194,7 @@ fn repair_log(
         "damage": Value::Null,
         "continues_at": Value::Null,
     });
-    let (changes, damage, planned) = match plan(&check)? {
+    let (changes, damage, planned) = match planned {
         Plan::Refused(text) => {
             out.human(format!("{prefix}{text}"));
             out.human(format!(
