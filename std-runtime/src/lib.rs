@@ -91,6 +91,8 @@ pub use percore::{
     CoreRecord, CoreRecovery, CoreWalWriter, EpochBoundary, MAX_CORES, PerCoreRecovery,
     PerCoreWalManager,
 };
+#[cfg(feature = "file")]
+pub use percore::{PERCORE_FILE, PerCoreDescription};
 pub use shared::SharedLog;
 pub use snapshot::{
     CheckpointCoordinator, CheckpointRecoveryReport, IncrementalCheckpointManager,

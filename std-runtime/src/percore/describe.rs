@@ -22,8 +22,8 @@ use lamina_file::FileObjects;
 use std::io::{ErrorKind, Read};
 use std::path::Path;
 
-/// The description's object name.
-pub(crate) const NAME: &str = "PERCORE";
+/// The description's file name in a set's directory.
+pub const NAME: &str = "PERCORE";
 
 const MAGIC: [u8; 8] = *b"\x89LPC\r\n\x1a\n";
 const VERSION: u16 = 1;
@@ -31,13 +31,39 @@ const LEN: usize = 28;
 /// Bytes the checksum covers.
 const BODY: usize = 24;
 
-/// What a description says.
+/// What a per-core set's description (`dir/PERCORE`) says: how many cores the set has and which
+/// set it is. [`Description::read`] reads it without opening the set (no lock is taken), for
+/// tools that look at a set from outside.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Description {
+pub struct Description {
     /// How many cores the set has.
-    pub(crate) cores: u32,
+    pub cores: u32,
     /// Which set it is.
-    pub(crate) set_id: u64,
+    pub set_id: u64,
+}
+
+impl Description {
+    /// The description of the set in `dir`, read-only; `None` when `dir` has none.
+    ///
+    /// # Errors
+    /// [`Error::CoreSet`] when the description is not a regular file, cannot be read, or is
+    /// damaged, too short or too long, or of another version.
+    pub fn read(dir: &Path) -> Result<Option<Description>, Error> {
+        read(dir)
+    }
+
+    /// The log id core `core`'s log has in this set: a core directory whose segments carry
+    /// another belongs to another set.
+    #[must_use]
+    pub fn core_log_id(&self, core: usize) -> u64 {
+        core_log_id(self.set_id, core)
+    }
+
+    /// The directory of core `core`'s log in the set in `dir`.
+    #[must_use]
+    pub fn core_dir(dir: &Path, core: usize) -> std::path::PathBuf {
+        super::file::core_dir(dir, core)
+    }
 }
 
 /// The log id of core `core`'s log in set `set_id`: the set id mixed with the core (SplitMix64's

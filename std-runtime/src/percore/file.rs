@@ -9,7 +9,7 @@ use lamina_file::FileStorage;
 use std::path::{Path, PathBuf};
 
 /// The directory of core `core`'s log.
-fn core_dir(dir: &Path, core: usize) -> PathBuf {
+pub(crate) fn core_dir(dir: &Path, core: usize) -> PathBuf {
     dir.join(format!("core-{core:03}"))
 }
 

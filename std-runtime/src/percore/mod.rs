@@ -17,6 +17,10 @@ mod writer;
 
 pub use manager::PerCoreWalManager;
 
+/// A per-core set's description file, read without opening the set.
+#[cfg(feature = "file")]
+pub use describe::{Description as PerCoreDescription, NAME as PERCORE_FILE};
+
 /// The most cores `PerCoreWalManager::open` makes a set of on the file backend: each core is a
 /// directory with its own lock and open files, so a count beyond any machine's is misuse,
 /// refused before anything is created or allocated.
