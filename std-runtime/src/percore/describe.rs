@@ -66,18 +66,7 @@ impl Description {
     }
 }
 
-/// The log id of core `core`'s log in set `set_id`: the set id mixed with the core (SplitMix64's
-/// finalizer), so no two cores of a set, and no two sets' cores, share one by construction.
-pub(crate) fn core_log_id(set_id: u64, core: usize) -> u64 {
-    let mut z = set_id.wrapping_add(
-        (core as u64)
-            .wrapping_add(1)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15),
-    );
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+pub(crate) use super::core_log_id;
 
 /// The bytes of `description`.
 fn encode(description: Description) -> [u8; LEN] {

@@ -83,7 +83,7 @@ impl<S: SegmentStorage> PerCoreWalManager<S> {
         for (core, storage) in storages.into_iter().enumerate() {
             let id = u32::try_from(core)
                 .map_err(|_| set_error(format!("core {core} cannot be named in a header")))?;
-            let log_id = set_id.map(|set| super::describe::core_log_id(set, core));
+            let log_id = set_id.map(|set| super::core_log_id(set, core));
             let (mut log, report) = WriteAheadLog::open_with(
                 storage,
                 Options {
