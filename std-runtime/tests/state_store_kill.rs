@@ -95,7 +95,7 @@ fn child() {
                 seq += 1;
                 rng = mix(rng);
                 let k = key(rng % KEYS);
-                if rng % 7 == 0 {
+                if rng.is_multiple_of(7) {
                     Op::Delete(k)
                 } else {
                     Op::Put(k, value(round, seq))
@@ -106,7 +106,7 @@ fn child() {
         store.apply(ops).expect("child: apply");
         say(&format!("ack {seq}"));
         batches += 1;
-        if batches % 8 == 0 {
+        if batches.is_multiple_of(8) {
             let c = store.checkpoint().expect("child: checkpoint");
             say(&format!("checkpoint {}", c.checkpoint.id));
         }
@@ -125,7 +125,7 @@ fn replay(round: u64, upto: u64) -> Vec<(u64, Vec<u8>, Option<Vec<u8>>)> {
             seq += 1;
             rng = mix(rng);
             let k = key(rng % KEYS);
-            let op = if rng % 7 == 0 {
+            let op = if rng.is_multiple_of(7) {
                 None
             } else {
                 Some(value(round, seq))
