@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 mod bench;
+mod demo;
 mod detect;
 mod errors;
 mod inspect;
@@ -41,6 +42,25 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the whole pipeline on the file backend (Ring 0 threads, the drainer, per-core WALs,
+    /// checkpoints), kill it with SIGKILL, recover, and check every acknowledged write.
+    Demo {
+        /// The store's directory (default: a temporary one, removed at the end).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Ring 0 threads (1 to 8).
+        #[arg(long, value_name = "N", default_value_t = 2)]
+        cores: usize,
+        /// Seconds the engine runs before it is killed.
+        #[arg(long, value_name = "S", default_value_t = 10.0)]
+        seconds: f64,
+        /// Seconds between checkpoints.
+        #[arg(long, value_name = "S", default_value_t = 2.0)]
+        checkpoint_every: f64,
+        /// Run as the engine the demo kills (workload generation G).
+        #[arg(long, value_name = "G", hide = true)]
+        child: Option<u64>,
+    },
     /// Show the segments of a log directory, a per-core log set or a segment file (and their
     /// records with --records). Read-only.
     Inspect {
@@ -187,12 +207,45 @@ fn main() -> ExitCode {
             return ExitCode::from(code.code());
         }
     };
+    // The demo's engine prints from many threads: it runs before `Out` takes stdout's lock.
+    if let Command::Demo {
+        dir: Some(dir),
+        cores,
+        checkpoint_every,
+        child: Some(generation),
+        ..
+    } = &cli.command
+    {
+        return match demo::run_child(dir, *cores, *generation, *checkpoint_every) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lamina: {}", e.message);
+                ExitCode::from(e.exit.code())
+            }
+        };
+    }
     let style = Style {
         json: cli.json,
         quiet: cli.quiet,
     };
     let mut out = Out::new(style);
     let result = match &cli.command {
+        Command::Demo {
+            dir,
+            cores,
+            seconds,
+            checkpoint_every,
+            child,
+        } => demo::run(
+            &demo::Demo {
+                dir: dir.clone(),
+                cores: *cores,
+                seconds: *seconds,
+                checkpoint_every: *checkpoint_every,
+                child: *child,
+            },
+            &mut out,
+        ),
         Command::Inspect {
             path,
             records,
