@@ -3,11 +3,10 @@
 
 use super::error::{CheckpointError, ManifestDamage, StoreOp};
 use super::names::{manifest_file_name, parse_manifest_file_name};
-use super::{CheckpointStore, MAX_MANIFEST_LEN, PartInfo, check_manifest};
-use lamina_core::crc::crc32c;
+use super::{
+    CheckpointStore, MAX_MANIFEST_LEN, PartInfo, check_key, check_manifest, part_info, verify_part,
+};
 use lamina_core::io::{Error as _, ObjectOp, ObjectStorage, Publish};
-use lamina_core::manifest::validate_key;
-use lamina_file::names::TEMP_PREFIX;
 use lamina_file::{FileError, FileObjects, WholeObject};
 use std::path::{Path, PathBuf};
 
@@ -113,10 +112,7 @@ impl CheckpointStore for FileSystemCheckpointStore {
             mode: Publish::Replace,
         };
         Self::run(self.parts.dir(), op).map_err(|e| storage(StoreOp::PutPart, &path, e))?;
-        Ok(PartInfo {
-            size: bytes.len() as u64,
-            crc: crc32c(bytes),
-        })
+        Ok(part_info(bytes))
     }
 
     fn read_part(&self, key: &str, size: u64, crc: u32) -> Result<Vec<u8>, CheckpointError> {
@@ -140,24 +136,7 @@ impl CheckpointStore for FileSystemCheckpointStore {
             }
             Err(e) => return Err(storage(StoreOp::ReadPart, &path, e)),
         };
-        if bytes.len() as u64 != size {
-            return Err(CheckpointError::PartSize {
-                key: key.to_owned(),
-                location: location(),
-                expected: size,
-                actual: bytes.len() as u64,
-            });
-        }
-        let actual = crc32c(&bytes);
-        if actual != crc {
-            return Err(CheckpointError::PartChecksum {
-                key: key.to_owned(),
-                location: location(),
-                expected: crc,
-                actual,
-            });
-        }
-        Ok(bytes)
+        verify_part(key, &location(), size, crc, bytes)
     }
 
     fn delete_part(&self, key: &str) -> Result<(), CheckpointError> {
@@ -231,21 +210,6 @@ impl CheckpointStore for FileSystemCheckpointStore {
     }
 }
 
-/// Checks that `key` may name a part: a plain name, and not one of the temporary files'.
-fn check_key(key: &str) -> Result<(), CheckpointError> {
-    validate_key(key).map_err(|error| CheckpointError::InvalidKey {
-        key: key.to_owned(),
-        error,
-    })?;
-    if key.starts_with(TEMP_PREFIX) {
-        return Err(CheckpointError::ReservedKey {
-            key: key.to_owned(),
-            prefix: TEMP_PREFIX,
-        });
-    }
-    Ok(())
-}
-
 /// A storage error of `op` at `path`.
 fn storage(op: StoreOp, path: &Path, e: FileError) -> CheckpointError {
     CheckpointError::Storage {
@@ -253,5 +217,13 @@ fn storage(op: StoreOp, path: &Path, e: FileError) -> CheckpointError {
         location: path.display().to_string(),
         failure: e.failure(),
         source: Box::new(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_reserved_prefix_is_the_file_backends_temporary_prefix() {
+        assert_eq!(super::super::TEMP_PREFIX, lamina_file::names::TEMP_PREFIX);
     }
 }
