@@ -20,6 +20,7 @@
 use crate::sim::Rng;
 use lamina_core::io::{Completion, ErrorType, Failure, ObjectOp, ObjectStorage, Publish};
 use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// The prefix of temporary files, as `FileObjects` names them: never listed or read.
@@ -90,6 +91,20 @@ impl Step {
     #[must_use]
     pub fn is_sync(&self) -> bool {
         matches!(self, Step::SyncFile { .. } | Step::SyncDir { .. })
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Create { dir, name, inode } => write!(f, "create {dir}/{name} (inode {inode})"),
+            Step::Write { inode, data } => write!(f, "write {} bytes to inode {inode}", data.len()),
+            Step::SyncFile { inode } => write!(f, "fsync inode {inode}"),
+            Step::Rename { dir, from, to, .. } => write!(f, "rename {dir}/{from} to {to}"),
+            Step::Link { dir, from, to, .. } => write!(f, "link {dir}/{from} to {to}"),
+            Step::Unlink { dir, name } => write!(f, "unlink {dir}/{name}"),
+            Step::SyncDir { dir } => write!(f, "fsync {dir}/"),
+        }
     }
 }
 
