@@ -472,6 +472,11 @@ impl SimFs {
         self.lock().fail = Some((index, failure));
     }
 
+    /// Clears a step failure set by [`Self::fail_step`] that did not happen yet.
+    pub fn clear_fault(&self) {
+        self.lock().fail = None;
+    }
+
     /// How many steps failed (by [`Self::fail_step`] or [`Self::halt_after`]).
     #[must_use]
     pub fn failed_steps(&self) -> usize {

@@ -96,6 +96,7 @@ impl World {
 }
 
 /// The key of number `i`.
+#[allow(dead_code)] // Used by some of the test files that include this module.
 pub(crate) fn key(i: u32) -> Vec<u8> {
     format!("key-{i:04}").into_bytes()
 }
