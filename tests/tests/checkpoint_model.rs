@@ -163,8 +163,35 @@ fn clear_faults(world: &World) {
     world.fs.clear_fault();
 }
 
-fn run(actions: Vec<Action>) {
-    let mut world = World::new(1);
+/// Settings a case runs with: kept checkpoints, part writer threads, buckets.
+#[derive(Clone, Copy, Debug)]
+struct Setup {
+    seed: u64,
+    retain: usize,
+    threads: usize,
+    buckets: u32,
+}
+
+fn setup() -> impl Strategy<Value = Setup> {
+    (
+        any::<u64>(),
+        1usize..4,
+        1usize..3,
+        prop_oneof![Just(1u32), Just(4), Just(16)],
+    )
+        .prop_map(|(seed, retain, threads, buckets)| Setup {
+            seed,
+            retain,
+            threads,
+            buckets,
+        })
+}
+
+fn run(setup: Setup, actions: Vec<Action>) {
+    let mut world = World::new(setup.seed);
+    world.config.incremental.retain = setup.retain;
+    world.config.incremental.threads = setup.threads;
+    world.config.incremental.buckets = setup.buckets;
     let mut reference = Reference::default();
     let mut store = reopen(&world, &mut reference, "first open");
     let mut checkpoints = 0;
@@ -253,9 +280,10 @@ proptest! {
 
     #[test]
     fn random_writes_checkpoints_faults_and_crashes_keep_every_acknowledged_write(
+        setup in setup(),
         actions in proptest::collection::vec(action(), 1..60),
     ) {
-        run(actions);
+        run(setup, actions);
     }
 }
 
@@ -277,5 +305,11 @@ fn a_long_run_with_many_checkpoints_and_crashes_keeps_every_acknowledged_write()
             actions.push(Action::Crash(rng.next_u64()));
         }
     }
-    run(actions);
+    let setup = Setup {
+        seed: 3,
+        retain: 2,
+        threads: 2,
+        buckets: 4,
+    };
+    run(setup, actions);
 }

@@ -48,6 +48,8 @@ pub(crate) struct World {
     pub(crate) wals: Vec<SharedSim>,
     /// The checkpoints' file system.
     pub(crate) fs: SimFs,
+    /// The store's settings.
+    pub(crate) config: StateStoreConfig,
 }
 
 impl World {
@@ -55,9 +57,10 @@ impl World {
     pub(crate) fn new(seed: u64) -> Self {
         World {
             wals: (0..CORES as u64)
-                .map(|c| SharedSim::new(SimStorage::new(seed * 31 + c)))
+                .map(|c| SharedSim::new(SimStorage::new(seed.wrapping_mul(31).wrapping_add(c))))
                 .collect(),
             fs: SimFs::new(),
+            config: config(),
         }
     }
 
@@ -70,7 +73,7 @@ impl World {
     /// Opens (recovering) the store.
     pub(crate) fn open(&self) -> Result<Store, Error> {
         let (wal, recovery) = PerCoreWalManager::open_with(self.wals.clone(), options())?;
-        Store::open(wal, &recovery, Arc::new(self.objects()), config())
+        Store::open(wal, &recovery, Arc::new(self.objects()), self.config)
     }
 
     /// A power cut of the WAL devices: what was not synced is lost or torn (the file system
@@ -91,6 +94,7 @@ impl World {
                 .map(|w| SharedSim::new(w.lock().clone()))
                 .collect(),
             fs,
+            config: self.config,
         }
     }
 }
