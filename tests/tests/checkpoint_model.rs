@@ -38,6 +38,8 @@ enum Action {
     },
     /// Close and open again.
     Reopen,
+    /// Close and open again with another bucket count (the checkpoints' layout changes).
+    Rebucket(u32),
     /// The `nth` write (or sync) of core `core`'s WAL from now fails.
     WalFault {
         core: usize,
@@ -71,6 +73,7 @@ fn action() -> impl Strategy<Value = Action> {
         2 => (0usize..40, any::<u64>())
             .prop_map(|(after, seed)| Action::CrashInCheckpoint { after, seed }),
         1 => Just(Action::Reopen),
+        1 => prop_oneof![Just(1u32), Just(3), Just(8)].prop_map(Action::Rebucket),
         1 => (0..CORES, 1u64..4, any::<bool>(), failure()).prop_map(|(core, nth, sync, failure)| {
             Action::WalFault { core, nth, sync, failure }
         }),
@@ -245,6 +248,12 @@ fn run(setup: Setup, actions: Vec<Action>) {
             Action::Reopen => {
                 let _ = store.close();
                 clear_faults(&world);
+                store = reopen(&world, &mut reference, &context);
+            }
+            Action::Rebucket(buckets) => {
+                let _ = store.close();
+                clear_faults(&world);
+                world.config.incremental.buckets = buckets;
                 store = reopen(&world, &mut reference, &context);
             }
             Action::WalFault {

@@ -307,3 +307,118 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lamina_core::crc::crc32c;
+    use lamina_core::io::{Completion, ErrorType};
+    use std::collections::BTreeMap;
+
+    /// Objects in memory that complete one poll late, read one byte per call, and report a
+    /// delete of an absent object as `NotFound`: the liberties the contract allows a backend,
+    /// and one it does not.
+    #[derive(Default)]
+    struct Slow {
+        objects: BTreeMap<String, Vec<u8>>,
+        pending: Option<Completion<Failure>>,
+        polls: u32,
+    }
+
+    impl ErrorType for Slow {
+        type Error = Failure;
+    }
+
+    impl ObjectStorage for Slow {
+        fn submit(&mut self, token: u64, op: ObjectOp<'_>) -> Result<(), Failure> {
+            let result = match op {
+                ObjectOp::Publish { name, data, mode } => {
+                    if mode == Publish::IfAbsent && self.objects.contains_key(name) {
+                        Err(Failure::AlreadyExists)
+                    } else {
+                        self.objects.insert(name.to_owned(), data.to_vec());
+                        Ok(())
+                    }
+                }
+                ObjectOp::Delete { name } => match self.objects.remove(name) {
+                    Some(_) => Ok(()),
+                    None => Err(Failure::NotFound),
+                },
+            };
+            self.pending = Some((token, result));
+            Ok(())
+        }
+
+        fn poll_completion(&mut self) -> Option<Completion<Failure>> {
+            self.polls += 1;
+            if self.polls % 2 == 1 {
+                return None;
+            }
+            self.pending.take()
+        }
+
+        fn read_at(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> Result<usize, Failure> {
+            let bytes = self.objects.get(name).ok_or(Failure::NotFound)?;
+            let at = usize::try_from(offset).unwrap_or(usize::MAX);
+            match (bytes.get(at), buf.first_mut()) {
+                (Some(b), Some(slot)) => {
+                    *slot = *b;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+
+        fn list(&mut self, prefix: &str, each: &mut dyn FnMut(&str)) -> Result<(), Failure> {
+            for name in self.objects.keys().filter(|n| n.starts_with(prefix)) {
+                each(name);
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_late_completion_and_short_reads_still_give_whole_verified_objects() {
+        let store = ObjectsCheckpointStore::new(Slow::default(), Slow::default());
+        let bytes: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+        let info = store.put_part("p", &bytes).unwrap();
+        assert_eq!((info.size, info.crc), (300, crc32c(&bytes)));
+        assert_eq!(store.read_part("p", 300, info.crc).unwrap(), bytes);
+        match store.read_part("p", 299, info.crc) {
+            Err(CheckpointError::PartSize {
+                expected: 299,
+                actual: 300,
+                location,
+                ..
+            }) => assert_eq!(location, "parts/p"),
+            other => panic!("{other:?}"),
+        }
+        // A delete of an absent object reported as `NotFound` is taken as done.
+        store.delete_part("p").unwrap();
+        store.delete_part("p").unwrap();
+        store.delete_manifest(9).unwrap();
+    }
+
+    #[test]
+    fn locations_name_the_root_and_the_object() {
+        let store = ObjectsCheckpointStore::new(Slow::default(), Slow::default())
+            .with_root("s3://bucket/ckpt");
+        match store.read_part("gone", 1, 0) {
+            Err(CheckpointError::Storage {
+                op: StoreOp::ReadPart,
+                failure: Failure::NotFound,
+                location,
+                ..
+            }) => assert_eq!(location, "s3://bucket/ckpt/parts/gone"),
+            other => panic!("{other:?}"),
+        }
+        match store.read_manifest(3) {
+            Err(e) => assert!(
+                e.to_string()
+                    .contains("s3://bucket/ckpt/manifests/00000000000000000003.manifest"),
+                "{e}"
+            ),
+            Ok(_) => panic!("read a missing manifest"),
+        }
+    }
+}
