@@ -505,6 +505,29 @@ impl SimFs {
         })
     }
 
+    /// Flips one bit of the file `name` in `dir` at byte `offset` (modulo its length), in what
+    /// reads see and what survives a crash: damage the disk did. Returns false when there is no
+    /// such file or it is empty.
+    pub fn flip_bit(&self, dir: &str, name: &str, offset: usize) -> bool {
+        let mut fs = self.lock();
+        let Some(&inode) = fs.dirs.get(dir).and_then(|d| d.live.get(name)) else {
+            return false;
+        };
+        let Some(file) = fs.inodes.get_mut(&inode) else {
+            return false;
+        };
+        let len = file.live.len();
+        if len == 0 {
+            return false;
+        }
+        let at = offset % len;
+        file.live[at] ^= 0x20;
+        if let Some(b) = file.durable.get_mut(at) {
+            *b ^= 0x20;
+        }
+        true
+    }
+
     /// The names in `dir` now (temporary files included), sorted.
     #[must_use]
     pub fn names(&self, dir: &str) -> Vec<String> {
