@@ -12,6 +12,7 @@ mod checkpoint_world;
 
 use checkpoint_world::{CORES, Model, Store, World, assert_holds};
 use lamina::{Failure, Op};
+use lamina_core::manifest::Manifest;
 use lamina_tests::sim::{Faults, Rng};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -174,6 +175,31 @@ fn reopen(
     store
 }
 
+/// After a checkpoint and its garbage collection: the parts stored are exactly those the
+/// stored manifests name (unless one of them is damaged: then nothing is deleted).
+fn assert_no_garbage(store: &Store, damaged: &BTreeSet<u64>, context: &str) {
+    let objects = store.checkpoint_store();
+    let ids = objects.list_manifests().expect("list manifests");
+    if ids.iter().any(|id| damaged.contains(id)) {
+        return;
+    }
+    let mut named = BTreeSet::new();
+    for id in ids {
+        let bytes = objects.read_manifest(id).expect("read manifest");
+        let manifest = Manifest::decode(&bytes).expect("decode");
+        named.extend(manifest.parts.iter().map(|p| p.key.to_owned()));
+    }
+    let stored: BTreeSet<String> = objects
+        .list_parts()
+        .expect("list parts")
+        .into_iter()
+        .collect();
+    assert_eq!(
+        stored, named,
+        "{context}: parts stored and parts named differ"
+    );
+}
+
 fn clear_faults(world: &World) {
     for wal in &world.wals {
         wal.lock().faults = Faults::default();
@@ -240,6 +266,7 @@ fn run(setup: Setup, actions: Vec<Action>) {
             Action::Checkpoint => {
                 if store.checkpoint().is_ok() {
                     checkpoints += 1;
+                    assert_no_garbage(&store, &damaged, &context);
                 }
             }
             Action::CrashInCheckpoint { after, seed } => {

@@ -8,6 +8,7 @@ use super::{
 };
 use lamina_core::io::{Error as _, Failure, ObjectOp, ObjectStorage, Publish};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Bytes read per call when an object is read whole: what a read holds beyond the object's
@@ -118,14 +119,20 @@ fn lock<O>(storage: &Mutex<O>) -> MutexGuard<'_, O> {
     storage.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The token of the next operation. One operation is in flight per storage (the caller holds
+/// its lock); distinct tokens still tell a completion left over by an operation whose caller
+/// panicked from the one awaited.
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+
 /// Runs `op` on `objects` to its completion.
 fn run<O: ObjectStorage>(objects: &mut O, op: ObjectOp<'_>) -> Result<(), O::Error> {
-    // One operation in flight at a time (the caller holds the lock): any token will do.
-    const TOKEN: u64 = 1;
-    objects.submit(TOKEN, op)?;
+    let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+    objects.submit(token, op)?;
     loop {
         match objects.poll_completion() {
-            Some((_, result)) => return result,
+            Some((done, result)) if done == token => return result,
+            // Left over from an operation nobody waits for any more.
+            Some(_) => {}
             None => std::thread::yield_now(),
         }
     }
@@ -313,7 +320,7 @@ mod tests {
     use super::*;
     use lamina_core::crc::crc32c;
     use lamina_core::io::{Completion, ErrorType};
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, VecDeque};
 
     /// Objects in memory that complete one poll late, read one byte per call, and report a
     /// delete of an absent object as `NotFound`: the liberties the contract allows a backend,
@@ -321,7 +328,7 @@ mod tests {
     #[derive(Default)]
     struct Slow {
         objects: BTreeMap<String, Vec<u8>>,
-        pending: Option<Completion<Failure>>,
+        pending: VecDeque<Completion<Failure>>,
         polls: u32,
     }
 
@@ -345,7 +352,7 @@ mod tests {
                     None => Err(Failure::NotFound),
                 },
             };
-            self.pending = Some((token, result));
+            self.pending.push_back((token, result));
             Ok(())
         }
 
@@ -354,7 +361,7 @@ mod tests {
             if self.polls % 2 == 1 {
                 return None;
             }
-            self.pending.take()
+            self.pending.pop_front()
         }
 
         fn read_at(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> Result<usize, Failure> {
@@ -397,6 +404,15 @@ mod tests {
         store.delete_part("p").unwrap();
         store.delete_part("p").unwrap();
         store.delete_manifest(9).unwrap();
+    }
+
+    #[test]
+    fn a_completion_left_over_by_another_operation_is_not_taken_for_ours() {
+        let mut parts = Slow::default();
+        parts.pending.push_back((0, Err(Failure::Io)));
+        let store = ObjectsCheckpointStore::new(parts, Slow::default());
+        let info = store.put_part("p", b"ok").unwrap();
+        assert_eq!(store.read_part("p", 2, info.crc).unwrap(), b"ok");
     }
 
     #[test]
