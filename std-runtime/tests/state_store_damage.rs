@@ -250,3 +250,27 @@ fn an_emptied_newest_manifest_falls_back_to_the_previous_one() {
         |d| matches!(d, ManifestDamage::Decode(_)),
     );
 }
+
+#[test]
+fn the_only_kept_manifest_damaged_is_refused_not_a_partial_state() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 1, 4);
+    let only = manifests_dir(dir.path()).join(manifest_file_name(4));
+    flip_bit(&only, 40);
+    // Nothing to fall back to, and the WALs were truncated below checkpoint 4: replaying them
+    // alone would give a partial state, so recovery refuses.
+    match Store::open_dir(dir.path(), options(), config(1)) {
+        Err(e @ Error::Truncated { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("WAL holds records from LSN") && text.contains("missing or damaged"),
+                "{text}"
+            );
+        }
+        Err(other) => panic!("not a truncation error: {other}"),
+        Ok(store) => panic!(
+            "recovered {} keys from a truncated WAL with no checkpoint",
+            store.len()
+        ),
+    }
+}

@@ -176,7 +176,10 @@ fn a_crash_after_any_step_of_a_checkpoint_recovers_the_old_or_the_new_one_and_ev
             .names("manifests")
             .contains(&manifest_file_name(2));
         // A checkpoint that returned is durable.
-        assert!(durable_second || k < total, "checkpoint 2 returned, not durable");
+        assert!(
+            durable_second || k < total,
+            "checkpoint 2 returned, not durable"
+        );
         let unsynced = world.fs.unsynced();
         let choices = fate_choices(&unsynced, k as u64);
         for (n, fates) in choices.iter().enumerate() {
