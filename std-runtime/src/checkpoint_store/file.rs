@@ -25,9 +25,9 @@ const MANIFESTS_DIR: &str = "manifests";
 ///
 /// Keys are checked before any file is touched: one plain name
 /// ([`lamina_core::manifest::validate_key`]), not starting with `.tmp-`. A read never follows a
-/// symlink found under a part's or a manifest's name (it is [`CheckpointError::PartNotAFile`], or a manifest damaged
-/// as [`ManifestDamage::NotAFile`]), so a planted link cannot make the store read outside `dir`;
-/// deleting such a name removes the link, never its target.
+/// symlink found under a part's or a manifest's name (it is [`CheckpointError::PartNotAFile`],
+/// or a manifest damaged as [`ManifestDamage::NotAFile`]), so a planted link cannot make the
+/// store read outside `dir`; deleting such a name removes the link, never its target.
 #[derive(Debug)]
 pub struct FileSystemCheckpointStore {
     dir: PathBuf,
