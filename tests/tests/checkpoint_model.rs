@@ -82,7 +82,8 @@ fn action() -> impl Strategy<Value = Action> {
         1 => (0..CORES, 1u64..4, any::<bool>(), failure()).prop_map(|(core, nth, sync, failure)| {
             Action::WalFault { core, nth, sync, failure }
         }),
-        1 => (0usize..40, failure()).prop_map(|(after, failure)| Action::FsFault { after, failure }),
+        1 => (0usize..40, failure())
+            .prop_map(|(after, failure)| Action::FsFault { after, failure }),
         1 => any::<usize>().prop_map(Action::DamageNewest),
     ]
 }

@@ -124,7 +124,8 @@ pub(crate) fn assert_holds(store: &Store, model: &Model, context: &str) {
             .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
             .collect();
         panic!(
-            "{context}: recovered state differs: missing or other {missing:?}, extra or other {extra:?}"
+            "{context}: recovered state differs: missing or other {missing:?}, \
+             extra or other {extra:?}"
         );
     }
     assert_eq!(store.len(), model.len(), "{context}");
