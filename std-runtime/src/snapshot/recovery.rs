@@ -412,7 +412,8 @@ fn replay<S: SegmentStorage>(
         return Err(Error::Truncated {
             next: from,
             detail: format!(
-                "core {core}'s WAL holds records from LSN {oldest} on, and recovery must replay                  it from LSN {from} (the checkpoint it needs is missing or damaged)"
+                "core {core}'s WAL holds records from LSN {oldest} on, and recovery must replay \
+                 it from LSN {from} (the checkpoint it needs is missing or damaged)"
             ),
         });
     }
