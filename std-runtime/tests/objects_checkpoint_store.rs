@@ -358,3 +358,35 @@ fn the_store_is_shared_between_threads() {
     });
     assert_eq!(store.list_parts().unwrap().len(), 80);
 }
+
+#[test]
+fn the_file_system_store_and_this_one_read_each_others_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = lamina::FileSystemCheckpointStore::open(dir.path()).unwrap();
+    let objects = open(dir.path());
+    let a = files.put_part("a", b"from the file store").unwrap();
+    let b = objects.put_part("b", b"from the objects store").unwrap();
+    files
+        .publish_manifest(1, &manifest(1, "a", a.size, a.crc))
+        .unwrap();
+    objects
+        .publish_manifest(2, &manifest(2, "b", b.size, b.crc))
+        .unwrap();
+    for store in [&files as &dyn CheckpointStore, &objects] {
+        assert_eq!(store.list_parts().unwrap(), ["a", "b"]);
+        assert_eq!(store.list_manifests().unwrap(), [1, 2]);
+        assert_eq!(
+            store.read_part("a", a.size, a.crc).unwrap(),
+            b"from the file store"
+        );
+        assert_eq!(
+            store.read_part("b", b.size, b.crc).unwrap(),
+            b"from the objects store"
+        );
+        assert_eq!(store.latest_manifest().unwrap().latest.unwrap().id, 2);
+    }
+    assert!(matches!(
+        objects.publish_manifest(1, &manifest(1, "b", b.size, b.crc)),
+        Err(CheckpointError::ManifestExists { id: 1, .. })
+    ));
+}
