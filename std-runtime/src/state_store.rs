@@ -7,7 +7,7 @@ use std::ops::RangeBounds;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lamina_core::changelog::{ByteRing, PushError};
+use lamina_core::changelog::{ByteRing, Entry, PushError};
 use lamina_core::crc::crc32c;
 
 use crate::snapshot::{
@@ -192,7 +192,8 @@ impl<S: SegmentStorage, const CORES: usize> WalStateStore<S, CORES> {
     /// Maps `key` to `value`; durable on return.
     ///
     /// # Errors
-    /// [`Error::TooLarge`] when key and value exceed [`MAX_ENTRY_BYTES`] (nothing changes);
+    /// [`Error::TooLarge`] when key and value exceed [`MAX_ENTRY_BYTES`] or the entry exceeds
+    /// the WAL's `max_payload` (nothing changes);
     /// what appending or syncing the WAL returns (the log is then poisoned: reopen).
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), Error> {
         self.apply([Op::Put(key.to_vec(), value.to_vec())])
@@ -219,6 +220,9 @@ impl<S: SegmentStorage, const CORES: usize> WalStateStore<S, CORES> {
                 Op::Put(k, _) | Op::Delete(k) => k.as_slice(),
             };
             let core = Self::core_of(key);
+            // An entry the queue takes but the core's WAL would refuse is refused here: queued,
+            // it would stay at the queue's head, failing every later drain of the core.
+            self.check_fits(core, &op)?;
             loop {
                 match self.push(core, &op) {
                     Ok(()) => break,
@@ -239,6 +243,24 @@ impl<S: SegmentStorage, const CORES: usize> WalStateStore<S, CORES> {
             if touched {
                 self.drain(core)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Checks that `op`'s changelog entry fits `core`'s WAL records.
+    fn check_fits(&mut self, core: usize, op: &Op) -> Result<(), Error> {
+        let entry = match op {
+            Op::Put(key, value) => Entry::Put { key, value },
+            Op::Delete(key) => Entry::Delete { key },
+        };
+        let len = entry.encoded_len().unwrap_or(usize::MAX);
+        let max = self
+            .cores
+            .get_mut(core)
+            .and_then(|c| c.writer.as_mut())
+            .map_or(u32::MAX, |w| w.log_mut().max_payload);
+        if u32::try_from(len).map_or(true, |len| len > max) {
+            return Err(Error::TooLarge { len, max });
         }
         Ok(())
     }

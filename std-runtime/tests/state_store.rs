@@ -116,3 +116,37 @@ fn a_small_change_writes_a_small_delta() {
     let store = Store::open_dir(dir.path(), options(), config).unwrap();
     check(&store, &model);
 }
+
+#[test]
+fn an_entry_larger_than_the_wals_max_payload_is_refused_and_the_core_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = options();
+    options.config.max_payload = 1024;
+    let mut store = Store::open_dir(dir.path(), options, config()).unwrap();
+    store.put(b"k", b"before").unwrap();
+    // Within the queue's limit, beyond the WAL's: refused before it is queued.
+    let big = vec![1u8; 2000];
+    match store.put(b"k", &big) {
+        Err(lamina::Error::TooLarge { len, max }) => assert_eq!((len, max), (2006, 1024)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.get(b"k"), Some(&b"before"[..]));
+    match store.apply([
+        lamina::Op::Put(b"a".to_vec(), b"1".to_vec()),
+        lamina::Op::Put(b"k".to_vec(), big.clone()),
+    ]) {
+        Err(lamina::Error::TooLarge { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    // The core is not wedged by the refused entry: writes and checkpoints go on.
+    store.put(b"k", b"after").unwrap();
+    store.checkpoint().unwrap();
+    store.put(b"z", b"last").unwrap();
+    drop(store.into_writers());
+    let store = Store::open_dir(dir.path(), options, config()).unwrap();
+    assert_eq!(store.get(b"k"), Some(&b"after"[..]));
+    assert_eq!(store.get(b"z"), Some(&b"last"[..]));
+    // "a" came before the refused entry in its batch: applied, and durable with the writes
+    // after it.
+    assert_eq!(store.get(b"a"), Some(&b"1"[..]));
+}

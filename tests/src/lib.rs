@@ -23,3 +23,4 @@ pub mod kill;
 pub mod pipeline;
 pub mod shared;
 pub mod sim;
+pub mod sim_objects;

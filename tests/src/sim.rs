@@ -99,7 +99,7 @@ pub struct Faults {
 }
 
 /// The simulated device.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct SimStorage {
     rng: Rng,
     files: BTreeMap<SegmentId, File>,

@@ -3,11 +3,10 @@
 
 use super::error::{CheckpointError, ManifestDamage, StoreOp};
 use super::names::{manifest_file_name, parse_manifest_file_name};
-use super::{CheckpointStore, MAX_MANIFEST_LEN, PartInfo, check_manifest};
-use lamina_core::crc::crc32c;
+use super::{
+    CheckpointStore, MAX_MANIFEST_LEN, PartInfo, check_key, check_manifest, part_info, verify_part,
+};
 use lamina_core::io::{Error as _, ObjectOp, ObjectStorage, Publish};
-use lamina_core::manifest::validate_key;
-use lamina_file::names::TEMP_PREFIX;
 use lamina_file::{FileError, FileObjects, WholeObject};
 use std::path::{Path, PathBuf};
 
@@ -25,10 +24,10 @@ const MANIFESTS_DIR: &str = "manifests";
 /// A crash leaves the old object or the new one whole, and at worst a temporary file.
 ///
 /// Keys are checked before any file is touched: one plain name
-/// ([`validate_key`]), not starting with `.tmp-`. A read never follows a symlink found under a
-/// part's or a manifest's name (it is [`CheckpointError::PartNotAFile`], or a manifest damaged
-/// as [`ManifestDamage::NotAFile`]), so a planted link cannot make the store read outside `dir`;
-/// deleting such a name removes the link, never its target.
+/// ([`lamina_core::manifest::validate_key`]), not starting with `.tmp-`. A read never follows a
+/// symlink found under a part's or a manifest's name (it is [`CheckpointError::PartNotAFile`],
+/// or a manifest damaged as [`ManifestDamage::NotAFile`]), so a planted link cannot make the
+/// store read outside `dir`; deleting such a name removes the link, never its target.
 #[derive(Debug)]
 pub struct FileSystemCheckpointStore {
     dir: PathBuf,
@@ -113,10 +112,7 @@ impl CheckpointStore for FileSystemCheckpointStore {
             mode: Publish::Replace,
         };
         Self::run(self.parts.dir(), op).map_err(|e| storage(StoreOp::PutPart, &path, e))?;
-        Ok(PartInfo {
-            size: bytes.len() as u64,
-            crc: crc32c(bytes),
-        })
+        Ok(part_info(bytes))
     }
 
     /// Parts are encoded, written to temporary files and synced on up to 4 threads (so that
@@ -214,24 +210,7 @@ impl CheckpointStore for FileSystemCheckpointStore {
             }
             Err(e) => return Err(storage(StoreOp::ReadPart, &path, e)),
         };
-        if bytes.len() as u64 != size {
-            return Err(CheckpointError::PartSize {
-                key: key.to_owned(),
-                location: location(),
-                expected: size,
-                actual: bytes.len() as u64,
-            });
-        }
-        let actual = crc32c(&bytes);
-        if actual != crc {
-            return Err(CheckpointError::PartChecksum {
-                key: key.to_owned(),
-                location: location(),
-                expected: crc,
-                actual,
-            });
-        }
-        Ok(bytes)
+        verify_part(key, &location(), size, crc, bytes)
     }
 
     fn delete_part(&self, key: &str) -> Result<(), CheckpointError> {
@@ -305,21 +284,6 @@ impl CheckpointStore for FileSystemCheckpointStore {
     }
 }
 
-/// Checks that `key` may name a part: a plain name, and not one of the temporary files'.
-fn check_key(key: &str) -> Result<(), CheckpointError> {
-    validate_key(key).map_err(|error| CheckpointError::InvalidKey {
-        key: key.to_owned(),
-        error,
-    })?;
-    if key.starts_with(TEMP_PREFIX) {
-        return Err(CheckpointError::ReservedKey {
-            key: key.to_owned(),
-            prefix: TEMP_PREFIX,
-        });
-    }
-    Ok(())
-}
-
 /// A storage error of `op` at `path`.
 fn storage(op: StoreOp, path: &Path, e: FileError) -> CheckpointError {
     CheckpointError::Storage {
@@ -327,5 +291,13 @@ fn storage(op: StoreOp, path: &Path, e: FileError) -> CheckpointError {
         location: path.display().to_string(),
         failure: e.failure(),
         source: Box::new(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_reserved_prefix_is_the_file_backends_temporary_prefix() {
+        assert_eq!(super::super::TEMP_PREFIX, lamina_file::names::TEMP_PREFIX);
     }
 }

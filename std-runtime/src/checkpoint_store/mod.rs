@@ -4,19 +4,23 @@
 //! a store over an object store (S3 and the like) fits it as well as a directory does: parts are
 //! whole objects written once under a plain key, manifests are numbered objects published
 //! create-only, and every read is verified. [`FileSystemCheckpointStore`] keeps them in a
-//! directory (feature `file`).
+//! directory (feature `file`); [`ObjectsCheckpointStore`] keeps them in any
+//! [`lamina_core::io::ObjectStorage`].
 
 mod error;
 #[cfg(feature = "file")]
 mod file;
 mod names;
+mod objects;
 
 pub use error::{CheckpointError, ManifestDamage, StoreOp};
 #[cfg(feature = "file")]
 pub use file::FileSystemCheckpointStore;
 pub use names::{MANIFEST_SUFFIX, manifest_file_name, parse_manifest_file_name};
+pub use objects::ObjectsCheckpointStore;
 
-use lamina_core::manifest::{CRC_LEN, HEADER_LEN, MAX_BODY_LEN, Manifest};
+use lamina_core::crc::crc32c;
+use lamina_core::manifest::{CRC_LEN, HEADER_LEN, MAX_BODY_LEN, Manifest, validate_key};
 
 /// The longest manifest a store reads: header, the longest body the format allows, checksum. A
 /// longer object under a manifest's name is damage, never read.
@@ -212,4 +216,61 @@ pub(crate) fn check_manifest(id: u64, bytes: &[u8]) -> Result<(), ManifestDamage
         return Err(ManifestDamage::IdMismatch { found: manifest.id });
     }
     Ok(())
+}
+
+/// The prefix of the temporary files object backends write before publishing (lamina-file's
+/// `FileObjects` names them so): never a part's key, so a part can never be one of them.
+pub(crate) const TEMP_PREFIX: &str = ".tmp-";
+
+/// Checks that `key` may name a part: a plain name ([`validate_key`]), and not one of the
+/// temporary files'.
+pub(crate) fn check_key(key: &str) -> Result<(), CheckpointError> {
+    validate_key(key).map_err(|error| CheckpointError::InvalidKey {
+        key: key.to_owned(),
+        error,
+    })?;
+    if key.starts_with(TEMP_PREFIX) {
+        return Err(CheckpointError::ReservedKey {
+            key: key.to_owned(),
+            prefix: TEMP_PREFIX,
+        });
+    }
+    Ok(())
+}
+
+/// What a part's writer records for `bytes`.
+pub(crate) fn part_info(bytes: &[u8]) -> PartInfo {
+    PartInfo {
+        size: bytes.len() as u64,
+        crc: crc32c(bytes),
+    }
+}
+
+/// Checks part `key`'s stored `bytes` (read from `location`) against the size and CRC32C its
+/// manifest recorded.
+pub(crate) fn verify_part(
+    key: &str,
+    location: &str,
+    size: u64,
+    crc: u32,
+    bytes: Vec<u8>,
+) -> Result<Vec<u8>, CheckpointError> {
+    if bytes.len() as u64 != size {
+        return Err(CheckpointError::PartSize {
+            key: key.to_owned(),
+            location: location.to_owned(),
+            expected: size,
+            actual: bytes.len() as u64,
+        });
+    }
+    let actual = crc32c(&bytes);
+    if actual != crc {
+        return Err(CheckpointError::PartChecksum {
+            key: key.to_owned(),
+            location: location.to_owned(),
+            expected: crc,
+            actual,
+        });
+    }
+    Ok(bytes)
 }

@@ -399,6 +399,24 @@ fn replay<S: SegmentStorage>(
     state: &mut BTreeMap<Vec<u8>, Vec<u8>>,
     changed: &mut BTreeSet<Vec<u8>>,
 ) -> Result<(u64, Option<Lsn>), Error> {
+    // Reading from below the oldest record held starts at that record: replay would leave
+    // out what was truncated, and hand back part of the state as if it were all of it.
+    let log = wal.log_mut(core)?;
+    let oldest = match crate::read::list(log.storage_mut())?.first() {
+        Some(&first) => crate::read::header(log.storage_mut(), first)?.map(|h| h.first_lsn),
+        None => None,
+    };
+    if let Some(oldest) = oldest
+        && from < oldest
+    {
+        return Err(Error::Truncated {
+            next: from,
+            detail: format!(
+                "core {core}'s WAL holds records from LSN {oldest} on, and recovery must replay \
+                 it from LSN {from} (the checkpoint it needs is missing or damaged)"
+            ),
+        });
+    }
     let mut records = 0;
     let mut last = None;
     let mut failed = None;
