@@ -241,7 +241,7 @@ fn setup() -> impl Strategy<Value = Setup> {
 fn run(setup: Setup, actions: Vec<Action>) {
     let mut world = World::new(setup.seed);
     world.config.incremental.retain = setup.retain;
-    world.config.incremental.threads = setup.threads;
+    world.writers = setup.threads;
     world.config.incremental.buckets = setup.buckets;
     let mut reference = Reference::default();
     // Manifests the test damaged.

@@ -143,10 +143,7 @@ impl CheckpointStore for FileSystemCheckpointStore {
                             let staged = self.parts.stage(key, &bytes).map_err(|e| {
                                 storage(StoreOp::PutPart, &self.parts.dir().join(key), e)
                             })?;
-                            let info = PartInfo {
-                                size: bytes.len() as u64,
-                                crc: crc32c(&bytes),
-                            };
+                            let info = part_info(&bytes);
                             done.push((i, staged, info));
                         }
                     })

@@ -31,12 +31,11 @@ pub(crate) fn options() -> Options {
 }
 
 /// Few buckets, one checkpoint kept (so that the garbage collection deletes the previous
-/// checkpoint's manifest and parts), one writer thread (so that the steps come in one order).
+/// checkpoint's manifest and parts).
 pub(crate) fn config() -> StateStoreConfig {
     let mut config = StateStoreConfig::default();
     config.incremental.buckets = 4;
     config.incremental.retain = 1;
-    config.incremental.threads = 1;
     config.incremental.compactions = 1;
     config
 }
@@ -50,6 +49,8 @@ pub(crate) struct World {
     pub(crate) fs: SimFs,
     /// The store's settings.
     pub(crate) config: StateStoreConfig,
+    /// Threads writing parts (1: the steps come in one order).
+    pub(crate) writers: usize,
 }
 
 impl World {
@@ -61,6 +62,7 @@ impl World {
                 .collect(),
             fs: SimFs::new(),
             config: config(),
+            writers: 1,
         }
     }
 
@@ -68,6 +70,7 @@ impl World {
     pub(crate) fn objects(&self) -> Objects {
         ObjectsCheckpointStore::new(self.fs.objects("parts"), self.fs.objects("manifests"))
             .with_root("sim")
+            .with_writers(self.writers)
     }
 
     /// Opens (recovering) the store.
@@ -95,6 +98,7 @@ impl World {
                 .collect(),
             fs,
             config: self.config,
+            writers: self.writers,
         }
     }
 }
