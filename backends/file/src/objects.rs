@@ -8,10 +8,10 @@ use crate::fsutil::{
 use crate::names::{TEMP_PREFIX, is_valid_object_name};
 use lamina_core::io::{Completion, ErrorType, ObjectOp, ObjectStorage, Publish};
 use std::collections::VecDeque;
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// The number of the next temporary file, shared by every [`FileObjects`] of the process, so
 /// that two of them over the same directory (two threads racing to publish) never pick the same
@@ -124,28 +124,65 @@ impl FileObjects {
         fsync_directory(&self.dir).map_err(|e| FileError::io(Op::SyncDir, &self.dir, None, e))
     }
 
-    /// Stages `data` as object `name`: written to a temporary file and synced, invisible (a
-    /// temporary file is never listed or read) until [`Self::commit_staged`] moves it into
-    /// place. Staging many objects (from several threads: this takes `&self`) and committing
-    /// them together costs one directory sync instead of one per object.
+    /// Stages `data` as object `name`: written to a temporary file (not yet synced), invisible
+    /// (a temporary file is never listed or read) until [`Self::commit_staged`] syncs it and
+    /// moves it into place. Staging many objects (from several threads: this takes `&self`) and
+    /// committing them together lets their syncs run at once and costs one directory sync.
     ///
     /// # Errors
-    /// [`FileError::InvalidName`], or the write or sync error naming the temporary file (which
-    /// is removed).
+    /// [`FileError::InvalidName`], or the write error naming the temporary file (which is
+    /// removed).
     pub fn stage(&self, name: &str, data: &[u8]) -> Result<StagedObject, FileError> {
         let path = self.object_path(name)?;
-        let temp = self.write_temp(data)?;
-        Ok(StagedObject { temp, path })
+        let (temp, file) = self.write_temp_file(data, false)?;
+        Ok(StagedObject {
+            temp,
+            path,
+            file: Some(file),
+        })
     }
 
-    /// Moves `staged` objects into place (each replacing any object of its name whole), then
+    /// Syncs every staged file (on up to 16 threads at once, so the file system can merge
+    /// their flushes), moves each into place (replacing any object of its name whole), then
     /// syncs the directory once: on `Ok` every one is visible and durable.
     ///
     /// # Errors
-    /// The first rename or the directory sync that failed, naming the path; the staged files
-    /// not yet moved are removed.
-    pub fn commit_staged(&self, staged: Vec<StagedObject>) -> Result<(), FileError> {
-        let mut failed = None;
+    /// The first sync or rename or the directory sync that failed, naming the path; nothing is
+    /// moved into place when a sync failed, and the staged files not moved are removed.
+    pub fn commit_staged(&self, mut staged: Vec<StagedObject>) -> Result<(), FileError> {
+        let next = AtomicUsize::new(0);
+        let threads = staged.len().clamp(1, 16);
+        let files: Vec<(&Path, File)> = staged
+            .iter_mut()
+            .filter_map(|s| s.file.take().map(|f| (s.temp.as_path(), f)))
+            .collect();
+        let synced: Result<(), FileError> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        while let Some((temp, file)) =
+                            files.get(next.fetch_add(1, Ordering::Relaxed))
+                        {
+                            file.sync_all()
+                                .map_err(|e| FileError::io(Op::Sync, temp, None, e))?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            workers.into_iter().try_for_each(|w| {
+                w.join().unwrap_or_else(|_| {
+                    Err(FileError::io(
+                        Op::Sync,
+                        &self.dir,
+                        None,
+                        std::io::Error::other("a sync thread panicked"),
+                    ))
+                })
+            })
+        });
+        drop(files);
+        let mut failed = synced.err();
         for s in staged {
             if failed.is_some() {
                 let _ = fs::remove_file(&s.temp);
@@ -182,6 +219,12 @@ impl FileObjects {
 
     /// Writes `data` to a new temporary file and syncs it; returns its path.
     fn write_temp(&self, data: &[u8]) -> Result<PathBuf, FileError> {
+        self.write_temp_file(data, true).map(|(path, _)| path)
+    }
+
+    /// Writes `data` to a new temporary file, synced if `sync`; returns its path and the open
+    /// file.
+    fn write_temp_file(&self, data: &[u8], sync: bool) -> Result<(PathBuf, File), FileError> {
         let temp = self.dir.join(format!(
             "{TEMP_PREFIX}{}-{}",
             std::process::id(),
@@ -194,10 +237,13 @@ impl FileObjects {
             .map_err(|e| (Op::Create, e))
             .and_then(|mut file| {
                 file.write_all(data).map_err(|e| (Op::Write, e))?;
-                file.sync_all().map_err(|e| (Op::Sync, e))
+                if sync {
+                    file.sync_all().map_err(|e| (Op::Sync, e))?;
+                }
+                Ok(file)
             });
         match written {
-            Ok(()) => Ok(temp),
+            Ok(file) => Ok((temp, file)),
             Err((op, e)) => {
                 let _ = fs::remove_file(&temp);
                 Err(FileError::io(op, &temp, None, e))
@@ -239,6 +285,8 @@ impl FileObjects {
 pub struct StagedObject {
     temp: PathBuf,
     path: PathBuf,
+    /// The temporary file, open until it is synced.
+    file: Option<File>,
 }
 
 impl ErrorType for FileObjects {

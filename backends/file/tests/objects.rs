@@ -249,3 +249,44 @@ fn read_whole_refuses_a_directory_or_fifo_without_blocking() {
         assert!(e.to_string().contains("not a regular file"), "{e}");
     }
 }
+
+#[test]
+fn staged_objects_are_invisible_until_committed_and_then_all_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = FileObjects::open(dir.path()).unwrap();
+    publish(&mut o, "b", b"old", Publish::Replace).unwrap();
+    let staged: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|name| o.stage(name, format!("new {name}").as_bytes()).unwrap())
+        .collect();
+    // Staged: not listed, and `b` still reads its old bytes.
+    assert_eq!(list(&mut o, ""), vec!["b".to_string()]);
+    assert_eq!(read(&mut o, "b").unwrap(), b"old");
+    o.commit_staged(staged).unwrap();
+    assert_eq!(list(&mut o, ""), vec!["a", "b", "c"]);
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            read(&mut o, name).unwrap(),
+            format!("new {name}").as_bytes()
+        );
+    }
+    // No temporary file is left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn delete_many_removes_each_and_missing_ones_are_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = FileObjects::open(dir.path()).unwrap();
+    for name in ["a", "b", "c"] {
+        publish(&mut o, name, b"x", Publish::Replace).unwrap();
+    }
+    o.delete_many(&["a", "c", "gone"]).unwrap();
+    assert_eq!(list(&mut o, ""), vec!["b".to_string()]);
+    assert!(o.delete_many(&["../escape"]).is_err());
+}
