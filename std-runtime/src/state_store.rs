@@ -98,7 +98,10 @@ impl<S: SegmentStorage, const CORES: usize> WalStateStore<S, CORES> {
         wal_recovery: &PerCoreRecovery,
         store: Arc<dyn CheckpointStore>,
         config: StateStoreConfig,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, Error>
+    where
+        S: Send,
+    {
         if wal.cores() != CORES {
             return Err(Error::CoreCountMismatch {
                 dir: String::new(),

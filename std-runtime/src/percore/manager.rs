@@ -135,6 +135,11 @@ impl<S: SegmentStorage> PerCoreWalManager<S> {
             .ok_or(Error::NoSuchCore { core, cores })
     }
 
+    /// Every core's log, in core order (to read them on several threads).
+    pub(crate) fn logs_mut(&mut self) -> &mut [WriteAheadLog<S>] {
+        &mut self.logs
+    }
+
     /// Hands `core`'s durable data records with an LSN from `from` on to `each`, in LSN order,
     /// each with the epoch it belongs to (also when its segment started after the epoch's
     /// marker: the segment header carries the epoch in force). Payloads come from a reused
@@ -196,7 +201,7 @@ impl<S: SegmentStorage> PerCoreWalManager<S> {
 }
 
 /// `e`, saying which core it happened in where the error has room for it.
-pub(super) fn in_core(core: usize, e: Error) -> Error {
+pub(crate) fn in_core(core: usize, e: Error) -> Error {
     match e {
         Error::Recover {
             detail,

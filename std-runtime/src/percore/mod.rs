@@ -16,6 +16,7 @@ mod recovery;
 mod writer;
 
 pub use manager::PerCoreWalManager;
+pub(crate) use manager::in_core;
 
 /// A per-core set's description file, read without opening the set.
 #[cfg(feature = "file")]

@@ -97,7 +97,7 @@ impl RecoveryManager {
     /// core's WAL returns ([`Error::Truncated`] when the WAL no longer holds the records after
     /// the checkpoint's position); [`Error::Changelog`] for a record that is not a changelog
     /// entry.
-    pub fn recover<S: SegmentStorage>(
+    pub fn recover<S: SegmentStorage + Send>(
         store: &dyn CheckpointStore,
         wal: &mut PerCoreWalManager<S>,
         wal_recovery: &PerCoreRecovery,
@@ -137,10 +137,31 @@ impl RecoveryManager {
             }
         }
         let mut changed = vec![BTreeSet::new(); cores];
+        // Each core's WAL is replayed into its own state on its own thread.
+        let replayed: Vec<Result<(u64, Option<Lsn>), Error>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = wal
+                .logs_mut()
+                .iter_mut()
+                .zip(states.iter_mut())
+                .zip(changed.iter_mut())
+                .enumerate()
+                .map(|(core, ((log, state), changed))| {
+                    let from = positions.get(core).copied().unwrap_or(Lsn::ZERO).next();
+                    scope.spawn(move || replay(log, core, from, state, changed))
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .unwrap_or_else(|_| Err(Error::Refused("a replay thread panicked".into())))
+                })
+                .collect()
+        });
         let mut replays = Vec::with_capacity(cores);
-        for core in 0..cores {
-            let from = positions[core].next();
-            let replay = replay(wal, core, from, &mut states[core], &mut changed[core])?;
+        for (core, replay) in replayed.into_iter().enumerate() {
+            let replay = replay?;
+            let from = positions.get(core).copied().unwrap_or(Lsn::ZERO).next();
             let torn_bytes = wal_recovery
                 .core(core)
                 .and_then(|c| c.report.cut)
@@ -311,6 +332,7 @@ fn load_core(
             }
         }
     };
+    let mut base_entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     for (bucket, base) in layout.bases.iter().enumerate() {
         let Some(base) = base else { continue };
         let data = store.read_part(&base.key, base.size, base.crc)?;
@@ -325,16 +347,24 @@ fn load_core(
                 ),
             ));
         }
-        let mut entries = Vec::new();
+        let mut entries =
+            Vec::with_capacity(usize::try_from(header.count).unwrap_or(0).min(1 << 20));
         read_part(&data, |e| {
             if let Entry::Put { key, value } = e {
                 entries.push((key.to_vec(), value.to_vec()));
             }
         })
         .map_err(|e| bad(&base.key, e.to_string()))?;
-        state.extend(entries);
+        base_entries.append(&mut entries);
         parts += 1;
         bytes += base.size;
+    }
+    // Each base is in key order and the buckets' keys interleave: collecting them and building
+    // the map at once (a merge of sorted runs, then a bulk build) beats inserting one by one.
+    if state.is_empty() {
+        *state = std::mem::take(&mut base_entries).into_iter().collect();
+    } else {
+        state.extend(base_entries.drain(..));
     }
     let bases: Vec<u64> = (0..layout.bases.len())
         .map(|b| layout.base_written_by(b))
@@ -393,7 +423,7 @@ fn load_core(
 
 /// Replays `core`'s changelog records from `from` on into `state`; returns (records, last LSN).
 fn replay<S: SegmentStorage>(
-    wal: &mut PerCoreWalManager<S>,
+    log: &mut crate::WriteAheadLog<S>,
     core: usize,
     from: Lsn,
     state: &mut BTreeMap<Vec<u8>, Vec<u8>>,
@@ -401,7 +431,6 @@ fn replay<S: SegmentStorage>(
 ) -> Result<(u64, Option<Lsn>), Error> {
     // Reading from below the oldest record held starts at that record: replay would leave
     // out what was truncated, and hand back part of the state as if it were all of it.
-    let log = wal.log_mut(core)?;
     let oldest = match crate::read::list(log.storage_mut())?.first() {
         Some(&first) => crate::read::header(log.storage_mut(), first)?.map(|h| h.first_lsn),
         None => None,
@@ -420,18 +449,33 @@ fn replay<S: SegmentStorage>(
     let mut records = 0;
     let mut last = None;
     let mut failed = None;
-    wal.read_core(core, from, |record| {
-        if failed.is_some() {
+    let mut window = vec![0u8; log.read_window_len()];
+    let upto = log.durable_lsn();
+    log.read_records(from, upto, &mut window, &mut |record| {
+        if failed.is_some() || record.kind != lamina_core::record::Kind::Data {
             return;
         }
         match Entry::parse(record.payload) {
             Ok(Entry::Put { key, value }) => {
-                state.insert(key.to_vec(), value.to_vec());
-                changed.insert(key.to_vec());
+                // A key seen before is overwritten in place: no allocation for it.
+                match state.get_mut(key) {
+                    Some(old) => {
+                        old.clear();
+                        old.extend_from_slice(value);
+                    }
+                    None => {
+                        state.insert(key.to_vec(), value.to_vec());
+                    }
+                }
+                if !changed.contains(key) {
+                    changed.insert(key.to_vec());
+                }
             }
             Ok(Entry::Delete { key }) => {
                 state.remove(key);
-                changed.insert(key.to_vec());
+                if !changed.contains(key) {
+                    changed.insert(key.to_vec());
+                }
             }
             Ok(Entry::Barrier { epoch }) => {
                 failed = Some(Error::Changelog {
@@ -452,7 +496,8 @@ fn replay<S: SegmentStorage>(
         }
         records += 1;
         last = Some(record.lsn);
-    })?;
+    })
+    .map_err(|e| crate::percore::in_core(core, e))?;
     match failed {
         Some(e) => Err(e),
         None => Ok((records, last)),

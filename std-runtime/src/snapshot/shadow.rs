@@ -114,11 +114,16 @@ impl Shadow {
     ) -> Self {
         let mut shadow = Shadow::new(core, buckets);
         let count = shadow.bucket_count();
+        // `state` iterates in key order, so each bucket's share does too: each bucket is built
+        // at once from its sorted entries.
+        let mut shares: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new(); count as usize];
         for (key, value) in state {
-            let b = bucket_of(&key, count) as usize;
-            if let Some(bucket) = shadow.buckets.get_mut(b) {
-                Arc::make_mut(bucket).insert(key, value);
+            if let Some(share) = shares.get_mut(bucket_of(&key, count) as usize) {
+                share.push((key, value));
             }
+        }
+        for (bucket, share) in shadow.buckets.iter_mut().zip(shares) {
+            *bucket = Arc::new(share.into_iter().collect());
         }
         for key in changed {
             let b = bucket_of(&key, count) as usize;
