@@ -17,12 +17,22 @@ use super::recovery::ResumePoint;
 use crate::{BarrierCapture, CheckpointStore, Error, Lsn, SegmentId};
 
 /// What the sources had reached at a checkpoint's barrier: stored in its manifest as is.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceState {
     /// The event-time watermark (`i64::MIN` for none).
     pub watermark: i64,
     /// Each connector's offsets, in its own encoding.
     pub offsets: Vec<(String, Vec<u8>)>,
+}
+
+impl Default for SourceState {
+    /// No watermark (`i64::MIN`) and no offsets.
+    fn default() -> Self {
+        SourceState {
+            watermark: i64::MIN,
+            offsets: Vec::new(),
+        }
+    }
 }
 
 /// How a checkpoint attempt ended.

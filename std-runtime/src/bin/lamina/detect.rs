@@ -24,6 +24,11 @@ pub(crate) enum Target {
     },
     /// One segment file.
     Segment(PathBuf),
+    /// A checkpoint store: `manifests/` and `parts/`.
+    Checkpoints(PathBuf),
+    /// A state store's directory: a per-core set in `wal/` and a checkpoint store in
+    /// `checkpoints/`.
+    Store(PathBuf),
 }
 
 /// Says what `path` is.
@@ -122,11 +127,10 @@ fn directory(dir: &Path) -> Result<Target, CliError> {
         ));
     }
     if manifests && parts {
-        return Err(CliError::not_a_log(
-            dir,
-            "it looks like a checkpoint store (manifests/ and parts/); reading checkpoints is \
-             not built yet",
-        ));
+        return Ok(Target::Checkpoints(dir.to_path_buf()));
+    }
+    if dir.join("wal").join(PERCORE_FILE).is_file() && dir.join("checkpoints").is_dir() {
+        return Ok(Target::Store(dir.to_path_buf()));
     }
     Err(CliError::not_a_log(
         dir,

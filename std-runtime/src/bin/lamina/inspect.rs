@@ -62,6 +62,14 @@ pub(crate) fn run(path: &Path, show: &Show, out: &mut Out) -> Result<Finding, Cl
             }
             Ok(worst)
         }
+        Target::Checkpoints(dir) => crate::checkpoints::inspect(&dir, show.records, out),
+        Target::Store(dir) => {
+            let wal = run(&dir.join("wal"), show, out)?;
+            out.human("");
+            let checkpoints =
+                crate::checkpoints::inspect(&dir.join("checkpoints"), show.records, out)?;
+            Ok(wal.max(checkpoints))
+        }
         Target::Segment(file) => {
             let mut rows = Vec::new();
             let scan = inspect_segment(&file, None, show, &mut window, out)?;
@@ -309,7 +317,7 @@ fn name(path: &Path) -> String {
 }
 
 impl Finding {
-    fn max(self, other: Finding) -> Finding {
+    pub(crate) fn max(self, other: Finding) -> Finding {
         if other.exit > self.exit { other } else { self }
     }
 }

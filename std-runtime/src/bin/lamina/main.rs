@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 mod bench;
+mod checkpoints;
 mod demo;
 mod detect;
 mod errors;

@@ -148,6 +148,14 @@ pub(crate) fn run(
             "{}: a segment file: a repair works on the whole log, give the directory that holds it",
             file.display()
         ))),
+        // A state store's WALs are repaired as a per-core set; checkpoints are never repaired
+        // (recovery falls back past a damaged manifest by itself).
+        Target::Store(dir) => run(&dir.join("wal"), mode, apply, out),
+        Target::Checkpoints(dir) => Err(CliError::usage(format!(
+            "{}: a checkpoint store: repair works on logs; recovery falls back past a damaged \
+             manifest by itself (see `lamina verify`)",
+            dir.display()
+        ))),
     }
 }
 

@@ -35,6 +35,12 @@ pub(crate) struct Verdict {
 /// A path that cannot be read or is not a log.
 pub(crate) fn run(path: &Path, out: &mut Out) -> Result<Finding, CliError> {
     let verdict = match detect::detect(path)? {
+        Target::Checkpoints(dir) => return crate::checkpoints::verify(&dir, out),
+        Target::Store(dir) => {
+            let wal = run(&dir.join("wal"), out)?;
+            let checkpoints = crate::checkpoints::verify(&dir.join("checkpoints"), out)?;
+            return Ok(wal.max(checkpoints));
+        }
         Target::Log(dir) => verify_log(&dir, out, None)?,
         Target::Set { dir, description } => verify_set(&dir, &description, out)?,
         Target::Segment(file) => verify_segment(&file)?,
