@@ -4,7 +4,8 @@
 use super::error::{CheckpointError, ManifestDamage, StoreOp};
 use super::names::{manifest_file_name, parse_manifest_file_name};
 use super::{
-    CheckpointStore, MAX_MANIFEST_LEN, PartInfo, check_key, check_manifest, part_info, verify_part,
+    CheckpointStore, MAX_MANIFEST_LEN, PartInfo, check_key, check_manifest, in_parallel, part_info,
+    verify_part,
 };
 use lamina_core::io::{Error as _, ObjectOp, ObjectStorage, Publish};
 use lamina_file::{FileError, FileObjects, WholeObject};
@@ -126,50 +127,24 @@ impl CheckpointStore for FileSystemCheckpointStore {
         for key in keys {
             check_key(key)?;
         }
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let threads = keys.len().clamp(1, 4);
-        type Done = Vec<(usize, lamina_file::StagedObject, PartInfo)>;
-        let results: Vec<Result<Done, CheckpointError>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut done = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(key) = keys.get(i) else {
-                                return Ok(done);
-                            };
-                            let bytes = encode(i);
-                            let staged = self.parts.stage(key, &bytes).map_err(|e| {
-                                storage(StoreOp::PutPart, &self.parts.dir().join(key), e)
-                            })?;
-                            let info = part_info(&bytes);
-                            done.push((i, staged, info));
-                        }
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| {
-                    w.join().unwrap_or_else(|_| {
-                        Err(CheckpointError::Storage {
-                            op: StoreOp::PutPart,
-                            location: self.parts.dir().display().to_string(),
-                            failure: lamina_core::io::Failure::Other,
-                            source: Box::new(std::io::Error::other("a part writer panicked")),
-                        })
-                    })
-                })
-                .collect()
-        });
-        let mut all: Done = Vec::with_capacity(keys.len());
-        for result in results {
-            // Staged files of a failed batch stay temporary: never listed or read.
-            all.extend(result?);
-        }
-        all.sort_unstable_by_key(|(i, _, _)| *i);
-        let (staged, infos): (Vec<_>, Vec<_>) = all.into_iter().map(|(_, s, p)| (s, p)).unzip();
+        let stage = |i: usize| {
+            let key = keys.get(i).map_or("", String::as_str);
+            let bytes = encode(i);
+            let staged = self
+                .parts
+                .stage(key, &bytes)
+                .map_err(|e| storage(StoreOp::PutPart, &self.parts.dir().join(key), e))?;
+            Ok((staged, part_info(&bytes)))
+        };
+        let panicked = || CheckpointError::Storage {
+            op: StoreOp::PutPart,
+            location: self.parts.dir().display().to_string(),
+            failure: lamina_core::io::Failure::Other,
+            source: Box::new(std::io::Error::other("a part writer panicked")),
+        };
+        // Staged files of a failed batch stay temporary: never listed or read.
+        let done = in_parallel(keys.len(), 4, &stage, &panicked)?;
+        let (staged, infos): (Vec<_>, Vec<_>) = done.into_iter().unzip();
         self.parts
             .commit_staged(staged)
             .map_err(|e| storage(StoreOp::PutPart, self.parts.dir(), e))?;

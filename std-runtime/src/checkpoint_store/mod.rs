@@ -274,3 +274,41 @@ pub(crate) fn verify_part(
     }
     Ok(bytes)
 }
+
+/// Runs `job(i)` for every `i` below `count` on up to `threads` scoped threads, and returns the
+/// results in index order, or the first error (a job that panicked is `panicked()`).
+pub(crate) fn in_parallel<T: Send>(
+    count: usize,
+    threads: usize,
+    job: &(dyn Fn(usize) -> Result<T, CheckpointError> + Sync),
+    panicked: &(dyn Fn() -> CheckpointError + Sync),
+) -> Result<Vec<T>, CheckpointError> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = threads.min(count).max(1);
+    let results: Vec<Result<Vec<(usize, T)>, CheckpointError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= count {
+                            return Ok(done);
+                        }
+                        done.push((i, job(i)?));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(panicked())))
+            .collect()
+    });
+    let mut all = Vec::with_capacity(count);
+    for result in results {
+        all.extend(result?);
+    }
+    all.sort_unstable_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, t)| t).collect())
+}

@@ -229,44 +229,14 @@ where
         keys: &[String],
         encode: &(dyn Fn(usize) -> Vec<u8> + Sync),
     ) -> Result<Vec<PartInfo>, CheckpointError> {
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let threads = self.writers.min(keys.len()).max(1);
-        let results: Vec<Result<Vec<(usize, PartInfo)>, CheckpointError>> =
-            std::thread::scope(|scope| {
-                let workers: Vec<_> = (0..threads)
-                    .map(|_| {
-                        scope.spawn(|| {
-                            let mut done = Vec::new();
-                            loop {
-                                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                let Some(key) = keys.get(i) else {
-                                    return Ok(done);
-                                };
-                                done.push((i, self.put_part(key, &encode(i))?));
-                            }
-                        })
-                    })
-                    .collect();
-                workers
-                    .into_iter()
-                    .map(|w| {
-                        w.join().unwrap_or_else(|_| {
-                            Err(CheckpointError::Storage {
-                                op: StoreOp::PutPart,
-                                location: self.part_location(""),
-                                failure: lamina_core::io::Failure::Other,
-                                source: Box::new(std::io::Error::other("a part writer panicked")),
-                            })
-                        })
-                    })
-                    .collect()
-            });
-        let mut all = Vec::with_capacity(keys.len());
-        for result in results {
-            all.extend(result?);
-        }
-        all.sort_unstable_by_key(|(i, _)| *i);
-        Ok(all.into_iter().map(|(_, info)| info).collect())
+        let put = |i: usize| self.put_part(keys.get(i).map_or("", String::as_str), &encode(i));
+        let panicked = || CheckpointError::Storage {
+            op: StoreOp::PutPart,
+            location: self.part_location(""),
+            failure: lamina_core::io::Failure::Other,
+            source: Box::new(std::io::Error::other("a part writer panicked")),
+        };
+        super::in_parallel(keys.len(), self.writers, &put, &panicked)
     }
 
     fn read_part(&self, key: &str, size: u64, crc: u32) -> Result<Vec<u8>, CheckpointError> {
