@@ -230,6 +230,9 @@ impl UringStorage {
         } else {
             Vec::new()
         };
+        // The tables have room for a full ring from the start: a log that keeps more in flight
+        // than before does not allocate then.
+        let room = depth as usize;
         Ok(UringStorage {
             ring,
             files,
@@ -239,15 +242,15 @@ impl UringStorage {
             open: HashMap::new(),
             retired: Vec::new(),
             free_slots,
-            jobs: HashMap::new(),
-            held: VecDeque::new(),
+            jobs: HashMap::with_capacity(room),
+            held: VecDeque::with_capacity(room),
             deferred: VecDeque::with_capacity(8),
-            groups: HashMap::new(),
+            groups: HashMap::with_capacity(8),
             next_id: 0,
             tails: HashMap::new(),
-            ready: VecDeque::new(),
+            ready: VecDeque::with_capacity(room),
             pool,
-            cqes: Vec::new(),
+            cqes: Vec::with_capacity(2 * room),
             enter_error: None,
             draining: false,
             resubmitted: 0,
@@ -776,10 +779,23 @@ impl UringStorage {
             return Err(too_far());
         };
         if block > 1 {
-            match tail {
-                Some(t) => self.tails.insert(segment, t),
-                None => self.tails.remove(&segment),
-            };
+            let last = buffer
+                .buf
+                .as_slice()
+                .get(span.len.saturating_sub(block)..span.len);
+            match (tail, last) {
+                (Some(index), Some(last)) => {
+                    if let Some(t) = Tail::keep(self.tails.get_mut(&segment), index, last) {
+                        self.tails.insert(segment, t);
+                    }
+                }
+                _ => {
+                    // No partly written block: the tail names none, and keeps its buffer.
+                    if let Some(t) = self.tails.get_mut(&segment) {
+                        t.index = u64::MAX;
+                    }
+                }
+            }
         }
         let bytes = Bytes {
             buffer,
