@@ -534,7 +534,7 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
                 .wait(&mut io.storage)
                 .map_err(|e| crate::driver::wait_error(&e));
             let (completed, synced) = io.relay.collect(&mut io.storage);
-            if refused + completed == 0 && io.relay.has_in_flight() {
+            if refused + completed == 0 {
                 // The backend returned from its wait with nothing ended: let it (or whatever
                 // completes its operations) run. A wait that blocked until an operation ended
                 // (io_uring) goes straight on: yielding then hands the processor to the
