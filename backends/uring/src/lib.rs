@@ -59,7 +59,8 @@
 //! each thread that submits, as the leaders of a shared log change): so the syncs and buffered
 //! writes a wait finds not yet handed to the ring run on the waiting thread (`fdatasync`,
 //! `pwrite`; a linked pair as the write, then its fsync only after a whole write), and end
-//! exactly as they would in the ring. Either way no thread of the backend's own is involved.
+//! exactly as they would in the ring, unless operations are in the ring already: then they join
+//! them there. Either way no thread of the backend's own is involved.
 //!
 //! # When io_uring is refused
 //! If the kernel refuses io_uring (too old, `kernel.io_uring_disabled`, a seccomp filter),

@@ -308,37 +308,36 @@ impl UringStorage {
     /// Blocks until an operation has ended, when operations are in flight and none has ended
     /// yet: submits what is queued and waits in the kernel for at least one completion, in one
     /// system call. Syncs and buffered writes not handed to the ring by a poll yet run on this
-    /// thread instead (the kernel would hand them to a worker thread: see the crate
-    /// documentation). Returns at once when a completion is ready to poll or nothing is in
-    /// flight.
+    /// thread instead, when nothing else is in the ring (the kernel would hand them to a worker
+    /// thread: see the crate documentation). Returns at once when a completion is ready to poll
+    /// or nothing is in flight.
     ///
     /// # Errors
     /// When `io_uring_enter` fails with an error that retrying does not cure.
     pub fn wait(&mut self) -> Result<(), UringError> {
-        if !self.deferred.is_empty() {
+        if self.ready.is_empty() && !self.deferred.is_empty() {
             // The caller blocks until an operation ends anyway: the syncs and buffered writes
             // it waits for run here instead of on an io-wq worker (the kernel never runs an
             // `IORING_OP_FSYNC` inline, nor, on a file system without non-blocking buffered
             // writes such as ext4, a buffered write). That spares two thread switches per
             // operation, and the workers the kernel starts for each thread that submits.
-            // Jobs already queued for the ring go to the kernel first, to run meanwhile.
+            // Only when nothing of ours is in the ring, though: beside operations in flight (a
+            // log streaming on), they join those in the ring instead, in order, rather than
+            // race them for the same file's lock.
             self.release();
-            self.flush();
-            self.run_here();
-            self.reap();
-            self.release();
-            self.flush();
-            return match self.enter_error.take() {
-                Some(e) => Err(UringError::io(Op::Enter, &self.dir, None, e)),
-                None => Ok(()),
-            };
+            if self.jobs.len() == self.held.len() + self.deferred.len() {
+                self.run_here();
+            } else {
+                self.pass_deferred();
+            }
         }
         // What is queued goes to the kernel in the same call that waits: one system call, not a
-        // submit and then a wait.
+        // submit and then a wait. (A write run here but cut short went back to the ring: it is
+        // waited for like any other.)
         self.release();
         self.reap();
         self.release();
-        while self.ready.is_empty() && self.jobs.len() > self.held.len() {
+        while self.ready.is_empty() && self.jobs.len() > self.held.len() + self.deferred.len() {
             if let Some(e) = self.enter_error.take() {
                 return Err(UringError::io(Op::Enter, &self.dir, None, e));
             }
