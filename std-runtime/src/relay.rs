@@ -117,6 +117,15 @@ impl Relay {
     /// reports. Returns how many completed (a refused submit counts: its failure is reported)
     /// and how many of them were successful data syncs.
     pub(crate) fn run<S: SegmentStorage>(&mut self, storage: &mut S) -> (usize, u64) {
+        let refused = self.submit_to(storage);
+        let (completed, synced) = self.collect(storage);
+        (refused + completed, synced)
+    }
+
+    /// Submits the recorded requests to `storage` in order, without polling it (a backend that
+    /// completes later then hands them to the kernel in the call that waits). Returns how many
+    /// it refused: their failures are reported as completions.
+    pub(crate) fn submit_to<S: SegmentStorage>(&mut self, storage: &mut S) -> usize {
         let mut completed = 0;
         let mut ops = std::mem::take(&mut self.ops);
         for (token, op) in ops.drain(..) {
@@ -172,6 +181,13 @@ impl Relay {
         }
         // The list's room is kept for the next round.
         self.ops = ops;
+        completed
+    }
+
+    /// Collects every completion `storage` reports. Returns how many completed and how many of
+    /// them were successful data syncs.
+    pub(crate) fn collect<S: SegmentStorage>(&mut self, storage: &mut S) -> (usize, u64) {
+        let mut completed = 0;
         let mut synced = 0;
         while let Some((token, result)) = storage.poll_completion() {
             if let Some(i) = self.in_flight.iter().position(|f| f.token == token) {

@@ -524,18 +524,17 @@ impl<S: SegmentStorage + Send> SharedLog<S> {
                 }
             }
             drop(state);
-            let waiting = !io.relay.has_requests();
-            // Only operations of a backend that completes later are in flight: block in the
-            // backend until one ends (others append meanwhile).
-            let waited = if waiting {
-                io.relay
-                    .wait(&mut io.storage)
-                    .map_err(|e| crate::driver::wait_error(&e))
-            } else {
-                Ok(())
-            };
-            let (completed, synced) = io.relay.run(&mut io.storage);
-            if waiting && completed == 0 {
+            let refused = io.relay.submit_to(&mut io.storage);
+            // Nothing changes under the lock until an operation ends: block in the backend
+            // until one does (others append meanwhile). A backend that completes later hands
+            // what was just submitted to the kernel in the same call that waits; one that
+            // completes inside `submit` returns at once.
+            let waited = io
+                .relay
+                .wait(&mut io.storage)
+                .map_err(|e| crate::driver::wait_error(&e));
+            let (completed, synced) = io.relay.collect(&mut io.storage);
+            if refused + completed == 0 {
                 // The backend returned from its wait with nothing ended: let it (or whatever
                 // completes its operations) run. A wait that blocked until an operation ended
                 // (io_uring) goes straight on: yielding then hands the processor to the

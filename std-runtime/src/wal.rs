@@ -418,6 +418,28 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
         progressed
     }
 
+    /// A round for a caller that blocks until something ends anyway: what it submits is waited
+    /// for before the storage is polled, so a backend that runs what a waiter waits for on the
+    /// waiter's own thread can (io_uring's syncs and buffered writes, which the kernel would
+    /// otherwise hand to a worker thread). A backend that completes inside `submit` returns
+    /// from the wait at once.
+    fn waiting_round(&mut self) -> Result<bool, Error> {
+        let (driver, storage) = (&mut self.driver, &mut self.storage);
+        let submitted = self
+            .cell
+            .with_dependent_mut(|_, p| driver.submit(p, storage));
+        if submitted > 0 {
+            storage
+                .wait_for_completion()
+                .map_err(|e| crate::driver::wait_error(&e))?;
+        }
+        let ended = self
+            .cell
+            .with_dependent_mut(|_, p| driver.complete(p, storage) + driver.events(p));
+        self.publish_to_tails();
+        Ok(submitted + ended > 0)
+    }
+
     /// Tails learn what is durable, or that nothing more will be: after each round that may
     /// have fed completions back.
     pub(crate) fn publish_to_tails(&mut self) {
@@ -438,7 +460,7 @@ impl<S: SegmentStorage> WriteAheadLog<S> {
             if self.driver.closed.is_some() || self.cell.with_dependent_mut(|_, p| done(p)) {
                 return Ok(());
             }
-            if self.round() {
+            if self.waiting_round()? {
                 idle = 0;
             } else {
                 idle += 1;

@@ -115,7 +115,14 @@ impl Pool {
                 fixed: Some(index),
             });
         }
-        if let Some(i) = self.loose.iter().position(|b| b.len() >= len) {
+        // The smallest that fits: a small write taking a large buffer would leave the next large
+        // one to allocate.
+        let fitting = self
+            .loose
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.len() >= len);
+        if let Some((i, _)) = fitting.min_by_key(|(_, b)| b.len()) {
             let buf = self.loose.swap_remove(i);
             return Some(Buffer { buf, fixed: None });
         }

@@ -72,15 +72,15 @@ impl Span {
 
 /// Composes the write of `data` at `offset` into `out` (at least [`Span::of`]'s length):
 /// `first` is the current content of the write's first block (needed only when `offset` is not
-/// on a block boundary). Returns the tail the segment has after this write, `None` when the
-/// write ends on a block boundary.
+/// on a block boundary). Returns the span, and the index of the block the write ends inside
+/// (the last of the span: the segment's tail after it), `None` when it ends on a boundary.
 pub(crate) fn compose(
     block: usize,
     offset: u64,
     data: &[u8],
     first: Option<&[u8]>,
     out: &mut [u8],
-) -> Option<(Span, Option<Tail>)> {
+) -> Option<(Span, Option<u64>)> {
     let span = Span::of(block, offset, data.len())?;
     let out = out.get_mut(..span.len)?;
     let lead = usize::try_from(offset - span.start).ok()?;
@@ -92,16 +92,26 @@ pub(crate) fn compose(
     body.copy_from_slice(data);
     pad.fill(0);
     let end = offset + data.len() as u64;
-    let tail = if end.is_multiple_of(block as u64) {
-        None
-    } else {
-        let last = out.get(span.len.checked_sub(block)?..)?;
-        Some(Tail {
-            index: end / block as u64,
-            bytes: last.into(),
-        })
-    };
+    let tail = (!end.is_multiple_of(block as u64)).then_some(end / block as u64);
     Some((span, tail))
+}
+
+impl Tail {
+    /// Keeps `last` (a span's last block, `index`) as the tail `kept` of a segment, in the
+    /// buffer it already has when it has one (so a write allocates nothing).
+    pub(crate) fn keep(kept: Option<&mut Tail>, index: u64, last: &[u8]) -> Option<Tail> {
+        match kept {
+            Some(t) if t.bytes.len() == last.len() => {
+                t.index = index;
+                t.bytes.copy_from_slice(last);
+                None
+            }
+            _ => Some(Tail {
+                index,
+                bytes: last.into(),
+            }),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -118,13 +128,21 @@ mod tests {
         want[4..7].copy_from_slice(&[1, 2, 3]);
         want[7..].fill(0);
         assert_eq!(&out[..16], &want);
-        assert_eq!(
-            tail,
-            Some(Tail {
-                index: 1,
-                bytes: want.into()
-            })
-        );
+        assert_eq!(tail, Some(1));
+    }
+
+    #[test]
+    fn a_kept_tail_reuses_its_buffer() {
+        let mut tail = Tail {
+            index: 1,
+            bytes: vec![1u8; 8].into(),
+        };
+        let at = tail.bytes.as_ptr();
+        assert!(Tail::keep(Some(&mut tail), 3, &[2; 8]).is_none());
+        assert_eq!((tail.index, &*tail.bytes), (3, &[2u8; 8][..]));
+        assert_eq!(tail.bytes.as_ptr(), at);
+        let new = Tail::keep(None, 4, &[5; 8]).unwrap();
+        assert_eq!((new.index, &*new.bytes), (4, &[5u8; 8][..]));
     }
 
     #[test]
@@ -146,7 +164,7 @@ mod tests {
         assert_eq!(span, Span { start: 8, len: 16 });
         assert_eq!(&out[..9], &[1; 9]);
         assert_eq!(&out[9..], &[0; 7]);
-        assert_eq!(tail.unwrap().index, 2);
+        assert_eq!(tail, Some(2));
     }
 
     #[test]

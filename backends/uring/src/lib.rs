@@ -14,6 +14,8 @@
 //!   write's completion error ([`UringError::Io`], naming the operation and the file).
 //! * Syncs: `IORING_OP_FSYNC` with `IORING_FSYNC_DATASYNC`. It covers the writes whose
 //!   completions were reported before it was submitted, which is the core's rule.
+//! * Buffered writes and syncs wait in the backend until the next poll or wait (see
+//!   [Waiting](#waiting)); direct writes go to the ring as they come.
 //! * Linked writes (`SegmentOp::Write { sync: true }`): the write and its fsync go out as one
 //!   `IOSQE_IO_LINK` pair and complete as one operation. When the write fails, the kernel
 //!   cancels the fsync (`-ECANCELED`) and the pair's error is the write's; it is never a
@@ -45,8 +47,20 @@
 //!
 //! # Waiting
 //! [`UringStorage::wait`] (also the core's `SegmentStorage::wait_for_completion`) submits what
-//! is queued and blocks in the kernel until a completion arrives, so a driver need not spin on
-//! `poll_completion`. Dropping the storage waits for every operation the kernel holds.
+//! is queued and blocks in the kernel until a completion arrives, in one `io_uring_enter`, so a
+//! driver need not spin on `poll_completion`. Dropping the storage waits for every operation the
+//! kernel holds.
+//!
+//! The kernel never runs an `IORING_OP_FSYNC` in the submitting call: it hands it to an io-wq
+//! worker thread, and so it does with a buffered write on a file system without non-blocking
+//! buffered writes (ext4). A caller that goes on meanwhile (a log appending while its last batch
+//! is synced) gains from that: a poll hands such operations to the ring. A caller that waits
+//! gains nothing and pays two thread switches per operation (and the kernel starts workers for
+//! each thread that submits, as the leaders of a shared log change): so the syncs and buffered
+//! writes a wait finds not yet handed to the ring run on the waiting thread (`fdatasync`,
+//! `pwrite`; a linked pair as the write, then its fsync only after a whole write), and end
+//! exactly as they would in the ring, unless operations are in the ring already: then they join
+//! them there. Either way no thread of the backend's own is involved.
 //!
 //! # When io_uring is refused
 //! If the kernel refuses io_uring (too old, `kernel.io_uring_disabled`, a seccomp filter),

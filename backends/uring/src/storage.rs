@@ -142,6 +142,9 @@ pub struct UringStorage {
     jobs: HashMap<u64, Job>,
     /// Jobs not given to the ring yet, in submission order.
     held: VecDeque<u64>,
+    /// Syncs, and buffered writes, of the core not given to the ring yet: the next poll hands
+    /// them to it, or a wait runs them on the waiting thread ([`Self::wait`]).
+    deferred: VecDeque<u64>,
     groups: HashMap<u64, Group>,
     next_id: u64,
     /// Each segment's last partly written block (direct I/O).
@@ -227,6 +230,9 @@ impl UringStorage {
         } else {
             Vec::new()
         };
+        // The tables have room for a full ring from the start: a log that keeps more in flight
+        // than before does not allocate then.
+        let room = depth as usize;
         Ok(UringStorage {
             ring,
             files,
@@ -236,14 +242,15 @@ impl UringStorage {
             open: HashMap::new(),
             retired: Vec::new(),
             free_slots,
-            jobs: HashMap::new(),
-            held: VecDeque::new(),
-            groups: HashMap::new(),
+            jobs: HashMap::with_capacity(room),
+            held: VecDeque::with_capacity(room),
+            deferred: VecDeque::with_capacity(8),
+            groups: HashMap::with_capacity(8),
             next_id: 0,
             tails: HashMap::new(),
-            ready: VecDeque::new(),
+            ready: VecDeque::with_capacity(room),
             pool,
-            cqes: Vec::new(),
+            cqes: Vec::with_capacity(2 * room),
             enter_error: None,
             draining: false,
             resubmitted: 0,
@@ -284,7 +291,8 @@ impl UringStorage {
 
     /// Jobs accepted but not yet given to the kernel: a direct-I/O write (or the first block of
     /// one) waiting for an earlier write into the same block to complete, or entries beyond a
-    /// full submission queue.
+    /// full submission queue. (Syncs and buffered writes waiting for the next poll or wait are
+    /// not counted: see [`Self::wait`].)
     #[must_use]
     pub fn held_back(&self) -> usize {
         self.held.len()
@@ -298,14 +306,38 @@ impl UringStorage {
     }
 
     /// Blocks until an operation has ended, when operations are in flight and none has ended
-    /// yet: submits what is queued and waits in the kernel for at least one completion. Returns
-    /// at once when a completion is ready to poll or nothing is in flight.
+    /// yet: submits what is queued and waits in the kernel for at least one completion, in one
+    /// system call. Syncs and buffered writes not handed to the ring by a poll yet run on this
+    /// thread instead, when nothing else is in the ring (the kernel would hand them to a worker
+    /// thread: see the crate documentation). Returns at once when a completion is ready to poll
+    /// or nothing is in flight.
     ///
     /// # Errors
     /// When `io_uring_enter` fails with an error that retrying does not cure.
     pub fn wait(&mut self) -> Result<(), UringError> {
-        self.progress();
-        while self.ready.is_empty() && self.jobs.len() > self.held.len() {
+        if self.ready.is_empty() && !self.deferred.is_empty() {
+            // The caller blocks until an operation ends anyway: the syncs and buffered writes
+            // it waits for run here instead of on an io-wq worker (the kernel never runs an
+            // `IORING_OP_FSYNC` inline, nor, on a file system without non-blocking buffered
+            // writes such as ext4, a buffered write). That spares two thread switches per
+            // operation, and the workers the kernel starts for each thread that submits.
+            // Only when nothing of ours is in the ring, though: beside operations in flight (a
+            // log streaming on), they join those in the ring instead, in order, rather than
+            // race them for the same file's lock.
+            self.release();
+            if self.jobs.len() == self.held.len() + self.deferred.len() {
+                self.run_here();
+            } else {
+                self.pass_deferred();
+            }
+        }
+        // What is queued goes to the kernel in the same call that waits: one system call, not a
+        // submit and then a wait. (A write run here but cut short went back to the ring: it is
+        // waited for like any other.)
+        self.release();
+        self.reap();
+        self.release();
+        while self.ready.is_empty() && self.jobs.len() > self.held.len() + self.deferred.len() {
             if let Some(e) = self.enter_error.take() {
                 return Err(UringError::io(Op::Enter, &self.dir, None, e));
             }
@@ -314,8 +346,11 @@ impl UringStorage {
                 Err(e) if retryable(&e) => {}
                 Err(e) => return Err(UringError::io(Op::Enter, &self.dir, None, e)),
             }
-            self.progress();
+            self.reap();
+            self.release();
         }
+        // Entries queued after the last call (a resubmission, a released write) go out now.
+        self.flush();
         match self.enter_error.take() {
             Some(e) => Err(UringError::io(Op::Enter, &self.dir, None, e)),
             None => Ok(()),
@@ -324,6 +359,7 @@ impl UringStorage {
 
     /// Gives what can go to the ring, collects what the kernel has answered.
     fn progress(&mut self) {
+        self.pass_deferred();
         self.release();
         self.flush();
         self.reap();
@@ -500,21 +536,34 @@ impl UringStorage {
             return true;
         };
         let user_data = |tag| (id << TAG_BITS) | tag;
-        let entries: Vec<squeue::Entry> = match &job.work {
+        // At most two entries, on the stack: pushing a job allocates nothing.
+        let (first, second) = match &job.work {
             Work::Write { bytes, linked, .. } => {
                 let write = bytes
                     .entry(job.file.file_ref())
                     .user_data(user_data(TAG_WRITE));
                 if *linked {
-                    vec![
+                    (
                         write.flags(squeue::Flags::IO_LINK),
-                        job.file.fsync_entry().user_data(user_data(TAG_LINKED_SYNC)),
-                    ]
+                        Some(job.file.fsync_entry().user_data(user_data(TAG_LINKED_SYNC))),
+                    )
                 } else {
-                    vec![write]
+                    (write, None)
                 }
             }
-            Work::Sync { .. } => vec![job.file.fsync_entry().user_data(user_data(TAG_SYNC))],
+            Work::Sync { .. } => (job.file.fsync_entry().user_data(user_data(TAG_SYNC)), None),
+        };
+        let pair;
+        let single;
+        let entries: &[squeue::Entry] = match second {
+            Some(second) => {
+                pair = [first, second];
+                &pair
+            }
+            None => {
+                single = [first];
+                &single
+            }
         };
         let room = |ring: &mut IoUring| {
             let sq = ring.submission();
@@ -530,7 +579,7 @@ impl UringStorage {
         // allocation that does not move) and its file (kept open by the job's `Arc`). The job
         // stays in `self.jobs` until the kernel has answered for all its entries (`outstanding`
         // reaches 0), and on drop the backend waits for those answers or leaks the buffers.
-        let pushed = unsafe { self.ring.submission().push_multiple(&entries) };
+        let pushed = unsafe { self.ring.submission().push_multiple(entries) };
         if pushed.is_err() {
             return false;
         }
@@ -621,7 +670,13 @@ impl UringStorage {
                 write_res: None,
                 sync_res: None,
             };
-            return self.enqueue(token, file, work, None);
+            // A direct write never waits for a worker thread (the device does it): it goes to
+            // the ring as it comes. A buffered one may, so it waits for the next poll or wait.
+            return if block == 1 {
+                self.defer(token, file, work)
+            } else {
+                self.enqueue(token, file, work, None)
+            };
         }
         // An earlier write still changes the first block: the other blocks go out at once, the
         // first one once that write completes.
@@ -723,10 +778,23 @@ impl UringStorage {
             return Err(too_far());
         };
         if block > 1 {
-            match tail {
-                Some(t) => self.tails.insert(segment, t),
-                None => self.tails.remove(&segment),
-            };
+            let last = buffer
+                .buf
+                .as_slice()
+                .get(span.len.saturating_sub(block)..span.len);
+            match (tail, last) {
+                (Some(index), Some(last)) => {
+                    if let Some(t) = Tail::keep(self.tails.get_mut(&segment), index, last) {
+                        self.tails.insert(segment, t);
+                    }
+                }
+                _ => {
+                    // No partly written block: the tail names none, and keeps its buffer.
+                    if let Some(t) = self.tails.get_mut(&segment) {
+                        t.index = u64::MAX;
+                    }
+                }
+            }
         }
         let bytes = Bytes {
             buffer,
@@ -737,10 +805,81 @@ impl UringStorage {
         Ok((file, bytes, span))
     }
 
+    /// Queues a sync for the next poll or wait (see [`Self::wait`]).
     fn sync(&mut self, token: u64, segment: SegmentId) {
         match self.file(segment) {
-            Ok(file) => self.enqueue(token, file, Work::Sync { res: None }, None),
+            Ok(file) => self.defer(token, file, Work::Sync { res: None }),
             Err(e) => self.ready.push_back((token, Err(e))),
+        }
+    }
+
+    /// Queues a job for the next poll (which gives it to the ring) or wait (which runs it on
+    /// the waiting thread).
+    fn defer(&mut self, token: u64, file: Arc<SegFile>, work: Work) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let job = Job {
+            token,
+            file,
+            work,
+            outstanding: 0,
+            held: false,
+            group: None,
+        };
+        self.jobs.insert(id, job);
+        self.deferred.push_back(id);
+    }
+
+    /// Hands the deferred jobs to the ring: the caller goes on meanwhile.
+    fn pass_deferred(&mut self) {
+        while let Some(id) = self.deferred.pop_front() {
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.held = true;
+                self.held.push_back(id);
+            }
+        }
+    }
+
+    /// Runs the deferred jobs on this thread, with the system calls the ring's workers would
+    /// make (`pwrite`, `fdatasync`), and reports their results through the ring's completion
+    /// path, so they end exactly as they would there.
+    fn run_here(&mut self) {
+        while let Some(id) = self.deferred.pop_front() {
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            let fd = &job.file.fd;
+            match &job.work {
+                Work::Sync { .. } => {
+                    let res = errno_result(fdatasync(fd).map(|()| 0));
+                    job.outstanding = 1;
+                    self.on_cqe((id << TAG_BITS) | TAG_SYNC, res);
+                }
+                Work::Write { bytes, linked, .. } => {
+                    let linked = *linked;
+                    let (at, offset, len) = bytes.rest();
+                    let data = bytes
+                        .buffer
+                        .buf
+                        .as_slice()
+                        .get(at..at + len as usize)
+                        .unwrap_or(&[]);
+                    let res = errno_result(pwrite(fd, data, offset));
+                    let sync_res = if !linked {
+                        None
+                    } else if res == len as i32 {
+                        Some(errno_result(fdatasync(fd).map(|()| 0)))
+                    } else {
+                        // A short or failed write breaks the link, as the kernel cancels it.
+                        Some(-libc::ECANCELED)
+                    };
+                    job.outstanding = 1 + u8::from(linked);
+                    self.on_cqe((id << TAG_BITS) | TAG_WRITE, res);
+                    if let Some(sync_res) = sync_res {
+                        self.on_cqe((id << TAG_BITS) | TAG_LINKED_SYNC, sync_res);
+                    }
+                }
+            }
         }
     }
 
@@ -753,6 +892,34 @@ impl UringStorage {
                 .push_back((token, result.map_err(UringError::File)));
         }
         Ok(())
+    }
+}
+
+/// A system call's result as a completion's: the count, or the negated error number.
+fn errno_result(r: Result<usize, Errno>) -> i32 {
+    match r {
+        Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
+        Err(e) => -e.raw_os_error(),
+    }
+}
+
+/// `fdatasync`, again after `EINTR`.
+fn fdatasync(fd: &OwnedFd) -> Result<(), Errno> {
+    loop {
+        match rustix::fs::fdatasync(fd) {
+            Err(Errno::INTR) => {}
+            r => return r,
+        }
+    }
+}
+
+/// `pwrite`, again after `EINTR`.
+fn pwrite(fd: &OwnedFd, data: &[u8], offset: u64) -> Result<usize, Errno> {
+    loop {
+        match rustix::io::pwrite(fd, data, offset) {
+            Err(Errno::INTR) => {}
+            r => return r,
+        }
     }
 }
 
@@ -869,6 +1036,9 @@ impl Drop for UringStorage {
     /// Waits for the kernel to answer for every entry it was given, so that no buffer it may
     /// still read is freed; if waiting fails, those buffers are leaked instead.
     fn drop(&mut self) {
+        // Deferred jobs were accepted as if queued for the ring: they go to it now.
+        self.pass_deferred();
+        self.release();
         self.draining = true;
         // Jobs never given to the ring have no entry the kernel could read.
         for id in std::mem::take(&mut self.held) {

@@ -697,3 +697,88 @@ fn appends_of_random_sizes_polled_at_random_land_exactly() {
         }
     }
 }
+
+/// Whether the kernel runs io-wq workers for ring operations this thread submitted (named
+/// `iou-wrk-<submitter's thread id>`).
+fn workers_of_this_thread() -> bool {
+    // SAFETY: gettid has no preconditions.
+    let name = format!("iou-wrk-{}", unsafe { libc::gettid() });
+    fs::read_dir("/proc/self/task").unwrap().any(|task| {
+        fs::read_to_string(task.unwrap().path().join("comm")).is_ok_and(|c| c.trim() == name)
+    })
+}
+
+#[test]
+fn operations_waited_for_before_any_poll_run_on_the_waiting_thread() {
+    // Each mode on a thread of its own: io-wq workers belong to the thread that submitted.
+    for (mode, options) in modes() {
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let dir = tempdir();
+                let mut s = open(dir.path(), options);
+                let id = SegmentId(0);
+                create(&mut s, id, &[1; HEADER_LEN]);
+                let (a, b) = ([3u8; 100], [4u8; 5000]);
+                let at = |n: u64| HEADER_LEN as u64 + n;
+                let write = |offset, data, sync| SegmentOp::Write {
+                    segment: id,
+                    offset,
+                    data,
+                    sync,
+                };
+                s.submit(1, write(at(0), &a, false)).unwrap();
+                s.wait().unwrap();
+                assert!(matches!(s.poll_completion(), Some((1, Ok(())))), "{mode}");
+                s.submit(2, SegmentOp::Sync { segment: id }).unwrap();
+                s.submit(3, write(at(100), &b, true)).unwrap();
+                s.wait().unwrap();
+                assert!(
+                    matches!(drain(&mut s).as_slice(), [(2, Ok(())), (3, Ok(()))]),
+                    "{mode}"
+                );
+                // Failures end as they do through the ring: the write's error, never a sync.
+                for sync in [false, true] {
+                    s.submit(4, write(BEYOND_MAX_FILE, &a, sync)).unwrap();
+                    s.wait().unwrap();
+                    let Some((4, Err(e))) = s.poll_completion() else {
+                        panic!("{mode}: expected the write's failure");
+                    };
+                    assert!(matches!(e, UringError::Io { op: Op::Write, .. }), "{e:?}");
+                    assert_eq!(
+                        e.io_error().and_then(|e| e.raw_os_error()),
+                        Some(libc::EFBIG)
+                    );
+                }
+                if !options.direct {
+                    // Buffered writes and syncs never went to the ring: no worker ran them.
+                    assert!(!workers_of_this_thread(), "{mode}");
+                }
+                let mut back = vec![0u8; 5100];
+                s.read_at(id, at(0), &mut back).unwrap();
+                assert_eq!(&back[..100], &a, "{mode}");
+                assert_eq!(&back[100..], &b, "{mode}");
+            });
+        });
+    }
+}
+
+#[test]
+fn a_sync_handed_over_at_a_poll_runs_on_a_ring_worker() {
+    // The other way, which a log that goes on appending takes: a poll gives the kernel what is
+    // queued, and the caller goes on while a worker runs it (the kernel never runs an fsync
+    // inline).
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let dir = tempdir();
+            let mut s = open(dir.path(), Options::new());
+            let id = SegmentId(0);
+            create(&mut s, id, &[1; HEADER_LEN]);
+            assert!(!workers_of_this_thread());
+            s.submit(1, SegmentOp::Sync { segment: id }).unwrap();
+            let mut done: Vec<_> = s.poll_completion().into_iter().collect();
+            done.extend(drain(&mut s));
+            assert!(matches!(done.as_slice(), [(1, Ok(()))]), "{done:?}");
+            assert!(workers_of_this_thread());
+        });
+    });
+}
