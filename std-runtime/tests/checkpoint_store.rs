@@ -116,6 +116,92 @@ fn part_round_trip_returns_its_size_and_crc() {
     assert_eq!(store.read_part("empty", 0, empty.crc).unwrap(), b"");
 }
 
+/// Part `i` of a batch: its own length and bytes.
+fn batch_part(i: usize) -> Vec<u8> {
+    (0..(i * 997) % 20_000)
+        .map(|n| (n * 31 + i) as u8)
+        .collect()
+}
+
+#[test]
+fn put_parts_stores_a_batch_in_order_and_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // More parts than the store has encoding and syncing threads.
+    let keys: Vec<String> = (0..40).map(|i| format!("batch-{i:03}")).collect();
+    let infos = store
+        .put_parts(&keys, &|i, buf: &mut Vec<u8>| {
+            assert!(buf.is_empty(), "each part is encoded into an empty buffer");
+            buf.extend_from_slice(&batch_part(i));
+        })
+        .unwrap();
+    assert_eq!(infos.len(), keys.len());
+    for (i, (key, info)) in keys.iter().zip(&infos).enumerate() {
+        let bytes = batch_part(i);
+        assert_eq!(info.size, bytes.len() as u64, "{key}");
+        assert_eq!(info.crc, lamina_core::crc::crc32c(&bytes), "{key}");
+        assert_eq!(store.read_part(key, info.size, info.crc).unwrap(), bytes);
+    }
+    assert_eq!(store.list_parts().unwrap(), keys);
+    let temporary: Vec<_> = tree(dir.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(temporary.is_empty(), "{temporary:?}");
+}
+
+#[test]
+fn put_parts_whose_encoder_dies_stores_none_and_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let keys: Vec<String> = (0..30).map(|i| format!("batch-{i:03}")).collect();
+    let err = store
+        .put_parts(&keys, &|i, buf: &mut Vec<u8>| {
+            assert!(i != 17, "part 17 cannot be encoded");
+            buf.extend_from_slice(&batch_part(i));
+        })
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CheckpointError::Storage {
+                op: StoreOp::PutPart,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(store.list_parts().unwrap().is_empty());
+    assert_eq!(
+        tree(dir.path()),
+        [PathBuf::from("parts"), PathBuf::from("manifests")]
+            .into_iter()
+            .collect()
+    );
+}
+
+#[test]
+fn put_parts_into_a_vanished_directory_is_an_error_naming_a_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fs::remove_dir(dir.path().join("parts")).unwrap();
+    fs::write(dir.path().join("parts"), b"not a directory").unwrap();
+    let keys: Vec<String> = (0..6).map(|i| format!("batch-{i:03}")).collect();
+    let err = store
+        .put_parts(&keys, &|i, buf: &mut Vec<u8>| {
+            buf.extend_from_slice(&batch_part(i))
+        })
+        .unwrap_err();
+    match &err {
+        CheckpointError::Storage {
+            op: StoreOp::PutPart,
+            location,
+            ..
+        } => assert!(location.contains("batch-"), "{location}"),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn put_part_replaces_a_part_whole() {
     let dir = tempfile::tempdir().unwrap();

@@ -142,8 +142,8 @@ impl FileObjects {
         })
     }
 
-    /// Syncs every staged file (on up to 16 threads at once, so the file system can merge
-    /// their flushes), moves each into place (replacing any object of its name whole), then
+    /// Syncs every staged file not yet synced ([`StagedObject::sync`]) (on up to 16 threads at
+    /// once, so the file system can merge their flushes), moves each into place (replacing any object of its name whole), then
     /// syncs the directory once: on `Ok` every one is visible and durable.
     ///
     /// # Errors
@@ -151,11 +151,11 @@ impl FileObjects {
     /// moved into place when a sync failed, and the staged files not moved are removed.
     pub fn commit_staged(&self, mut staged: Vec<StagedObject>) -> Result<(), FileError> {
         let next = AtomicUsize::new(0);
-        let threads = staged.len().clamp(1, 16);
         let files: Vec<(&Path, File)> = staged
             .iter_mut()
             .filter_map(|s| s.file.take().map(|f| (s.temp.as_path(), f)))
             .collect();
+        let threads = files.len().min(16);
         let synced: Result<(), FileError> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads)
                 .map(|_| {
@@ -287,6 +287,31 @@ pub struct StagedObject {
     path: PathBuf,
     /// The temporary file, open until it is synced.
     file: Option<File>,
+}
+
+impl StagedObject {
+    /// Syncs the staged file now, so that [`FileObjects::commit_staged`] has only to move it
+    /// into place: a writer that syncs each object as soon as it is written overlaps the
+    /// device's work with the writing of the next.
+    ///
+    /// # Errors
+    /// The sync error naming the temporary file, which is removed.
+    pub fn sync(mut self) -> Result<StagedObject, FileError> {
+        if let Some(file) = self.file.take()
+            && let Err(e) = file.sync_all()
+        {
+            drop(file);
+            let _ = fs::remove_file(&self.temp);
+            return Err(FileError::io(Op::Sync, &self.temp, None, e));
+        }
+        Ok(self)
+    }
+
+    /// Gives the staged object up: its temporary file is removed.
+    pub fn discard(mut self) {
+        drop(self.file.take());
+        let _ = fs::remove_file(&self.temp);
+    }
 }
 
 impl ErrorType for FileObjects {

@@ -4,17 +4,23 @@
 use super::error::{CheckpointError, ManifestDamage, StoreOp};
 use super::names::{manifest_file_name, parse_manifest_file_name};
 use super::{
-    CheckpointStore, MAX_MANIFEST_LEN, PartInfo, check_key, check_manifest, in_parallel, part_info,
-    verify_part,
+    CheckpointStore, MAX_MANIFEST_LEN, PartInfo, check_key, check_manifest, part_info, verify_part,
 };
 use lamina_core::io::{Error as _, ObjectOp, ObjectStorage, Publish};
-use lamina_file::{FileError, FileObjects, WholeObject};
+use lamina_file::{FileError, FileObjects, StagedObject, WholeObject};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, mpsc};
 
 /// The subdirectory that holds the parts.
 const PARTS_DIR: &str = "parts";
 /// The subdirectory that holds the manifests.
 const MANIFESTS_DIR: &str = "manifests";
+/// Threads encoding and writing parts: about the cores a checkpoint may use.
+const ENCODERS: usize = 4;
+/// Threads syncing written parts: syncs mostly wait on the device, and the file system merges
+/// the flushes of those in flight together.
+const SYNCERS: usize = 16;
 
 /// A checkpoint store in a directory: parts in `dir/parts/{key}`, manifests in
 /// `dir/manifests/{id:020}.manifest`.
@@ -116,35 +122,19 @@ impl CheckpointStore for FileSystemCheckpointStore {
         Ok(part_info(bytes))
     }
 
-    /// Parts are encoded, written to temporary files and synced on up to 4 threads (so that
-    /// encoding one overlaps the write of another), then all are renamed into place and the
-    /// directory synced once.
+    /// Parts are encoded and written to temporary files on a few threads while others sync
+    /// the ones written (so the device works while the CPUs encode), then all are renamed into
+    /// place and the directory synced once.
     fn put_parts(
         &self,
         keys: &[String],
-        encode: &(dyn Fn(usize) -> Vec<u8> + Sync),
+        encode: &(dyn Fn(usize, &mut Vec<u8>) + Sync),
     ) -> Result<Vec<PartInfo>, CheckpointError> {
         for key in keys {
             check_key(key)?;
         }
-        let stage = |i: usize| {
-            let key = keys.get(i).map_or("", String::as_str);
-            let bytes = encode(i);
-            let staged = self
-                .parts
-                .stage(key, &bytes)
-                .map_err(|e| storage(StoreOp::PutPart, &self.parts.dir().join(key), e))?;
-            Ok((staged, part_info(&bytes)))
-        };
-        let panicked = || CheckpointError::Storage {
-            op: StoreOp::PutPart,
-            location: self.parts.dir().display().to_string(),
-            failure: lamina_core::io::Failure::Other,
-            source: Box::new(std::io::Error::other("a part writer panicked")),
-        };
-        // Staged files of a failed batch stay temporary: never listed or read.
-        let done = in_parallel(keys.len(), 4, &stage, &panicked)?;
-        let (staged, infos): (Vec<_>, Vec<_>) = done.into_iter().unzip();
+        let staged = stage_parts(&self.parts, keys, encode)?;
+        let (staged, infos): (Vec<_>, Vec<_>) = staged.into_iter().unzip();
         self.parts
             .commit_staged(staged)
             .map_err(|e| storage(StoreOp::PutPart, self.parts.dir(), e))?;
@@ -254,6 +244,119 @@ impl CheckpointStore for FileSystemCheckpointStore {
         Self::run(self.manifests.dir(), ObjectOp::Delete { name: &name })
             .map_err(|e| storage(StoreOp::DeleteManifest, &path, e))
     }
+}
+
+/// Encodes, writes and syncs parts `keys` as temporary files of `parts`: [`ENCODERS`] threads
+/// encode (each into a buffer of its own, reused) and write, and hand each written file to
+/// [`SYNCERS`] threads that sync it. Returns each part, synced, with its size and CRC32C, in
+/// order; on error the temporary files written are removed.
+fn stage_parts(
+    parts: &FileObjects,
+    keys: &[String],
+    encode: &(dyn Fn(usize, &mut Vec<u8>) + Sync),
+) -> Result<Vec<(StagedObject, PartInfo)>, CheckpointError> {
+    let location = |i: usize| parts.dir().join(keys.get(i).map_or("", String::as_str));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel::<(usize, StagedObject, PartInfo)>();
+    let rx = Mutex::new(rx);
+    let encoder = |tx: mpsc::Sender<(usize, StagedObject, PartInfo)>| {
+        let mut buf = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(key) = keys.get(i) else {
+                return Ok(());
+            };
+            if failed.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            buf.clear();
+            encode(i, &mut buf);
+            let staged = parts.stage(key, &buf).map_err(|e| (i, e))?;
+            // The syncers outlive every sender, so a send cannot fail while one runs.
+            let _ = tx.send((i, staged, part_info(&buf)));
+        }
+    };
+    let syncer = || {
+        let mut done = Vec::new();
+        let mut error = None;
+        // Every file sent is received, so none is left behind when something fails.
+        while let Ok((i, staged, info)) = rx.lock().map_or(Err(mpsc::RecvError), |rx| rx.recv()) {
+            if failed.load(Ordering::Relaxed) {
+                staged.discard();
+                continue;
+            }
+            match staged.sync() {
+                Ok(staged) => done.push((i, staged, info)),
+                Err(e) => {
+                    failed.store(true, Ordering::Relaxed);
+                    error = Some((i, e));
+                }
+            }
+        }
+        (done, error)
+    };
+    let (encoded, synced) = std::thread::scope(|scope| {
+        let encoders: Vec<_> = (0..ENCODERS.min(keys.len()))
+            .map(|_| {
+                let tx = tx.clone();
+                scope.spawn(|| {
+                    let result = encoder(tx);
+                    if result.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    result
+                })
+            })
+            .collect();
+        drop(tx);
+        let syncers: Vec<_> = (0..SYNCERS.min(keys.len()))
+            .map(|_| scope.spawn(syncer))
+            .collect();
+        let encoded: Vec<_> = encoders.into_iter().map(|h| h.join().ok()).collect();
+        let synced: Vec<_> = syncers.into_iter().map(|h| h.join().ok()).collect();
+        (encoded, synced)
+    });
+    let panicked = || CheckpointError::Storage {
+        op: StoreOp::PutPart,
+        location: parts.dir().display().to_string(),
+        failure: lamina_core::io::Failure::Other,
+        source: Box::new(std::io::Error::other("a part writer panicked")),
+    };
+    let mut errors = Vec::new();
+    for result in encoded {
+        match result {
+            Some(Ok(())) => {}
+            Some(Err((i, e))) => errors.push(storage(StoreOp::PutPart, &location(i), e)),
+            None => errors.push(panicked()),
+        }
+    }
+    let mut staged = Vec::with_capacity(keys.len());
+    for result in synced {
+        match result {
+            Some((done, error)) => {
+                staged.extend(done);
+                if let Some((i, e)) = error {
+                    errors.push(storage(StoreOp::PutPart, &location(i), e));
+                }
+            }
+            None => errors.push(panicked()),
+        }
+    }
+    if errors.is_empty() && staged.len() != keys.len() {
+        errors.push(panicked());
+    }
+    if let Some(e) = errors.into_iter().next() {
+        for (_, object, _) in staged {
+            object.discard();
+        }
+        return Err(e);
+    }
+    staged.sort_unstable_by_key(|(i, _, _)| *i);
+    Ok(staged
+        .into_iter()
+        .map(|(_, object, info)| (object, info))
+        .collect())
 }
 
 /// A storage error of `op` at `path`.

@@ -91,23 +91,29 @@ pub trait CheckpointStore: Send + Sync {
     /// written; a storage error naming the part.
     fn put_part(&self, key: &str, bytes: &[u8]) -> Result<PartInfo, CheckpointError>;
 
-    /// Stores parts `keys`, the bytes of part `i` being `encode(i)`, all durable on return, and
-    /// returns what a manifest records for each, in order. By default each part is encoded and
-    /// [`Self::put_part`] in turn; a store may do better (a directory: parts encoded and written
-    /// on several threads, each synced, then all moved into place with one directory sync).
-    /// A failure may leave some of them stored (no manifest names them yet, so garbage
-    /// collection removes them).
+    /// Stores parts `keys`, all durable on return, and returns what a manifest records for
+    /// each, in order. `encode(i, buf)` appends part `i`'s bytes to `buf`, which it is handed
+    /// empty (a writer reuses one buffer for many parts, so large parts cost no fresh memory
+    /// each). By default each part is encoded and [`Self::put_part`] in turn; a store may do
+    /// better (a directory: parts encoded and written on some threads while others sync the ones
+    /// written, then all moved into place with one directory sync). A failure may leave some of
+    /// them stored (no manifest names them yet, so garbage collection removes them).
     ///
     /// # Errors
     /// As [`Self::put_part`], for the first part that failed.
     fn put_parts(
         &self,
         keys: &[String],
-        encode: &(dyn Fn(usize) -> Vec<u8> + Sync),
+        encode: &(dyn Fn(usize, &mut Vec<u8>) + Sync),
     ) -> Result<Vec<PartInfo>, CheckpointError> {
+        let mut buf = Vec::new();
         keys.iter()
             .enumerate()
-            .map(|(i, key)| self.put_part(key, &encode(i)))
+            .map(|(i, key)| {
+                buf.clear();
+                encode(i, &mut buf);
+                self.put_part(key, &buf)
+            })
             .collect()
     }
 

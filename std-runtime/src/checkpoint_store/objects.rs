@@ -227,9 +227,13 @@ where
     fn put_parts(
         &self,
         keys: &[String],
-        encode: &(dyn Fn(usize) -> Vec<u8> + Sync),
+        encode: &(dyn Fn(usize, &mut Vec<u8>) + Sync),
     ) -> Result<Vec<PartInfo>, CheckpointError> {
-        let put = |i: usize| self.put_part(keys.get(i).map_or("", String::as_str), &encode(i));
+        let put = |i: usize| {
+            let mut buf = Vec::new();
+            encode(i, &mut buf);
+            self.put_part(keys.get(i).map_or("", String::as_str), &buf)
+        };
         let panicked = || CheckpointError::Storage {
             op: StoreOp::PutPart,
             location: self.part_location(""),

@@ -1,14 +1,14 @@
 //! [`IncrementalCheckpointManager`]: decides which parts a checkpoint writes, writes them, and
 //! collects the garbage.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use lamina_core::manifest::Manifest;
 
 use super::layout::{CoreLayout, DeltaRef, MAX_BUCKETS, PartRef};
 use super::part::{Kind as PartKind, PartWriter, bucket_of};
-use super::shadow::{Capture, ChangeStats};
+use super::shadow::{Capture, ChangeStats, Changes};
 use crate::{CheckpointError, CheckpointStore, Error, Lsn};
 
 /// How checkpoints are split into parts, and how many are kept.
@@ -74,7 +74,7 @@ pub struct IncrementalCheckpointManager {
     committed: Vec<CoreLayout>,
     /// Per core, keys changed that no committed checkpoint holds yet (from aborted attempts),
     /// and their counts.
-    carry: Vec<(BTreeSet<Vec<u8>>, ChangeStats)>,
+    carry: Vec<(Changes, ChangeStats)>,
     /// The attempt between `plan` and `commit`/`abort`.
     in_progress: Option<u64>,
 }
@@ -91,7 +91,7 @@ struct CorePlan {
     capture: Capture,
     /// Every key changed since the parent (carried + captured); the delta holds those outside
     /// the compacted buckets.
-    changed: Arc<BTreeSet<Vec<u8>>>,
+    changed: Arc<Changes>,
     /// Their counts per bucket.
     stats: ChangeStats,
     /// The buckets whose bases are rewritten, ascending.
@@ -108,7 +108,7 @@ struct CorePlan {
 pub struct Staged {
     id: u64,
     layouts: Vec<CoreLayout>,
-    changed: Vec<(Arc<BTreeSet<Vec<u8>>>, ChangeStats)>,
+    changed: Vec<(Arc<Changes>, ChangeStats)>,
     /// Parts written.
     pub parts_written: usize,
     /// Bytes written.
@@ -187,7 +187,7 @@ impl IncrementalCheckpointManager {
             })
             .collect();
         let buckets = config.buckets as usize;
-        let carry = vec![(BTreeSet::new(), ChangeStats::new(buckets)); committed.len()];
+        let carry = vec![(Changes::new(), ChangeStats::new(buckets)); committed.len()];
         Ok(IncrementalCheckpointManager {
             config,
             committed,
@@ -249,7 +249,7 @@ impl IncrementalCheckpointManager {
             let buckets = self.config.buckets as usize;
             let (mut changed, mut stats) = std::mem::replace(
                 &mut self.carry[core],
-                (BTreeSet::new(), ChangeStats::new(buckets)),
+                (Changes::new(), ChangeStats::new(buckets)),
             );
             changed.append(&mut capture.changed);
             stats.add(&capture.stats);
@@ -263,7 +263,7 @@ impl IncrementalCheckpointManager {
         &self,
         core: usize,
         capture: Capture,
-        changed: BTreeSet<Vec<u8>>,
+        changed: Changes,
         stats: ChangeStats,
     ) -> CorePlan {
         let buckets = self.config.buckets;
@@ -348,7 +348,7 @@ impl IncrementalCheckpointManager {
     /// [`Error::Refused`] when `id` is not the checkpoint in progress.
     pub fn abort(&mut self, id: u64, changed: Leftover) -> Result<(), Error> {
         self.finish(id)?;
-        let sets: Vec<(Arc<BTreeSet<Vec<u8>>>, ChangeStats)> = match changed {
+        let sets: Vec<(Arc<Changes>, ChangeStats)> = match changed {
             Leftover::Plan(plan) => plan
                 .cores
                 .into_iter()
@@ -358,7 +358,9 @@ impl IncrementalCheckpointManager {
         };
         for (carry, (set, stats)) in self.carry.iter_mut().zip(sets) {
             // The carry is empty while an attempt is in progress: the counts are the attempt's.
-            carry.0.extend(set.iter().cloned());
+            carry
+                .0
+                .extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
             carry.1 = stats;
         }
         Ok(())
@@ -498,17 +500,16 @@ impl Plan {
         let keys: Vec<String> = jobs.iter().map(|job| self.job_key(job)).collect();
         let delta_bytes: Vec<Mutex<Option<Vec<u64>>>> =
             jobs.iter().map(|_| Mutex::new(None)).collect();
-        let encode = |i: usize| -> Vec<u8> {
+        let encode = |i: usize, buf: &mut Vec<u8>| {
             let Some(job) = jobs.get(i) else {
-                return Vec::new();
+                return;
             };
-            let encoded = self.encode_job(job);
+            let bucket_bytes = self.encode_job(job, buf);
             if let Some(slot) = delta_bytes.get(i)
                 && let Ok(mut slot) = slot.lock()
             {
-                *slot = encoded.bucket_bytes;
+                *slot = bucket_bytes;
             }
-            encoded.bytes
         };
         let infos = match store.put_parts(&keys, &encode) {
             Ok(infos) if infos.len() == keys.len() => infos,
@@ -596,58 +597,50 @@ impl Plan {
         }
     }
 
-    fn encode_job(&self, job: &Job<'_>) -> Encoded {
+    /// Encodes `job`'s part into `buf` (handed over empty, its memory reused); returns a
+    /// delta's entry bytes per bucket (`None` for a base).
+    fn encode_job(&self, job: &Job<'_>, buf: &mut Vec<u8>) -> Option<Vec<u64>> {
+        let bytes = std::mem::take(buf);
         match *job {
             Job::Base { core, bucket } => {
-                let Some(plan) = self.cores.get(core) else {
-                    return Encoded {
-                        bucket_bytes: None,
-                        bytes: Vec::new(),
-                    };
-                };
+                let plan = self.cores.get(core)?;
                 let buckets = plan.capture.buckets.len() as u32;
-                let mut part = PartWriter::new(PartKind::Base, plan.capture.core, bucket, buckets);
+                let mut part = PartWriter::in_buffer(
+                    PartKind::Base,
+                    plan.capture.core,
+                    bucket,
+                    buckets,
+                    bytes,
+                );
                 if let Some(map) = plan.capture.buckets.get(bucket as usize) {
-                    part.reserve(map.iter().map(|(k, v)| 9 + k.len() + v.len()).sum());
                     for (k, v) in map.iter() {
                         part.put(k, v);
                     }
                 }
-                Encoded {
-                    bucket_bytes: None,
-                    bytes: part.finish(),
-                }
+                *buf = part.finish();
+                None
             }
             Job::Delta { plan, .. } => {
                 let buckets = plan.capture.buckets.len() as u32;
-                let mut part = PartWriter::new(PartKind::Delta, plan.capture.core, 0, buckets);
+                let mut part =
+                    PartWriter::in_buffer(PartKind::Delta, plan.capture.core, 0, buckets, bytes);
                 let mut per_bucket = vec![0u64; buckets as usize];
-                for k in plan.changed.iter() {
+                for (k, value) in plan.changed.iter() {
                     let b = bucket_of(k, buckets) as usize;
                     if plan.compacted.get(b).copied().unwrap_or(true) {
                         continue;
                     }
-                    let value = plan.capture.buckets.get(b).and_then(|m| m.get(k));
                     match value {
                         Some(v) => part.put(k, v),
                         None => part.delete(k),
                     }
-                    per_bucket[b] += entry_bytes(k, value.map(Vec::as_slice));
+                    per_bucket[b] += entry_bytes(k, value.as_deref());
                 }
-                Encoded {
-                    bucket_bytes: Some(per_bucket),
-                    bytes: part.finish(),
-                }
+                *buf = part.finish();
+                Some(per_bucket)
             }
         }
     }
-}
-
-/// A part encoded by a job, to be stored.
-struct Encoded {
-    /// A delta's entry bytes per bucket (`None` for a base).
-    bucket_bytes: Option<Vec<u64>>,
-    bytes: Vec<u8>,
 }
 
 /// A part written by a job.

@@ -19,4 +19,4 @@ pub use incremental::{
     GcReport, IncrementalCheckpointManager, IncrementalConfig, Leftover, Plan, Staged,
 };
 pub use recovery::{CheckpointRecoveryReport, CoreReplay, Recovered, RecoveryManager, ResumePoint};
-pub use shadow::{Bucket, Capture, ChangeStats, Shadow};
+pub use shadow::{Bucket, Capture, ChangeStats, Changes, Shadow, Value};

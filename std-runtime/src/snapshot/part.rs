@@ -19,6 +19,12 @@ impl PartWriter {
     /// bucket (a delta's is [`ALL_BUCKETS`] whatever is given).
     #[must_use]
     pub fn new(kind: Kind, core: u32, bucket: u32, buckets: u32) -> Self {
+        Self::in_buffer(kind, core, bucket, buckets, Vec::with_capacity(4096))
+    }
+
+    /// As [`Self::new`], the part written into `bytes` (cleared first), whose memory is reused.
+    #[must_use]
+    pub fn in_buffer(kind: Kind, core: u32, bucket: u32, buckets: u32, mut bytes: Vec<u8>) -> Self {
         let bucket = match kind {
             Kind::Base => bucket,
             Kind::Delta => ALL_BUCKETS,
@@ -30,7 +36,7 @@ impl PartWriter {
             buckets,
             count: 0,
         };
-        let mut bytes = Vec::with_capacity(4096);
+        bytes.clear();
         bytes.extend_from_slice(&header.emit());
         PartWriter { header, bytes }
     }

@@ -8,11 +8,19 @@ use lamina_core::changelog::Entry;
 
 use super::part::bucket_of;
 
+/// A value in the shadow: shared, so a bucket copied on write and the changed keys hold it
+/// without copying its bytes.
+pub type Value = Arc<[u8]>;
+
 /// One bucket of a core's state: key → value.
-pub type Bucket = BTreeMap<Vec<u8>, Vec<u8>>;
+pub type Bucket = BTreeMap<Vec<u8>, Value>;
+
+/// The keys changed since a capture, each with its value now (`None`: deleted), in key order:
+/// a delta is written from them without looking a key up in its bucket.
+pub type Changes = BTreeMap<Vec<u8>, Option<Value>>;
 
 /// Ring 1's materialized copy of one core's state, split into buckets by key hash
-/// ([`bucket_of`]), plus the keys changed since the last capture.
+/// ([`bucket_of`]), plus the keys changed since the last capture with their values.
 ///
 /// The drainer applies each entry after writing it to the core's WAL, so at a barrier the shadow
 /// holds exactly the mutations before it; [`Shadow::capture`] then takes the snapshot in
@@ -21,12 +29,14 @@ pub type Bucket = BTreeMap<Vec<u8>, Vec<u8>>;
 ///
 /// Memory: the shadow is a second copy of the core's state (Ring 0 keeps its own); while a
 /// checkpoint is being written, each bucket mutated since its capture exists twice, so the peak
-/// is up to three copies of the state, less with more buckets.
+/// is up to three copies of the state's keys, less with more buckets; values are shared
+/// ([`Value`]) by the copies and the changed keys, so their bytes exist once (twice for a key
+/// overwritten since its capture).
 #[derive(Clone, Debug)]
 pub struct Shadow {
     core: u32,
     buckets: Vec<Arc<Bucket>>,
-    changed: BTreeSet<Vec<u8>>,
+    changed: Changes,
     stats: ChangeStats,
 }
 
@@ -69,8 +79,9 @@ pub struct Capture {
     pub core: u32,
     /// Its buckets at the barrier.
     pub buckets: Vec<Arc<Bucket>>,
-    /// The keys put or deleted between the previous capture and this one, in key order.
-    pub changed: BTreeSet<Vec<u8>>,
+    /// The keys put or deleted between the previous capture and this one, with their values
+    /// at this one.
+    pub changed: Changes,
     /// Their counts per bucket.
     pub stats: ChangeStats,
 }
@@ -98,7 +109,7 @@ impl Shadow {
             core,
             stats: ChangeStats::new(buckets.len()),
             buckets,
-            changed: BTreeSet::new(),
+            changed: Changes::new(),
         }
     }
 
@@ -114,26 +125,29 @@ impl Shadow {
     ) -> Self {
         let mut shadow = Shadow::new(core, buckets);
         let count = shadow.bucket_count();
-        // `state` iterates in key order, so each bucket's share does too: each bucket is built
-        // at once from its sorted entries.
-        let mut shares: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new(); count as usize];
+        // `state` and `changed` iterate in key order, so each bucket's share does too (each
+        // bucket is built at once from its sorted entries), and the changed keys find their
+        // values in one merged pass.
+        let mut shares: Vec<Vec<(Vec<u8>, Value)>> = vec![Vec::new(); count as usize];
+        let mut changed = changed.into_iter().peekable();
         for (key, value) in state {
-            if let Some(share) = shares.get_mut(bucket_of(&key, count) as usize) {
+            let value: Value = Arc::from(value);
+            while let Some(gone) = changed.next_if(|c| *c < key) {
+                shadow.mark_changed(bucket_of(&gone, count) as usize, gone, None);
+            }
+            let b = bucket_of(&key, count) as usize;
+            if changed.next_if(|c| *c == key).is_some() {
+                shadow.mark_changed(b, key.clone(), Some(value.clone()));
+            }
+            if let Some(share) = shares.get_mut(b) {
                 share.push((key, value));
             }
         }
+        for gone in changed {
+            shadow.mark_changed(bucket_of(&gone, count) as usize, gone, None);
+        }
         for (bucket, share) in shadow.buckets.iter_mut().zip(shares) {
             *bucket = Arc::new(share.into_iter().collect());
-        }
-        for key in changed {
-            let b = bucket_of(&key, count) as usize;
-            let value = shadow
-                .buckets
-                .get(b)
-                .and_then(|m| m.get(&key))
-                .map_or(0, Vec::len);
-            shadow.count(b, key.len() + value);
-            shadow.changed.insert(key);
         }
         shadow
     }
@@ -156,10 +170,11 @@ impl Shadow {
         match *entry {
             Entry::Put { key, value } => {
                 let b = bucket_of(key, count) as usize;
+                let value: Value = Arc::from(value);
                 if let Some(bucket) = self.buckets.get_mut(b) {
-                    Arc::make_mut(bucket).insert(key.to_vec(), value.to_vec());
+                    Arc::make_mut(bucket).insert(key.to_vec(), value.clone());
                 }
-                self.mark(b, key, value.len());
+                self.mark(b, key, Some(value));
             }
             Entry::Delete { key } => {
                 let b = bucket_of(key, count) as usize;
@@ -169,17 +184,24 @@ impl Shadow {
                         Arc::make_mut(bucket).remove(key);
                     }
                 }
-                self.mark(b, key, 0);
+                self.mark(b, key, None);
             }
             Entry::Barrier { .. } => {}
         }
     }
 
-    fn mark(&mut self, bucket: usize, key: &[u8], value_len: usize) {
-        if !self.changed.contains(key) {
-            self.changed.insert(key.to_vec());
-            self.count(bucket, key.len() + value_len);
+    /// Records `key` of `bucket` as changed, to `value`.
+    fn mark(&mut self, bucket: usize, key: &[u8], value: Option<Value>) {
+        match self.changed.get_mut(key) {
+            Some(now) => *now = value,
+            None => self.mark_changed(bucket, key.to_vec(), value),
         }
+    }
+
+    /// Records `key`, not yet changed, as changed to `value`, and counts it.
+    fn mark_changed(&mut self, bucket: usize, key: Vec<u8>, value: Option<Value>) {
+        self.count(bucket, key.len() + value.as_ref().map_or(0, |v| v.len()));
+        self.changed.insert(key, value);
     }
 
     /// Counts a newly changed key of `bucket` whose entry holds `len` bytes of key and value.
@@ -197,7 +219,7 @@ impl Shadow {
     #[must_use]
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         let b = bucket_of(key, self.bucket_count()) as usize;
-        self.buckets.get(b)?.get(key).map(Vec::as_slice)
+        self.buckets.get(b)?.get(key).map(|v| &**v)
     }
 
     /// Keys held.
