@@ -118,6 +118,22 @@ fn a_small_change_writes_a_small_delta() {
 }
 
 #[test]
+fn every_key_changed_rewrites_every_bucket_and_writes_no_delta() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open_dir(dir.path(), options(), config()).unwrap();
+    let buckets = config().incremental.buckets as usize;
+    for round in 0..3u8 {
+        store
+            .apply((0..2000).map(|i| lamina::Op::Put(key(i), vec![round; 100])))
+            .unwrap();
+        let committed = store.checkpoint().unwrap();
+        // A delta holding every key of a bucket is as large as its base: the base is
+        // rewritten instead, every round (2 cores).
+        assert_eq!(committed.parts_written, 2 * buckets, "round {round}");
+    }
+}
+
+#[test]
 fn an_entry_larger_than_the_wals_max_payload_is_refused_and_the_core_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let mut options = options();

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use lamina_core::manifest::Manifest;
 
 use super::layout::{CoreLayout, DeltaRef, MAX_BUCKETS, PartRef};
-use super::part::{Kind as PartKind, PartWriter, bucket_of};
+use super::part::{HEADER_LEN, Kind as PartKind, PartWriter, bucket_of};
 use super::shadow::{Capture, ChangeStats, Changes};
 use crate::{CheckpointError, CheckpointStore, Error, Lsn};
 
@@ -22,7 +22,8 @@ pub struct IncrementalConfig {
     /// first. This keeps the delta chain at most about `buckets / compactions` long.
     pub compactions: u32,
     /// A bucket is rewritten whole when the delta bytes it would need (kept deltas + this one)
-    /// reach its base's size times this (in percent): replay then reads at most about
+    /// reach its base's entry bytes (its size less the header) times this (in percent), so a
+    /// bucket changed whole is rewritten at 100: replay then reads at most about
     /// `1 + delta_percent / 100` times the state.
     pub delta_percent: u32,
     /// Manifests kept by [`IncrementalCheckpointManager::collect_garbage`] (at least 1).
@@ -276,8 +277,11 @@ impl IncrementalCheckpointManager {
             match base {
                 None => compact.push(b as u32),
                 Some(base) => {
+                    // Measured against the base's entries (its header aside), so that a
+                    // bucket changed whole is rewritten rather than put whole in a delta.
                     let limit = base
                         .size
+                        .saturating_sub(HEADER_LEN as u64)
                         .saturating_mul(u64::from(self.config.delta_percent))
                         / 100;
                     if pending > 0 && pending >= limit.max(1) {
