@@ -119,19 +119,34 @@ impl<S: SegmentStorage, const CORES: usize> WalStateStore<S, CORES> {
             config.checkpoint_timeout,
         )?;
         let buckets = config.incremental.buckets;
-        let cores = wal
-            .writers()
+        let writers = wal.writers();
+        // Each core's shadow (a copy of its state, split into buckets) is built on its own
+        // thread.
+        let shadows = std::thread::scope(|scope| {
+            let workers: Vec<_> = writers
+                .iter()
+                .zip(&recovered.states)
+                .zip(recovered.changed)
+                .map(|((writer, state), changed)| {
+                    let core = writer.core() as u32;
+                    scope.spawn(move || Shadow::with_copy_of(core, buckets, state, changed))
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join())
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(|_| Error::Refused("a thread building a shadow panicked".into()))?;
+        let cores = writers
             .into_iter()
             .zip(recovered.states)
-            .zip(recovered.changed)
-            .map(|((writer, state), changed)| {
-                let core = writer.core() as u32;
-                Core {
-                    ring: Box::new(ByteRing::new()),
-                    shadow: Some(Shadow::with_state(core, buckets, state.clone(), changed)),
-                    state,
-                    writer: Some(writer),
-                }
+            .zip(shadows)
+            .map(|((writer, state), shadow)| Core {
+                ring: Box::new(ByteRing::new()),
+                shadow: Some(shadow),
+                state,
+                writer: Some(writer),
             })
             .collect();
         Ok(WalStateStore {

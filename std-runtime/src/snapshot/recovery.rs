@@ -1,7 +1,7 @@
 //! [`RecoveryManager`]: the latest valid checkpoint loaded and verified, then each core's WAL
 //! replayed from the checkpoint's position.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use lamina_core::changelog::Entry;
@@ -82,8 +82,14 @@ pub struct Recovered {
 /// newer manifests (and saying so), every part verified (size and CRC32C by the store, its
 /// structure here), then each core's WAL replayed from the checkpoint's position, in LSN order.
 ///
-/// Replay streams the WAL (a read window, not the log, is in memory); the states themselves
-/// are in memory, as the stores they belong to are.
+/// Each core is rebuilt on its own thread. Its parts are loaded into one run in key order; its
+/// WAL replay then streams the log (a read window, not the log, is in memory) and lays the
+/// records over that run through a hash index of its keys, last write wins: a loaded key's
+/// value is overwritten in place, a key the checkpoint lacks is kept once (its last value, or
+/// none once deleted). Replay memory is thus bounded by the keys, not by the WAL's length: the
+/// index, plus one entry per key the checkpoint lacks. The state and the changed keys are then
+/// built at once from their entries in key order. The states themselves are in memory, as the
+/// stores they belong to are.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RecoveryManager;
 
@@ -106,7 +112,6 @@ impl RecoveryManager {
         let cores = wal.cores();
         let latest = store.latest_manifest()?;
         let last_id = store.list_manifests()?.last().copied().unwrap_or(0);
-        let mut states = vec![BTreeMap::new(); cores];
         let mut layouts = vec![CoreLayout::empty(1); cores];
         let mut positions = vec![Lsn::ZERO; cores];
         let mut checkpoint = None;
@@ -116,8 +121,7 @@ impl RecoveryManager {
             .map(|c| c.epoch)
             .max()
             .unwrap_or(0);
-        let mut keys_loaded = vec![0u64; cores];
-        let (mut parts_loaded, mut part_bytes) = (0, 0);
+        let mut manifest_id = None;
         if let Some(stored) = &latest.latest {
             let manifest = stored
                 .manifest()
@@ -129,38 +133,54 @@ impl RecoveryManager {
             last_epoch = last_epoch.max(manifest.epoch);
             positions = wal_positions(&manifest, cores)?;
             layouts = core_layouts(&manifest, cores)?;
-            for (core, layout) in layouts.iter_mut().enumerate() {
-                let loaded = load_core(store, manifest.id, core, layout, &mut states[core])?;
-                keys_loaded[core] = states[core].len() as u64;
-                parts_loaded += loaded.0;
-                part_bytes += loaded.1;
-            }
+            manifest_id = Some(manifest.id);
         }
-        let mut changed = vec![BTreeSet::new(); cores];
-        // Each core's WAL is replayed into its own state on its own thread.
-        let replayed: Vec<Result<(u64, Option<Lsn>), Error>> = std::thread::scope(|scope| {
+        // Each core is rebuilt on its own thread: its parts loaded, then its WAL replayed.
+        let outcomes: Vec<Result<Rebuilt, Staged>> = std::thread::scope(|scope| {
             let workers: Vec<_> = wal
                 .logs_mut()
                 .iter_mut()
-                .zip(states.iter_mut())
-                .zip(changed.iter_mut())
+                .zip(layouts.iter_mut())
                 .enumerate()
-                .map(|(core, ((log, state), changed))| {
+                .map(|(core, (log, layout))| {
                     let from = positions.get(core).copied().unwrap_or(Lsn::ZERO).next();
-                    scope.spawn(move || replay(log, core, from, state, changed))
+                    scope.spawn(move || rebuild_core(store, manifest_id, core, layout, log, from))
                 })
                 .collect();
             workers
                 .into_iter()
                 .map(|w| {
-                    w.join()
-                        .unwrap_or_else(|_| Err(Error::Refused("a replay thread panicked".into())))
+                    w.join().unwrap_or_else(|_| {
+                        Err(Staged::Replay(Error::Refused(
+                            "a recovery thread panicked".into(),
+                        )))
+                    })
                 })
                 .collect()
         });
+        // Every core's parts are checked before any core's replay, so an error names the same
+        // fault whichever thread met it first.
+        let mut rebuilt = Vec::with_capacity(cores);
+        let mut replay_error = None;
+        for outcome in outcomes {
+            match outcome {
+                Ok(r) => rebuilt.push(r),
+                Err(Staged::Load(e)) => return Err(e),
+                Err(Staged::Replay(e)) => {
+                    replay_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = replay_error {
+            return Err(e);
+        }
+        let (mut parts_loaded, mut part_bytes) = (0, 0);
+        let mut states = Vec::with_capacity(cores);
+        let mut changed = Vec::with_capacity(cores);
         let mut replays = Vec::with_capacity(cores);
-        for (core, replay) in replayed.into_iter().enumerate() {
-            let replay = replay?;
+        for (core, r) in rebuilt.into_iter().enumerate() {
+            parts_loaded += r.parts;
+            part_bytes += r.part_bytes;
             let from = positions.get(core).copied().unwrap_or(Lsn::ZERO).next();
             let torn_bytes = wal_recovery
                 .core(core)
@@ -168,12 +188,14 @@ impl RecoveryManager {
                 .map_or(0, |cut| cut.extent.saturating_sub(cut.offset));
             replays.push(CoreReplay {
                 core,
-                keys_loaded: keys_loaded[core],
+                keys_loaded: r.keys_loaded,
                 from,
-                records: replay.0,
+                records: r.records,
                 torn_bytes,
-                last_lsn: replay.1,
+                last_lsn: r.last_lsn,
             });
+            states.push(r.state);
+            changed.push(r.changed);
         }
         let resume = ResumePoint {
             current: checkpoint.map(|c| (c, positions.clone())),
@@ -295,15 +317,15 @@ fn core_layouts(manifest: &Manifest<'_>, cores: usize) -> Result<Vec<CoreLayout>
     Ok(layouts)
 }
 
-/// Reads `core`'s parts into `state`: bases, then deltas oldest first, each delta entry applied
-/// only when its bucket's base is older than the delta. Fills in the layout's bucket count and
-/// each delta's bytes per bucket. Returns (parts, bytes) read.
+/// Reads `core`'s parts into `state` (in key order, each key once): bases, then deltas oldest
+/// first, each delta entry applied only when its bucket's base is older than the delta. Fills in
+/// the layout's bucket count and each delta's bytes per bucket. Returns (parts, bytes) read.
 fn load_core(
     store: &dyn CheckpointStore,
     id: u64,
     core: usize,
     layout: &mut CoreLayout,
-    state: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+    state: &mut Vec<(Vec<u8>, Vec<u8>)>,
 ) -> Result<(usize, u64), Error> {
     let mut buckets: Option<u32> = None;
     let (mut parts, mut bytes) = (0, 0);
@@ -359,13 +381,13 @@ fn load_core(
         parts += 1;
         bytes += base.size;
     }
-    // Each base is in key order and the buckets' keys interleave: collecting them and building
-    // the map at once (a merge of sorted runs, then a bulk build) beats inserting one by one.
-    if state.is_empty() {
-        *state = std::mem::take(&mut base_entries).into_iter().collect();
-    } else {
-        state.extend(base_entries.drain(..));
-    }
+    // Each base is in key order and a key is in one bucket only: a stable sort merges the
+    // buckets' runs (a key met twice in damaged parts keeps its last value, as a map would).
+    base_entries.sort_by(|a, b| a.0.cmp(&b.0));
+    dedup_keep_last(&mut base_entries);
+    *state = base_entries;
+    // Deltas are applied to a map (only stores with deltas pay for building one).
+    let mut map: Option<BTreeMap<Vec<u8>, Vec<u8>>> = None;
     let bases: Vec<u64> = (0..layout.bases.len())
         .map(|b| layout.base_written_by(b))
         .collect();
@@ -392,19 +414,23 @@ fn load_core(
             }
         })
         .map_err(|e| bad(&part.key, e.to_string()))?;
+        let map = map.get_or_insert_with(|| std::mem::take(state).into_iter().collect());
         for (key, value) in apply {
             match value {
                 Some(v) => {
-                    state.insert(key, v);
+                    map.insert(key, v);
                 }
                 None => {
-                    state.remove(&key);
+                    map.remove(&key);
                 }
             }
         }
         delta.bucket_bytes = per_bucket;
         parts += 1;
         bytes += part.size;
+    }
+    if let Some(map) = map {
+        *state = map.into_iter().collect();
     }
     if let Some(b) = buckets {
         if (b as usize) < layout.bases.len() {
@@ -421,13 +447,190 @@ fn load_core(
     Ok((parts, bytes))
 }
 
-/// Replays `core`'s changelog records from `from` on into `state`; returns (records, last LSN).
+/// Keeps, of adjacent entries with equal keys, the last (as inserting them into a map would).
+fn dedup_keep_last(entries: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+    // `dedup_by` keeps the first of a run: the later value moves into it.
+    entries.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            std::mem::swap(&mut later.1, &mut kept.1);
+        }
+        same
+    });
+}
+
+/// Why a core's rebuild failed: loading its parts, or replaying its WAL.
+enum Staged {
+    Load(Error),
+    Replay(Error),
+}
+
+/// One core rebuilt.
+struct Rebuilt {
+    state: BTreeMap<Vec<u8>, Vec<u8>>,
+    changed: BTreeSet<Vec<u8>>,
+    parts: usize,
+    part_bytes: u64,
+    keys_loaded: u64,
+    records: u64,
+    last_lsn: Option<Lsn>,
+}
+
+/// Rebuilds `core`: its parts of checkpoint `id` loaded (none without a checkpoint), then its
+/// WAL replayed from `from` on over them.
+fn rebuild_core<S: SegmentStorage>(
+    store: &dyn CheckpointStore,
+    id: Option<u64>,
+    core: usize,
+    layout: &mut CoreLayout,
+    log: &mut crate::WriteAheadLog<S>,
+    from: Lsn,
+) -> Result<Rebuilt, Staged> {
+    let mut loaded = Vec::new();
+    let (parts, part_bytes) = match id {
+        Some(id) => load_core(store, id, core, layout, &mut loaded).map_err(Staged::Load)?,
+        None => (0, 0),
+    };
+    let keys_loaded = loaded.len() as u64;
+    let (keys, slots): (Vec<Vec<u8>>, Vec<Slot>) = loaded
+        .into_iter()
+        .map(|(key, value)| {
+            (
+                key,
+                Slot {
+                    value: Some(value),
+                    changed: false,
+                },
+            )
+        })
+        .unzip();
+    let mut changes = Changes {
+        slots,
+        added: HashMap::new(),
+    };
+    let (records, last_lsn) =
+        replay(log, core, from, &keys, &mut changes).map_err(Staged::Replay)?;
+    let (state, changed) = changes.merge(keys);
+    Ok(Rebuilt {
+        state,
+        changed,
+        parts,
+        part_bytes,
+        keys_loaded,
+        records,
+        last_lsn,
+    })
+}
+
+/// A loaded key's value after the replay so far.
+struct Slot {
+    /// `None` once the WAL deleted it.
+    value: Option<Vec<u8>>,
+    /// Whether the WAL put or deleted it.
+    changed: bool,
+}
+
+/// The WAL's changes over a checkpoint's state: per loaded key (in key order) its slot, and the
+/// keys the checkpoint does not hold (`None`: deleted again). Last write wins, so it holds one
+/// entry per key whatever the WAL's length.
+struct Changes {
+    slots: Vec<Slot>,
+    added: HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+/// A core's state: key → value.
+type State = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Where each loaded key's slot is.
+type Index<'k> = HashMap<&'k [u8], usize>;
+
+impl Changes {
+    /// `key` maps to `value`: a value held is overwritten in place (no allocation).
+    fn put(&mut self, index: &Index<'_>, key: &[u8], value: &[u8]) {
+        if let Some(slot) = index.get(key).and_then(|&i| self.slots.get_mut(i)) {
+            slot.changed = true;
+            set(&mut slot.value, value);
+        } else if let Some(slot) = self.added.get_mut(key) {
+            set(slot, value);
+        } else {
+            self.added.insert(key.to_vec(), Some(value.to_vec()));
+        }
+    }
+
+    /// `key` maps to nothing (and is still a changed key).
+    fn delete(&mut self, index: &Index<'_>, key: &[u8]) {
+        if let Some(slot) = index.get(key).and_then(|&i| self.slots.get_mut(i)) {
+            slot.changed = true;
+            slot.value = None;
+        } else if let Some(slot) = self.added.get_mut(key) {
+            *slot = None;
+        } else {
+            self.added.insert(key.to_vec(), None);
+        }
+    }
+
+    /// The state (the loaded `keys` with the changes laid over them) and the changed keys, each
+    /// built at once from its entries in key order.
+    fn merge(self, keys: Vec<Vec<u8>>) -> (State, BTreeSet<Vec<u8>>) {
+        let Changes { slots, added } = self;
+        let mut added: Vec<(Vec<u8>, Option<Vec<u8>>)> = added.into_iter().collect();
+        added.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let touched = keys
+            .iter()
+            .zip(&slots)
+            .filter(|(_, slot)| slot.changed)
+            .map(|(key, _)| key.clone());
+        let changed = merge_runs(touched, added.iter().map(|(key, _)| key.clone()), |k| k);
+        let held = keys
+            .into_iter()
+            .zip(slots)
+            .filter_map(|(key, slot)| Some((key, slot.value?)));
+        let added = added
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, value?)));
+        let state = merge_runs(held, added, |(k, _)| k);
+        (state.into_iter().collect(), changed.into_iter().collect())
+    }
+}
+
+/// Sets `slot` to `value`, reusing the allocation it holds.
+fn set(slot: &mut Option<Vec<u8>>, value: &[u8]) {
+    if let Some(old) = slot {
+        old.clear();
+        old.extend_from_slice(value);
+    } else {
+        *slot = Some(value.to_vec());
+    }
+}
+
+/// Two runs in key order (with no key in both) merged into one.
+fn merge_runs<T>(
+    a: impl Iterator<Item = T>,
+    b: impl Iterator<Item = T>,
+    key: impl Fn(&T) -> &Vec<u8>,
+) -> Vec<T> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    let mut out = Vec::with_capacity(a.size_hint().0 + b.size_hint().0);
+    loop {
+        let from_a = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => key(x) <= key(y),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        out.extend(if from_a { a.next() } else { b.next() });
+    }
+    out
+}
+
+/// Replays `core`'s changelog records from `from` on into `changes` over the loaded `keys`;
+/// returns (records, last LSN).
 fn replay<S: SegmentStorage>(
     log: &mut crate::WriteAheadLog<S>,
     core: usize,
     from: Lsn,
-    state: &mut BTreeMap<Vec<u8>, Vec<u8>>,
-    changed: &mut BTreeSet<Vec<u8>>,
+    keys: &[Vec<u8>],
+    changes: &mut Changes,
 ) -> Result<(u64, Option<Lsn>), Error> {
     // Reading from below the oldest record held starts at that record: replay would leave
     // out what was truncated, and hand back part of the state as if it were all of it.
@@ -449,34 +652,23 @@ fn replay<S: SegmentStorage>(
     let mut records = 0;
     let mut last = None;
     let mut failed = None;
+    // Built at the first record: a WAL with nothing after the checkpoint needs no index.
+    let mut index: Option<Index<'_>> = None;
     let mut window = vec![0u8; log.read_window_len()];
     let upto = log.durable_lsn();
     log.read_records(from, upto, &mut window, &mut |record| {
         if failed.is_some() || record.kind != lamina_core::record::Kind::Data {
             return;
         }
+        let index = index.get_or_insert_with(|| {
+            keys.iter()
+                .enumerate()
+                .map(|(i, key)| (key.as_slice(), i))
+                .collect()
+        });
         match Entry::parse(record.payload) {
-            Ok(Entry::Put { key, value }) => {
-                // A key seen before is overwritten in place: no allocation for it.
-                match state.get_mut(key) {
-                    Some(old) => {
-                        old.clear();
-                        old.extend_from_slice(value);
-                    }
-                    None => {
-                        state.insert(key.to_vec(), value.to_vec());
-                    }
-                }
-                if !changed.contains(key) {
-                    changed.insert(key.to_vec());
-                }
-            }
-            Ok(Entry::Delete { key }) => {
-                state.remove(key);
-                if !changed.contains(key) {
-                    changed.insert(key.to_vec());
-                }
-            }
+            Ok(Entry::Put { key, value }) => changes.put(index, key, value),
+            Ok(Entry::Delete { key }) => changes.delete(index, key),
             Ok(Entry::Barrier { epoch }) => {
                 failed = Some(Error::Changelog {
                     core,

@@ -112,29 +112,53 @@ impl Shadow {
         state: BTreeMap<Vec<u8>, Vec<u8>>,
         changed: BTreeSet<Vec<u8>>,
     ) -> Self {
+        Self::from_sorted(core, buckets, state, changed)
+    }
+
+    /// [`Self::with_state`] with a copy of `state`, which stays with the caller (Ring 0's).
+    pub(crate) fn with_copy_of(
+        core: u32,
+        buckets: u32,
+        state: &BTreeMap<Vec<u8>, Vec<u8>>,
+        changed: BTreeSet<Vec<u8>>,
+    ) -> Self {
+        let entries = state.iter().map(|(k, v)| (k.clone(), v.clone()));
+        Self::from_sorted(core, buckets, entries, changed)
+    }
+
+    /// A shadow holding `entries` (in increasing key order, each key once) and `changed`.
+    fn from_sorted(
+        core: u32,
+        buckets: u32,
+        entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+        changed: BTreeSet<Vec<u8>>,
+    ) -> Self {
         let mut shadow = Shadow::new(core, buckets);
         let count = shadow.bucket_count();
-        // `state` iterates in key order, so each bucket's share does too: each bucket is built
-        // at once from its sorted entries.
+        // The entries come in key order, so each bucket's share does too: each bucket is built
+        // at once from its sorted entries. The changed keys, also in key order, are walked
+        // alongside to count each one's entry bytes (a deleted key counts its key only).
         let mut shares: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new(); count as usize];
-        for (key, value) in state {
-            if let Some(share) = shares.get_mut(bucket_of(&key, count) as usize) {
+        let mut pending = changed.iter().peekable();
+        for (key, value) in entries {
+            while let Some(gone) = pending.next_if(|c| **c < key) {
+                shadow.count(bucket_of(gone, count) as usize, gone.len());
+            }
+            let b = bucket_of(&key, count) as usize;
+            if pending.next_if(|c| **c == key).is_some() {
+                shadow.count(b, key.len() + value.len());
+            }
+            if let Some(share) = shares.get_mut(b) {
                 share.push((key, value));
             }
+        }
+        for gone in pending {
+            shadow.count(bucket_of(gone, count) as usize, gone.len());
         }
         for (bucket, share) in shadow.buckets.iter_mut().zip(shares) {
             *bucket = Arc::new(share.into_iter().collect());
         }
-        for key in changed {
-            let b = bucket_of(&key, count) as usize;
-            let value = shadow
-                .buckets
-                .get(b)
-                .and_then(|m| m.get(&key))
-                .map_or(0, Vec::len);
-            shadow.count(b, key.len() + value);
-            shadow.changed.insert(key);
-        }
+        shadow.changed = changed;
         shadow
     }
 
