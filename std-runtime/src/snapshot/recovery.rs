@@ -108,19 +108,23 @@ impl RecoveryManager {
         wal: &mut PerCoreWalManager<S>,
         wal_recovery: &PerCoreRecovery,
     ) -> Result<Recovered, Error> {
+        let loaded = Self::load(store, wal.cores())?;
+        Self::replay(loaded, wal, wal_recovery)
+    }
+
+    /// The first half of [`Self::recover`]: the latest valid checkpoint's parts for `cores`
+    /// cores, loaded and verified (each core's on its own thread). Needs no WAL, so it may run
+    /// while the WALs are opened.
+    pub(crate) fn load(
+        store: &dyn CheckpointStore,
+        cores: usize,
+    ) -> Result<LoadedCheckpoint, Error> {
         let started = Instant::now();
-        let cores = wal.cores();
         let latest = store.latest_manifest()?;
         let last_id = store.list_manifests()?.last().copied().unwrap_or(0);
         let mut layouts = vec![CoreLayout::empty(1); cores];
         let mut positions = vec![Lsn::ZERO; cores];
         let mut checkpoint = None;
-        let mut last_epoch = wal_recovery
-            .cores
-            .iter()
-            .map(|c| c.epoch)
-            .max()
-            .unwrap_or(0);
         let mut manifest_id = None;
         if let Some(stored) = &latest.latest {
             let manifest = stored
@@ -130,57 +134,118 @@ impl RecoveryManager {
                 id: manifest.id,
                 epoch: manifest.epoch,
             });
-            last_epoch = last_epoch.max(manifest.epoch);
             positions = wal_positions(&manifest, cores)?;
             layouts = core_layouts(&manifest, cores)?;
             manifest_id = Some(manifest.id);
         }
-        // Each core is rebuilt on its own thread: its parts loaded, then its WAL replayed.
-        let outcomes: Vec<Result<Rebuilt, Staged>> = std::thread::scope(|scope| {
+        let parts: Vec<Result<LoadedCore, Error>> = match manifest_id {
+            None => (0..cores).map(|_| Ok(LoadedCore::default())).collect(),
+            Some(id) => std::thread::scope(|scope| {
+                let workers: Vec<_> = layouts
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(core, layout)| {
+                        scope.spawn(move || {
+                            let mut entries = Vec::new();
+                            let (parts, bytes) = load_core(store, id, core, layout, &mut entries)?;
+                            Ok(LoadedCore {
+                                entries,
+                                parts,
+                                bytes,
+                            })
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| {
+                        w.join().unwrap_or_else(|_| {
+                            Err(Error::Refused(
+                                "a thread loading a checkpoint panicked".into(),
+                            ))
+                        })
+                    })
+                    .collect()
+            }),
+        };
+        // The first damaged part in core order, whichever thread met its fault first.
+        let parts = parts.into_iter().collect::<Result<Vec<_>, _>>()?;
+        Ok(LoadedCheckpoint {
+            manifest_id,
+            checkpoint,
+            skipped: latest.skipped,
+            last_id,
+            positions,
+            layouts,
+            parts,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// The second half of [`Self::recover`]: each core's WAL replayed over `loaded` (each on
+    /// its own thread).
+    pub(crate) fn replay<S: SegmentStorage + Send>(
+        loaded: LoadedCheckpoint,
+        wal: &mut PerCoreWalManager<S>,
+        wal_recovery: &PerCoreRecovery,
+    ) -> Result<Recovered, Error> {
+        let started = Instant::now();
+        let cores = wal.cores();
+        if loaded.parts.len() != cores {
+            return Err(Error::Refused(format!(
+                "a checkpoint loaded for {} cores, replayed over {cores}",
+                loaded.parts.len()
+            )));
+        }
+        let LoadedCheckpoint {
+            checkpoint,
+            skipped,
+            last_id,
+            positions,
+            layouts,
+            parts,
+            elapsed,
+            ..
+        } = loaded;
+        let last_epoch = wal_recovery
+            .cores
+            .iter()
+            .map(|c| c.epoch)
+            .chain(checkpoint.map(|c| c.epoch))
+            .max()
+            .unwrap_or(0);
+        let counts: Vec<(usize, u64, u64)> = parts
+            .iter()
+            .map(|p| (p.parts, p.bytes, p.entries.len() as u64))
+            .collect();
+        let rebuilt: Vec<Result<Rebuilt, Error>> = std::thread::scope(|scope| {
             let workers: Vec<_> = wal
                 .logs_mut()
                 .iter_mut()
-                .zip(layouts.iter_mut())
+                .zip(parts)
                 .enumerate()
-                .map(|(core, (log, layout))| {
+                .map(|(core, (log, part))| {
                     let from = positions.get(core).copied().unwrap_or(Lsn::ZERO).next();
-                    scope.spawn(move || rebuild_core(store, manifest_id, core, layout, log, from))
+                    scope.spawn(move || rebuild_core(part.entries, core, log, from))
                 })
                 .collect();
             workers
                 .into_iter()
                 .map(|w| {
-                    w.join().unwrap_or_else(|_| {
-                        Err(Staged::Replay(Error::Refused(
-                            "a recovery thread panicked".into(),
-                        )))
-                    })
+                    w.join()
+                        .unwrap_or_else(|_| Err(Error::Refused("a replay thread panicked".into())))
                 })
                 .collect()
         });
-        // Every core's parts are checked before any core's replay, so an error names the same
-        // fault whichever thread met it first.
-        let mut rebuilt = Vec::with_capacity(cores);
-        let mut replay_error = None;
-        for outcome in outcomes {
-            match outcome {
-                Ok(r) => rebuilt.push(r),
-                Err(Staged::Load(e)) => return Err(e),
-                Err(Staged::Replay(e)) => {
-                    replay_error.get_or_insert(e);
-                }
-            }
-        }
-        if let Some(e) = replay_error {
-            return Err(e);
-        }
         let (mut parts_loaded, mut part_bytes) = (0, 0);
         let mut states = Vec::with_capacity(cores);
         let mut changed = Vec::with_capacity(cores);
         let mut replays = Vec::with_capacity(cores);
-        for (core, r) in rebuilt.into_iter().enumerate() {
-            parts_loaded += r.parts;
-            part_bytes += r.part_bytes;
+        for (core, (r, (parts, bytes, keys_loaded))) in rebuilt.into_iter().zip(counts).enumerate()
+        {
+            let r = r?;
+            parts_loaded += parts;
+            part_bytes += bytes;
             let from = positions.get(core).copied().unwrap_or(Lsn::ZERO).next();
             let torn_bytes = wal_recovery
                 .core(core)
@@ -188,7 +253,7 @@ impl RecoveryManager {
                 .map_or(0, |cut| cut.extent.saturating_sub(cut.offset));
             replays.push(CoreReplay {
                 core,
-                keys_loaded: r.keys_loaded,
+                keys_loaded,
                 from,
                 records: r.records,
                 torn_bytes,
@@ -209,14 +274,49 @@ impl RecoveryManager {
             resume,
             report: CheckpointRecoveryReport {
                 checkpoint,
-                skipped: latest.skipped,
+                skipped,
                 parts_loaded,
                 part_bytes,
                 cores: replays,
-                elapsed: started.elapsed(),
+                elapsed: elapsed + started.elapsed(),
             },
         })
     }
+}
+
+/// A checkpoint's parts loaded by [`RecoveryManager::load`], before any WAL is replayed over
+/// them.
+#[derive(Debug)]
+pub(crate) struct LoadedCheckpoint {
+    manifest_id: Option<u64>,
+    checkpoint: Option<Checkpoint>,
+    skipped: Vec<SkippedManifest>,
+    last_id: u64,
+    positions: Vec<Lsn>,
+    layouts: Vec<CoreLayout>,
+    parts: Vec<LoadedCore>,
+    elapsed: Duration,
+}
+
+impl LoadedCheckpoint {
+    /// Whether `store` still holds what this was loaded from: the same latest manifest, and no
+    /// newer one. (A store read before its WALs' lock was taken may have changed since.)
+    pub(crate) fn still_current(&self, store: &dyn CheckpointStore) -> Result<bool, Error> {
+        let latest = store.latest_manifest()?.latest.map(|m| m.id);
+        let last_id = store.list_manifests()?.last().copied().unwrap_or(0);
+        Ok(latest == self.manifest_id && last_id == self.last_id)
+    }
+}
+
+/// One core's share of a [`LoadedCheckpoint`].
+#[derive(Debug, Default)]
+struct LoadedCore {
+    /// In key order, each key once.
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Parts read.
+    parts: usize,
+    /// Their bytes.
+    bytes: u64,
 }
 
 fn snapshot(id: u64, detail: String) -> Error {
@@ -459,39 +559,22 @@ fn dedup_keep_last(entries: &mut Vec<(Vec<u8>, Vec<u8>)>) {
     });
 }
 
-/// Why a core's rebuild failed: loading its parts, or replaying its WAL.
-enum Staged {
-    Load(Error),
-    Replay(Error),
-}
-
 /// One core rebuilt.
 struct Rebuilt {
-    state: BTreeMap<Vec<u8>, Vec<u8>>,
+    state: State,
     changed: BTreeSet<Vec<u8>>,
-    parts: usize,
-    part_bytes: u64,
-    keys_loaded: u64,
     records: u64,
     last_lsn: Option<Lsn>,
 }
 
-/// Rebuilds `core`: its parts of checkpoint `id` loaded (none without a checkpoint), then its
-/// WAL replayed from `from` on over them.
+/// Rebuilds `core`: its WAL replayed from `from` on over `loaded` (its checkpointed entries, in
+/// key order).
 fn rebuild_core<S: SegmentStorage>(
-    store: &dyn CheckpointStore,
-    id: Option<u64>,
+    loaded: Vec<(Vec<u8>, Vec<u8>)>,
     core: usize,
-    layout: &mut CoreLayout,
     log: &mut crate::WriteAheadLog<S>,
     from: Lsn,
-) -> Result<Rebuilt, Staged> {
-    let mut loaded = Vec::new();
-    let (parts, part_bytes) = match id {
-        Some(id) => load_core(store, id, core, layout, &mut loaded).map_err(Staged::Load)?,
-        None => (0, 0),
-    };
-    let keys_loaded = loaded.len() as u64;
+) -> Result<Rebuilt, Error> {
     let (keys, slots): (Vec<Vec<u8>>, Vec<Slot>) = loaded
         .into_iter()
         .map(|(key, value)| {
@@ -508,15 +591,11 @@ fn rebuild_core<S: SegmentStorage>(
         slots,
         added: HashMap::default(),
     };
-    let (records, last_lsn) =
-        replay(log, core, from, &keys, &mut changes).map_err(Staged::Replay)?;
+    let (records, last_lsn) = replay(log, core, from, &keys, &mut changes)?;
     let (state, changed) = changes.merge(keys);
     Ok(Rebuilt {
         state,
         changed,
-        parts,
-        part_bytes,
-        keys_loaded,
         records,
         last_lsn,
     })
@@ -700,5 +779,34 @@ fn replay<S: SegmentStorage>(
     match failed {
         Some(e) => Err(e),
         None => Ok((records, last)),
+    }
+}
+
+#[cfg(all(test, feature = "file"))]
+mod tests {
+    use super::*;
+    use crate::{FileSystemCheckpointStore, Options, StateStoreConfig, WalStateStore};
+
+    type Store = WalStateStore<lamina_file::FileStorage, 2>;
+
+    #[test]
+    fn a_load_is_no_longer_current_once_a_newer_checkpoint_is_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store =
+            Store::open_dir(dir.path(), Options::default(), StateStoreConfig::default()).unwrap();
+        store.put(b"a", b"1").unwrap();
+        store.checkpoint().unwrap();
+        let checkpoints = FileSystemCheckpointStore::open(dir.path().join("checkpoints")).unwrap();
+        let loaded = RecoveryManager::load(&checkpoints, 2).unwrap();
+        assert_eq!(loaded.manifest_id, Some(1));
+        assert!(loaded.still_current(&checkpoints).unwrap());
+        store.put(b"b", b"2").unwrap();
+        store.checkpoint().unwrap();
+        assert!(!loaded.still_current(&checkpoints).unwrap());
+        // A load made after it is current again, and holds the newer checkpoint's keys.
+        let loaded = RecoveryManager::load(&checkpoints, 2).unwrap();
+        assert!(loaded.still_current(&checkpoints).unwrap());
+        let keys: usize = loaded.parts.iter().map(|p| p.entries.len()).sum();
+        assert_eq!(keys, 2);
     }
 }
