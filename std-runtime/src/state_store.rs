@@ -12,8 +12,8 @@ use lamina_core::crc::crc32c;
 
 use crate::snapshot::{
     CheckpointCoordinator, CheckpointOutcome, CheckpointRecoveryReport, CommittedCheckpoint,
-    GcReport, IncrementalCheckpointManager, IncrementalConfig, RecoveryManager, Shadow,
-    SourceState,
+    GcReport, IncrementalCheckpointManager, IncrementalConfig, LoadedCheckpoint, RecoveryManager,
+    Shadow, SourceState,
 };
 use crate::{
     ChangelogDrainer, ChangelogStateStore, CheckpointStore, CoreWalWriter, Error, Lsn,
@@ -94,10 +94,25 @@ impl<S: SegmentStorage, const CORES: usize> WalStateStore<S, CORES> {
     /// [`Error::CoreCountMismatch`] when `wal` has another number of cores; what
     /// [`RecoveryManager::recover`] returns; [`Error::Refused`] for settings out of range.
     pub fn open(
+        wal: PerCoreWalManager<S>,
+        wal_recovery: &PerCoreRecovery,
+        store: Arc<dyn CheckpointStore>,
+        config: StateStoreConfig,
+    ) -> Result<Self, Error>
+    where
+        S: Send,
+    {
+        Self::open_with(wal, wal_recovery, store, config, None)
+    }
+
+    /// [`Self::open`], using `preloaded` (the checkpoint loaded from `store` before the WALs
+    /// were opened) when the store still holds what it was loaded from.
+    fn open_with(
         mut wal: PerCoreWalManager<S>,
         wal_recovery: &PerCoreRecovery,
         store: Arc<dyn CheckpointStore>,
         config: StateStoreConfig,
+        preloaded: Option<LoadedCheckpoint>,
     ) -> Result<Self, Error>
     where
         S: Send,
@@ -110,7 +125,11 @@ impl<S: SegmentStorage, const CORES: usize> WalStateStore<S, CORES> {
             });
         }
         config.incremental.check()?;
-        let recovered = RecoveryManager::recover(&*store, &mut wal, wal_recovery)?;
+        let loaded = match preloaded {
+            Some(loaded) if loaded.still_current(&*store)? => loaded,
+            _ => RecoveryManager::load(&*store, CORES)?,
+        };
+        let recovered = RecoveryManager::replay(loaded, &mut wal, wal_recovery)?;
         let manager = IncrementalCheckpointManager::resume(config.incremental, recovered.layouts)?;
         let coordinator = CheckpointCoordinator::<CORES>::new(
             store,
@@ -119,19 +138,34 @@ impl<S: SegmentStorage, const CORES: usize> WalStateStore<S, CORES> {
             config.checkpoint_timeout,
         )?;
         let buckets = config.incremental.buckets;
-        let cores = wal
-            .writers()
+        let writers = wal.writers();
+        // Each core's shadow (a copy of its state, split into buckets) is built on its own
+        // thread.
+        let shadows = std::thread::scope(|scope| {
+            let workers: Vec<_> = writers
+                .iter()
+                .zip(&recovered.states)
+                .zip(recovered.changed)
+                .map(|((writer, state), changed)| {
+                    let core = writer.core() as u32;
+                    scope.spawn(move || Shadow::with_copy_of(core, buckets, state, changed))
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join())
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(|_| Error::Refused("a thread building a shadow panicked".into()))?;
+        let cores = writers
             .into_iter()
             .zip(recovered.states)
-            .zip(recovered.changed)
-            .map(|((writer, state), changed)| {
-                let core = writer.core() as u32;
-                Core {
-                    ring: Box::new(ByteRing::new()),
-                    shadow: Some(Shadow::with_state(core, buckets, state.clone(), changed)),
-                    state,
-                    writer: Some(writer),
-                }
+            .zip(shadows)
+            .map(|((writer, state), shadow)| Core {
+                ring: Box::new(ByteRing::new()),
+                shadow: Some(shadow),
+                state,
+                writer: Some(writer),
             })
             .collect();
         Ok(WalStateStore {
@@ -452,8 +486,27 @@ impl<const CORES: usize> WalStateStore<lamina_file::FileStorage, CORES> {
         config: StateStoreConfig,
     ) -> Result<Self, Error> {
         let dir = dir.as_ref();
-        let (wal, recovery) = PerCoreWalManager::open(dir.join("wal"), CORES, options)?;
-        let store = crate::FileSystemCheckpointStore::open(dir.join("checkpoints"))?;
-        Self::open(wal, &recovery, Arc::new(store), config)
+        let checkpoints = dir.join("checkpoints");
+        // The checkpoint is loaded while the WALs are opened (their tails recovered and
+        // scanned): both only read. Only a store that is there already is read, so nothing is
+        // created before the WALs' lock is held; and what was read without the lock is used only
+        // if the store has not changed since ([`LoadedCheckpoint::still_current`]).
+        let (wal, preloaded) = std::thread::scope(|scope| {
+            let preload = checkpoints.is_dir().then(|| {
+                scope.spawn(|| {
+                    let store = crate::FileSystemCheckpointStore::open(&checkpoints).ok()?;
+                    let loaded = RecoveryManager::load(&store, CORES).ok();
+                    Some((store, loaded))
+                })
+            });
+            let wal = PerCoreWalManager::open(dir.join("wal"), CORES, options);
+            (wal, preload.and_then(|p| p.join().ok().flatten()))
+        });
+        let (wal, recovery) = wal?;
+        let (store, preloaded) = match preloaded {
+            Some((store, loaded)) => (store, loaded),
+            None => (crate::FileSystemCheckpointStore::open(&checkpoints)?, None),
+        };
+        Self::open_with(wal, &recovery, Arc::new(store), config, preloaded)
     }
 }

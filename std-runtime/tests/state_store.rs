@@ -166,3 +166,64 @@ fn an_entry_larger_than_the_wals_max_payload_is_refused_and_the_core_goes_on() {
     // after it.
     assert_eq!(store.get(b"a"), Some(&b"1"[..]));
 }
+
+#[test]
+fn wal_deletes_and_put_then_delete_over_a_checkpoint_survive_the_next_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open_dir(dir.path(), options(), config()).unwrap();
+    let mut model: BTreeMap<Vec<u8>, Vec<u8>> = (0..200).map(|i| (key(i), b"c".to_vec())).collect();
+    store
+        .apply(
+            model
+                .iter()
+                .map(|(k, v)| lamina::Op::Put(k.clone(), v.clone())),
+        )
+        .unwrap();
+    store.checkpoint().unwrap();
+    // After the checkpoint, in the WALs only: a delete of a key only the checkpoint holds, a
+    // put then a delete of a checkpointed key and of a new key, overwrites, a new key, and a
+    // delete of a key never held.
+    store.delete(&key(5)).unwrap();
+    store.put(&key(7), b"w").unwrap();
+    store.delete(&key(7)).unwrap();
+    store.put(&key(1000), b"new").unwrap();
+    store.delete(&key(1000)).unwrap();
+    for round in 0..3u8 {
+        store.put(&key(9), &[round; 40]).unwrap();
+    }
+    store.put(&key(2000), b"added").unwrap();
+    store.delete(&key(3000)).unwrap();
+    model.remove(&key(5));
+    model.remove(&key(7));
+    model.insert(key(9), vec![2; 40]);
+    model.insert(key(2000), b"added".to_vec());
+    drop(store.into_writers());
+
+    let mut store = Store::open_dir(dir.path(), options(), config()).unwrap();
+    assert_eq!(
+        store
+            .recovery()
+            .cores
+            .iter()
+            .map(|c| c.records)
+            .sum::<u64>(),
+        10
+    );
+    check(&store, &model);
+    // The keys the replay touched are the next checkpoint's changes: reopened from it alone
+    // (nothing left to replay), the deletes stay deleted and the puts stay put.
+    store.checkpoint().unwrap();
+    drop(store.into_writers());
+    let store = Store::open_dir(dir.path(), options(), config()).unwrap();
+    assert_eq!(store.recovery().checkpoint.map(|c| c.id), Some(2));
+    assert_eq!(
+        store
+            .recovery()
+            .cores
+            .iter()
+            .map(|c| c.records)
+            .sum::<u64>(),
+        0
+    );
+    check(&store, &model);
+}

@@ -18,5 +18,6 @@ pub use coordinator::{
 pub use incremental::{
     GcReport, IncrementalCheckpointManager, IncrementalConfig, Leftover, Plan, Staged,
 };
+pub(crate) use recovery::LoadedCheckpoint;
 pub use recovery::{CheckpointRecoveryReport, CoreReplay, Recovered, RecoveryManager, ResumePoint};
 pub use shadow::{Bucket, Capture, ChangeStats, Changes, Shadow, Value};

@@ -1,7 +1,7 @@
 //! [`RecoveryManager`]: the latest valid checkpoint loaded and verified, then each core's WAL
 //! replayed from the checkpoint's position.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use lamina_core::changelog::Entry;
@@ -82,8 +82,14 @@ pub struct Recovered {
 /// newer manifests (and saying so), every part verified (size and CRC32C by the store, its
 /// structure here), then each core's WAL replayed from the checkpoint's position, in LSN order.
 ///
-/// Replay streams the WAL (a read window, not the log, is in memory); the states themselves
-/// are in memory, as the stores they belong to are.
+/// Each core is rebuilt on its own thread. Its parts are loaded into one run in key order; its
+/// WAL replay then streams the log (a read window, not the log, is in memory) and lays the
+/// records over that run through a hash index of its keys, last write wins: a loaded key's
+/// value is overwritten in place, a key the checkpoint lacks is kept once (its last value, or
+/// none once deleted). Replay memory is thus bounded by the keys, not by the WAL's length: the
+/// index, plus one entry per key the checkpoint lacks. The state and the changed keys are then
+/// built at once from their entries in key order. The states themselves are in memory, as the
+/// stores they belong to are.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RecoveryManager;
 
@@ -102,22 +108,24 @@ impl RecoveryManager {
         wal: &mut PerCoreWalManager<S>,
         wal_recovery: &PerCoreRecovery,
     ) -> Result<Recovered, Error> {
+        let loaded = Self::load(store, wal.cores())?;
+        Self::replay(loaded, wal, wal_recovery)
+    }
+
+    /// The first half of [`Self::recover`]: the latest valid checkpoint's parts for `cores`
+    /// cores, loaded and verified (each core's on its own thread). Needs no WAL, so it may run
+    /// while the WALs are opened.
+    pub(crate) fn load(
+        store: &dyn CheckpointStore,
+        cores: usize,
+    ) -> Result<LoadedCheckpoint, Error> {
         let started = Instant::now();
-        let cores = wal.cores();
         let latest = store.latest_manifest()?;
         let last_id = store.list_manifests()?.last().copied().unwrap_or(0);
-        let mut states = vec![BTreeMap::new(); cores];
         let mut layouts = vec![CoreLayout::empty(1); cores];
         let mut positions = vec![Lsn::ZERO; cores];
         let mut checkpoint = None;
-        let mut last_epoch = wal_recovery
-            .cores
-            .iter()
-            .map(|c| c.epoch)
-            .max()
-            .unwrap_or(0);
-        let mut keys_loaded = vec![0u64; cores];
-        let (mut parts_loaded, mut part_bytes) = (0, 0);
+        let mut manifest_id = None;
         if let Some(stored) = &latest.latest {
             let manifest = stored
                 .manifest()
@@ -126,28 +134,99 @@ impl RecoveryManager {
                 id: manifest.id,
                 epoch: manifest.epoch,
             });
-            last_epoch = last_epoch.max(manifest.epoch);
             positions = wal_positions(&manifest, cores)?;
             layouts = core_layouts(&manifest, cores)?;
-            for (core, layout) in layouts.iter_mut().enumerate() {
-                let loaded = load_core(store, manifest.id, core, layout, &mut states[core])?;
-                keys_loaded[core] = states[core].len() as u64;
-                parts_loaded += loaded.0;
-                part_bytes += loaded.1;
-            }
+            manifest_id = Some(manifest.id);
         }
-        let mut changed = vec![BTreeSet::new(); cores];
-        // Each core's WAL is replayed into its own state on its own thread.
-        let replayed: Vec<Result<(u64, Option<Lsn>), Error>> = std::thread::scope(|scope| {
+        let parts: Vec<Result<LoadedCore, Error>> = match manifest_id {
+            None => (0..cores).map(|_| Ok(LoadedCore::default())).collect(),
+            Some(id) => std::thread::scope(|scope| {
+                let workers: Vec<_> = layouts
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(core, layout)| {
+                        scope.spawn(move || {
+                            let mut entries = Vec::new();
+                            let (parts, bytes) = load_core(store, id, core, layout, &mut entries)?;
+                            Ok(LoadedCore {
+                                entries,
+                                parts,
+                                bytes,
+                            })
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| {
+                        w.join().unwrap_or_else(|_| {
+                            Err(Error::Refused(
+                                "a thread loading a checkpoint panicked".into(),
+                            ))
+                        })
+                    })
+                    .collect()
+            }),
+        };
+        // The first damaged part in core order, whichever thread met its fault first.
+        let parts = parts.into_iter().collect::<Result<Vec<_>, _>>()?;
+        Ok(LoadedCheckpoint {
+            manifest_id,
+            checkpoint,
+            skipped: latest.skipped,
+            last_id,
+            positions,
+            layouts,
+            parts,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// The second half of [`Self::recover`]: each core's WAL replayed over `loaded` (each on
+    /// its own thread).
+    pub(crate) fn replay<S: SegmentStorage + Send>(
+        loaded: LoadedCheckpoint,
+        wal: &mut PerCoreWalManager<S>,
+        wal_recovery: &PerCoreRecovery,
+    ) -> Result<Recovered, Error> {
+        let started = Instant::now();
+        let cores = wal.cores();
+        if loaded.parts.len() != cores {
+            return Err(Error::Refused(format!(
+                "a checkpoint loaded for {} cores, replayed over {cores}",
+                loaded.parts.len()
+            )));
+        }
+        let LoadedCheckpoint {
+            checkpoint,
+            skipped,
+            last_id,
+            positions,
+            layouts,
+            parts,
+            elapsed,
+            ..
+        } = loaded;
+        let last_epoch = wal_recovery
+            .cores
+            .iter()
+            .map(|c| c.epoch)
+            .chain(checkpoint.map(|c| c.epoch))
+            .max()
+            .unwrap_or(0);
+        let counts: Vec<(usize, u64, u64)> = parts
+            .iter()
+            .map(|p| (p.parts, p.bytes, p.entries.len() as u64))
+            .collect();
+        let rebuilt: Vec<Result<Rebuilt, Error>> = std::thread::scope(|scope| {
             let workers: Vec<_> = wal
                 .logs_mut()
                 .iter_mut()
-                .zip(states.iter_mut())
-                .zip(changed.iter_mut())
+                .zip(parts)
                 .enumerate()
-                .map(|(core, ((log, state), changed))| {
+                .map(|(core, (log, part))| {
                     let from = positions.get(core).copied().unwrap_or(Lsn::ZERO).next();
-                    scope.spawn(move || replay(log, core, from, state, changed))
+                    scope.spawn(move || rebuild_core(part.entries, core, log, from))
                 })
                 .collect();
             workers
@@ -158,9 +237,15 @@ impl RecoveryManager {
                 })
                 .collect()
         });
+        let (mut parts_loaded, mut part_bytes) = (0, 0);
+        let mut states = Vec::with_capacity(cores);
+        let mut changed = Vec::with_capacity(cores);
         let mut replays = Vec::with_capacity(cores);
-        for (core, replay) in replayed.into_iter().enumerate() {
-            let replay = replay?;
+        for (core, (r, (parts, bytes, keys_loaded))) in rebuilt.into_iter().zip(counts).enumerate()
+        {
+            let r = r?;
+            parts_loaded += parts;
+            part_bytes += bytes;
             let from = positions.get(core).copied().unwrap_or(Lsn::ZERO).next();
             let torn_bytes = wal_recovery
                 .core(core)
@@ -168,12 +253,14 @@ impl RecoveryManager {
                 .map_or(0, |cut| cut.extent.saturating_sub(cut.offset));
             replays.push(CoreReplay {
                 core,
-                keys_loaded: keys_loaded[core],
+                keys_loaded,
                 from,
-                records: replay.0,
+                records: r.records,
                 torn_bytes,
-                last_lsn: replay.1,
+                last_lsn: r.last_lsn,
             });
+            states.push(r.state);
+            changed.push(r.changed);
         }
         let resume = ResumePoint {
             current: checkpoint.map(|c| (c, positions.clone())),
@@ -187,14 +274,49 @@ impl RecoveryManager {
             resume,
             report: CheckpointRecoveryReport {
                 checkpoint,
-                skipped: latest.skipped,
+                skipped,
                 parts_loaded,
                 part_bytes,
                 cores: replays,
-                elapsed: started.elapsed(),
+                elapsed: elapsed + started.elapsed(),
             },
         })
     }
+}
+
+/// A checkpoint's parts loaded by [`RecoveryManager::load`], before any WAL is replayed over
+/// them.
+#[derive(Debug)]
+pub(crate) struct LoadedCheckpoint {
+    manifest_id: Option<u64>,
+    checkpoint: Option<Checkpoint>,
+    skipped: Vec<SkippedManifest>,
+    last_id: u64,
+    positions: Vec<Lsn>,
+    layouts: Vec<CoreLayout>,
+    parts: Vec<LoadedCore>,
+    elapsed: Duration,
+}
+
+impl LoadedCheckpoint {
+    /// Whether `store` still holds what this was loaded from: the same latest manifest, and no
+    /// newer one. (A store read before its WALs' lock was taken may have changed since.)
+    pub(crate) fn still_current(&self, store: &dyn CheckpointStore) -> Result<bool, Error> {
+        let latest = store.latest_manifest()?.latest.map(|m| m.id);
+        let last_id = store.list_manifests()?.last().copied().unwrap_or(0);
+        Ok(latest == self.manifest_id && last_id == self.last_id)
+    }
+}
+
+/// One core's share of a [`LoadedCheckpoint`].
+#[derive(Debug, Default)]
+struct LoadedCore {
+    /// In key order, each key once.
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Parts read.
+    parts: usize,
+    /// Their bytes.
+    bytes: u64,
 }
 
 fn snapshot(id: u64, detail: String) -> Error {
@@ -295,15 +417,15 @@ fn core_layouts(manifest: &Manifest<'_>, cores: usize) -> Result<Vec<CoreLayout>
     Ok(layouts)
 }
 
-/// Reads `core`'s parts into `state`: bases, then deltas oldest first, each delta entry applied
-/// only when its bucket's base is older than the delta. Fills in the layout's bucket count and
-/// each delta's bytes per bucket. Returns (parts, bytes) read.
+/// Reads `core`'s parts into `state` (in key order, each key once): bases, then deltas oldest
+/// first, each delta entry applied only when its bucket's base is older than the delta. Fills in
+/// the layout's bucket count and each delta's bytes per bucket. Returns (parts, bytes) read.
 fn load_core(
     store: &dyn CheckpointStore,
     id: u64,
     core: usize,
     layout: &mut CoreLayout,
-    state: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+    state: &mut Vec<(Vec<u8>, Vec<u8>)>,
 ) -> Result<(usize, u64), Error> {
     let mut buckets: Option<u32> = None;
     let (mut parts, mut bytes) = (0, 0);
@@ -332,7 +454,8 @@ fn load_core(
             }
         }
     };
-    let mut base_entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    // Each entry with its key's prefix ([`prefix`]), so the sort below seldom reads the keys.
+    let mut base_entries: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
     for (bucket, base) in layout.bases.iter().enumerate() {
         let Some(base) = base else { continue };
         let data = store.read_part(&base.key, base.size, base.crc)?;
@@ -347,25 +470,26 @@ fn load_core(
                 ),
             ));
         }
-        let mut entries =
-            Vec::with_capacity(usize::try_from(header.count).unwrap_or(0).min(1 << 20));
+        base_entries.reserve(usize::try_from(header.count).unwrap_or(0).min(1 << 20));
         read_part(&data, |e| {
             if let Entry::Put { key, value } = e {
-                entries.push((key.to_vec(), value.to_vec()));
+                base_entries.push((prefix(key), key.to_vec(), value.to_vec()));
             }
         })
         .map_err(|e| bad(&base.key, e.to_string()))?;
-        base_entries.append(&mut entries);
         parts += 1;
         bytes += base.size;
     }
-    // Each base is in key order and the buckets' keys interleave: collecting them and building
-    // the map at once (a merge of sorted runs, then a bulk build) beats inserting one by one.
-    if state.is_empty() {
-        *state = std::mem::take(&mut base_entries).into_iter().collect();
-    } else {
-        state.extend(base_entries.drain(..));
-    }
+    // Each base is in key order and a key is in one bucket only: a stable sort merges the
+    // buckets' runs (a key met twice in damaged parts keeps its last value, as a map would).
+    base_entries.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    *state = base_entries
+        .into_iter()
+        .map(|(_, key, value)| (key, value))
+        .collect();
+    dedup_keep_last(state);
+    // Deltas are applied to a map (only stores with deltas pay for building one).
+    let mut map: Option<BTreeMap<Vec<u8>, Vec<u8>>> = None;
     let bases: Vec<u64> = (0..layout.bases.len())
         .map(|b| layout.base_written_by(b))
         .collect();
@@ -392,19 +516,23 @@ fn load_core(
             }
         })
         .map_err(|e| bad(&part.key, e.to_string()))?;
+        let map = map.get_or_insert_with(|| std::mem::take(state).into_iter().collect());
         for (key, value) in apply {
             match value {
                 Some(v) => {
-                    state.insert(key, v);
+                    map.insert(key, v);
                 }
                 None => {
-                    state.remove(&key);
+                    map.remove(&key);
                 }
             }
         }
         delta.bucket_bytes = per_bucket;
         parts += 1;
         bytes += part.size;
+    }
+    if let Some(map) = map {
+        *state = map.into_iter().collect();
     }
     if let Some(b) = buckets {
         if (b as usize) < layout.bases.len() {
@@ -421,13 +549,187 @@ fn load_core(
     Ok((parts, bytes))
 }
 
-/// Replays `core`'s changelog records from `from` on into `state`; returns (records, last LSN).
+/// `key`'s first 8 bytes, big-endian, zero-padded. Keys in order have their prefixes in order
+/// (equal or not), so ordering by prefix, then by key, orders by key; and the prefixes, held
+/// inline, settle most comparisons without reading a key (a cache miss each at this size).
+fn prefix(key: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    for (b, k) in bytes.iter_mut().zip(key) {
+        *b = *k;
+    }
+    u64::from_be_bytes(bytes)
+}
+
+/// Keeps, of adjacent entries with equal keys, the last (as inserting them into a map would).
+fn dedup_keep_last(entries: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+    // `dedup_by` keeps the first of a run: the later value moves into it.
+    entries.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            std::mem::swap(&mut later.1, &mut kept.1);
+        }
+        same
+    });
+}
+
+/// One core rebuilt.
+struct Rebuilt {
+    state: State,
+    changed: BTreeSet<Vec<u8>>,
+    records: u64,
+    last_lsn: Option<Lsn>,
+}
+
+/// Rebuilds `core`: its WAL replayed from `from` on over `loaded` (its checkpointed entries, in
+/// key order).
+fn rebuild_core<S: SegmentStorage>(
+    loaded: Vec<(Vec<u8>, Vec<u8>)>,
+    core: usize,
+    log: &mut crate::WriteAheadLog<S>,
+    from: Lsn,
+) -> Result<Rebuilt, Error> {
+    let (keys, slots): (Vec<Vec<u8>>, Vec<Slot>) = loaded
+        .into_iter()
+        .map(|(key, value)| {
+            (
+                key,
+                Slot {
+                    value: Some(value),
+                    changed: false,
+                },
+            )
+        })
+        .unzip();
+    let mut changes = Changes {
+        slots,
+        added: HashMap::default(),
+    };
+    let (records, last_lsn) = replay(log, core, from, &keys, &mut changes)?;
+    let (state, changed) = changes.merge(keys);
+    Ok(Rebuilt {
+        state,
+        changed,
+        records,
+        last_lsn,
+    })
+}
+
+/// A loaded key's value after the replay so far.
+struct Slot {
+    /// `None` once the WAL deleted it.
+    value: Option<Vec<u8>>,
+    /// Whether the WAL put or deleted it.
+    changed: bool,
+}
+
+/// The WAL's changes over a checkpoint's state: per loaded key (in key order) its slot, and the
+/// keys the checkpoint does not hold (`None`: deleted again). Last write wins, so it holds one
+/// entry per key whatever the WAL's length.
+struct Changes {
+    slots: Vec<Slot>,
+    added: HashMap<Vec<u8>, Option<Vec<u8>>, Hasher>,
+}
+
+/// A core's state: key → value.
+type State = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Where each loaded key's slot is.
+type Index<'k> = HashMap<&'k [u8], usize, Hasher>;
+
+/// The replay's hash maps' hasher: foldhash, seeded at random per process and per map. The keys
+/// come from the store's own checksummed WAL and parts (still, they are the application's
+/// keys). SipHash (std's `RandomState`, DoS-resistant by design) made each lookup of a 64-byte
+/// key about 2.5 times as slow (measured: ~270 against ~100 ns; replay ~440 against ~230 ns a
+/// record at 420k keys), the largest single cost of recovery.
+type Hasher = foldhash::quality::RandomState;
+
+impl Changes {
+    /// `key` maps to `value`: a value held is overwritten in place (no allocation).
+    fn put(&mut self, index: &Index<'_>, key: &[u8], value: &[u8]) {
+        if let Some(slot) = index.get(key).and_then(|&i| self.slots.get_mut(i)) {
+            slot.changed = true;
+            set(&mut slot.value, value);
+        } else if let Some(slot) = self.added.get_mut(key) {
+            set(slot, value);
+        } else {
+            self.added.insert(key.to_vec(), Some(value.to_vec()));
+        }
+    }
+
+    /// `key` maps to nothing (and is still a changed key).
+    fn delete(&mut self, index: &Index<'_>, key: &[u8]) {
+        if let Some(slot) = index.get(key).and_then(|&i| self.slots.get_mut(i)) {
+            slot.changed = true;
+            slot.value = None;
+        } else if let Some(slot) = self.added.get_mut(key) {
+            *slot = None;
+        } else {
+            self.added.insert(key.to_vec(), None);
+        }
+    }
+
+    /// The state (the loaded `keys` with the changes laid over them) and the changed keys, each
+    /// built at once from its entries in key order.
+    fn merge(self, keys: Vec<Vec<u8>>) -> (State, BTreeSet<Vec<u8>>) {
+        let Changes { slots, added } = self;
+        let mut added: Vec<(Vec<u8>, Option<Vec<u8>>)> = added.into_iter().collect();
+        added.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let touched = keys
+            .iter()
+            .zip(&slots)
+            .filter(|(_, slot)| slot.changed)
+            .map(|(key, _)| key.clone());
+        let changed = merge_runs(touched, added.iter().map(|(key, _)| key.clone()), |k| k);
+        let held = keys
+            .into_iter()
+            .zip(slots)
+            .filter_map(|(key, slot)| Some((key, slot.value?)));
+        let added = added
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, value?)));
+        let state = merge_runs(held, added, |(k, _)| k);
+        (state.into_iter().collect(), changed.into_iter().collect())
+    }
+}
+
+/// Sets `slot` to `value`, reusing the allocation it holds.
+fn set(slot: &mut Option<Vec<u8>>, value: &[u8]) {
+    if let Some(old) = slot {
+        old.clear();
+        old.extend_from_slice(value);
+    } else {
+        *slot = Some(value.to_vec());
+    }
+}
+
+/// Two runs in key order (with no key in both) merged into one.
+fn merge_runs<T>(
+    a: impl Iterator<Item = T>,
+    b: impl Iterator<Item = T>,
+    key: impl Fn(&T) -> &Vec<u8>,
+) -> Vec<T> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    let mut out = Vec::with_capacity(a.size_hint().0 + b.size_hint().0);
+    loop {
+        let from_a = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => key(x) <= key(y),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        out.extend(if from_a { a.next() } else { b.next() });
+    }
+    out
+}
+
+/// Replays `core`'s changelog records from `from` on into `changes` over the loaded `keys`;
+/// returns (records, last LSN).
 fn replay<S: SegmentStorage>(
     log: &mut crate::WriteAheadLog<S>,
     core: usize,
     from: Lsn,
-    state: &mut BTreeMap<Vec<u8>, Vec<u8>>,
-    changed: &mut BTreeSet<Vec<u8>>,
+    keys: &[Vec<u8>],
+    changes: &mut Changes,
 ) -> Result<(u64, Option<Lsn>), Error> {
     // Reading from below the oldest record held starts at that record: replay would leave
     // out what was truncated, and hand back part of the state as if it were all of it.
@@ -449,34 +751,23 @@ fn replay<S: SegmentStorage>(
     let mut records = 0;
     let mut last = None;
     let mut failed = None;
+    // Built at the first record: a WAL with nothing after the checkpoint needs no index.
+    let mut index: Option<Index<'_>> = None;
     let mut window = vec![0u8; log.read_window_len()];
     let upto = log.durable_lsn();
     log.read_records(from, upto, &mut window, &mut |record| {
         if failed.is_some() || record.kind != lamina_core::record::Kind::Data {
             return;
         }
+        let index = index.get_or_insert_with(|| {
+            keys.iter()
+                .enumerate()
+                .map(|(i, key)| (key.as_slice(), i))
+                .collect()
+        });
         match Entry::parse(record.payload) {
-            Ok(Entry::Put { key, value }) => {
-                // A key seen before is overwritten in place: no allocation for it.
-                match state.get_mut(key) {
-                    Some(old) => {
-                        old.clear();
-                        old.extend_from_slice(value);
-                    }
-                    None => {
-                        state.insert(key.to_vec(), value.to_vec());
-                    }
-                }
-                if !changed.contains(key) {
-                    changed.insert(key.to_vec());
-                }
-            }
-            Ok(Entry::Delete { key }) => {
-                state.remove(key);
-                if !changed.contains(key) {
-                    changed.insert(key.to_vec());
-                }
-            }
+            Ok(Entry::Put { key, value }) => changes.put(index, key, value),
+            Ok(Entry::Delete { key }) => changes.delete(index, key),
             Ok(Entry::Barrier { epoch }) => {
                 failed = Some(Error::Changelog {
                     core,
@@ -501,5 +792,63 @@ fn replay<S: SegmentStorage>(
     match failed {
         Some(e) => Err(e),
         None => Ok((records, last)),
+    }
+}
+
+#[cfg(all(test, feature = "file"))]
+mod tests {
+    use super::*;
+    use crate::{FileSystemCheckpointStore, Options, StateStoreConfig, WalStateStore};
+
+    type Store = WalStateStore<lamina_file::FileStorage, 2>;
+
+    #[test]
+    fn ordering_by_prefix_then_key_is_ordering_by_key() {
+        let mut keys: Vec<Vec<u8>> = [
+            &b""[..],
+            b"a",
+            b"a\0",
+            b"a\0\x01",
+            b"\0",
+            b"\0\0\0\0\0\0\0\0",
+            b"\0\0\0\0\0\0\0\0\0",
+            b"abcdefg",
+            b"abcdefgh",
+            b"abcdefgh\0",
+            b"abcdefgha",
+            b"abcdefgg\xff\xff",
+            b"b",
+            b"\xff\xff\xff\xff\xff\xff\xff\xff",
+            b"\xff\xff\xff\xff\xff\xff\xff\xff\0",
+        ]
+        .iter()
+        .map(|k| k.to_vec())
+        .collect();
+        keys.reverse();
+        let mut by_prefix = keys.clone();
+        by_prefix.sort_by(|a, b| prefix(a).cmp(&prefix(b)).then_with(|| a.cmp(b)));
+        keys.sort();
+        assert_eq!(by_prefix, keys);
+    }
+
+    #[test]
+    fn a_load_is_no_longer_current_once_a_newer_checkpoint_is_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store =
+            Store::open_dir(dir.path(), Options::default(), StateStoreConfig::default()).unwrap();
+        store.put(b"a", b"1").unwrap();
+        store.checkpoint().unwrap();
+        let checkpoints = FileSystemCheckpointStore::open(dir.path().join("checkpoints")).unwrap();
+        let loaded = RecoveryManager::load(&checkpoints, 2).unwrap();
+        assert_eq!(loaded.manifest_id, Some(1));
+        assert!(loaded.still_current(&checkpoints).unwrap());
+        store.put(b"b", b"2").unwrap();
+        store.checkpoint().unwrap();
+        assert!(!loaded.still_current(&checkpoints).unwrap());
+        // A load made after it is current again, and holds the newer checkpoint's keys.
+        let loaded = RecoveryManager::load(&checkpoints, 2).unwrap();
+        assert!(loaded.still_current(&checkpoints).unwrap());
+        let keys: usize = loaded.parts.iter().map(|p| p.entries.len()).sum();
+        assert_eq!(keys, 2);
     }
 }

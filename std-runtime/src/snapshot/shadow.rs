@@ -123,15 +123,38 @@ impl Shadow {
         state: BTreeMap<Vec<u8>, Vec<u8>>,
         changed: BTreeSet<Vec<u8>>,
     ) -> Self {
+        let entries = state.into_iter().map(|(k, v)| (k, Value::from(v)));
+        Self::from_sorted(core, buckets, entries, changed)
+    }
+
+    /// [`Self::with_state`] with a copy of `state`, which stays with the caller (Ring 0's).
+    pub(crate) fn with_copy_of(
+        core: u32,
+        buckets: u32,
+        state: &BTreeMap<Vec<u8>, Vec<u8>>,
+        changed: BTreeSet<Vec<u8>>,
+    ) -> Self {
+        let entries = state
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.as_slice())));
+        Self::from_sorted(core, buckets, entries, changed)
+    }
+
+    /// A shadow holding `entries` (in increasing key order, each key once) and `changed`.
+    fn from_sorted(
+        core: u32,
+        buckets: u32,
+        entries: impl IntoIterator<Item = (Vec<u8>, Value)>,
+        changed: BTreeSet<Vec<u8>>,
+    ) -> Self {
         let mut shadow = Shadow::new(core, buckets);
         let count = shadow.bucket_count();
-        // `state` and `changed` iterate in key order, so each bucket's share does too (each
-        // bucket is built at once from its sorted entries), and the changed keys find their
-        // values in one merged pass.
+        // The entries and the changed keys come in key order, so each bucket's share does too
+        // (each bucket is built at once from its sorted entries), and the changed keys find
+        // their values in one merged pass.
         let mut shares: Vec<Vec<(Vec<u8>, Value)>> = vec![Vec::new(); count as usize];
         let mut changed = changed.into_iter().peekable();
-        for (key, value) in state {
-            let value: Value = Arc::from(value);
+        for (key, value) in entries {
             while let Some(gone) = changed.next_if(|c| *c < key) {
                 shadow.mark_changed(bucket_of(&gone, count) as usize, gone, None);
             }
