@@ -108,7 +108,7 @@ impl PerCoreWalManager<DirStorage> {
 
 /// Opens the per-core set in `dir`, each core's directory with `open_core`: see
 /// [`PerCoreWalManager::open`].
-fn open_set<S: SegmentStorage>(
+fn open_set<S: SegmentStorage + Send>(
     dir: &Path,
     cores: usize,
     options: Options,

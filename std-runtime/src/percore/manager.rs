@@ -2,7 +2,7 @@
 //! out.
 
 use super::merge;
-use super::recovery::{self, CoreRecord, PerCoreRecovery};
+use super::recovery::{self, CoreRecord, CoreRecovery, PerCoreRecovery};
 use super::writer::CoreWalWriter;
 use crate::{Error, Lsn, Options, SegmentStorage, WriteAheadLog};
 use lamina_core::record::Kind;
@@ -58,7 +58,10 @@ impl<S: SegmentStorage> PerCoreWalManager<S> {
     /// [`Error::CoreSet`] for an empty set, more cores than a header can name, or a log whose
     /// headers name another core; what [`WriteAheadLog::open_with`] returns for a core;
     /// [`Error::Read`] when the recovered log cannot be read back.
-    pub fn open_with(storages: Vec<S>, options: Options) -> Result<(Self, PerCoreRecovery), Error> {
+    pub fn open_with(storages: Vec<S>, options: Options) -> Result<(Self, PerCoreRecovery), Error>
+    where
+        S: Send,
+    {
         Self::open_in(storages, options, "", None)
     }
 
@@ -70,7 +73,10 @@ impl<S: SegmentStorage> PerCoreWalManager<S> {
         options: Options,
         dir: &str,
         set_id: Option<u64>,
-    ) -> Result<(Self, PerCoreRecovery), Error> {
+    ) -> Result<(Self, PerCoreRecovery), Error>
+    where
+        S: Send,
+    {
         let set_error = |detail: String| Error::CoreSet {
             dir: dir.to_owned(),
             detail,
@@ -78,38 +84,36 @@ impl<S: SegmentStorage> PerCoreWalManager<S> {
         if storages.is_empty() {
             return Err(set_error("a per-core set needs at least one core".into()));
         }
-        let mut logs = Vec::with_capacity(storages.len());
-        let mut cores = Vec::with_capacity(storages.len());
-        for (core, storage) in storages.into_iter().enumerate() {
-            let id = u32::try_from(core)
+        for core in 0..storages.len() {
+            u32::try_from(core)
                 .map_err(|_| set_error(format!("core {core} cannot be named in a header")))?;
-            let log_id = set_id.map(|set| super::core_log_id(set, core));
-            let (mut log, report) = WriteAheadLog::open_with(
-                storage,
-                Options {
-                    core: id,
-                    log_id: log_id.or(options.log_id),
-                    ..options
-                },
-            )
-            .map_err(|e| in_core(core, e))?;
-            let found = log.segment().core;
-            if found != id {
-                return Err(set_error(format!(
-                    "the log of core {core} belongs to core {found} (its segment headers say so)"
-                )));
-            }
-            let found = log.segment().log_id;
-            if let Some(expected) = log_id
-                && found != expected
-            {
-                return Err(set_error(format!(
-                    "the log of core {core} belongs to another set: its log id is {found:#018x}, \
-                     this set's core {core} has {expected:#018x}"
-                )));
-            }
-            cores.push(recovery::scan(&mut log, core, report).map_err(|e| in_core(core, e))?);
+        }
+        // Each core's log is recovered and scanned on its own thread: the logs are independent,
+        // and reading a large one is most of the time a recovery takes.
+        let opened: Vec<Result<OpenedCore<S>, Error>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = storages
+                .into_iter()
+                .enumerate()
+                .map(|(core, storage)| {
+                    let set_error = &set_error;
+                    scope.spawn(move || open_core(core, storage, options, set_id, set_error))
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        Err(Error::Refused("a log opening thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut logs = Vec::with_capacity(opened.len());
+        let mut cores = Vec::with_capacity(opened.len());
+        for result in opened {
+            let (log, core) = result?;
             logs.push(log);
+            cores.push(core);
         }
         let epochs = cores.iter().map(|c| c.epoch).collect();
         Ok((
@@ -198,6 +202,49 @@ impl<S: SegmentStorage> PerCoreWalManager<S> {
             .map(|(core, (log, epoch))| CoreWalWriter::new(core, log, epoch))
             .collect()
     }
+}
+
+/// A core's log, opened and scanned.
+type OpenedCore<S> = (WriteAheadLog<S>, CoreRecovery);
+
+/// Opens core `core`'s log from `storage`, checks that its headers name this core (and this
+/// set's log id), and scans it.
+fn open_core<S: SegmentStorage>(
+    core: usize,
+    storage: S,
+    options: Options,
+    set_id: Option<u64>,
+    set_error: &(dyn Fn(String) -> Error + Sync),
+) -> Result<OpenedCore<S>, Error> {
+    let id = u32::try_from(core)
+        .map_err(|_| set_error(format!("core {core} cannot be named in a header")))?;
+    let log_id = set_id.map(|set| super::core_log_id(set, core));
+    let (mut log, report) = WriteAheadLog::open_with(
+        storage,
+        Options {
+            core: id,
+            log_id: log_id.or(options.log_id),
+            ..options
+        },
+    )
+    .map_err(|e| in_core(core, e))?;
+    let found = log.segment().core;
+    if found != id {
+        return Err(set_error(format!(
+            "the log of core {core} belongs to core {found} (its segment headers say so)"
+        )));
+    }
+    let found = log.segment().log_id;
+    if let Some(expected) = log_id
+        && found != expected
+    {
+        return Err(set_error(format!(
+            "the log of core {core} belongs to another set: its log id is {found:#018x}, \
+             this set's core {core} has {expected:#018x}"
+        )));
+    }
+    let scanned = recovery::scan(&mut log, core, report).map_err(|e| in_core(core, e))?;
+    Ok((log, scanned))
 }
 
 /// `e`, saying which core it happened in where the error has room for it.
