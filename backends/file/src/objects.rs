@@ -124,9 +124,9 @@ impl FileObjects {
         fsync_directory(&self.dir).map_err(|e| FileError::io(Op::SyncDir, &self.dir, None, e))
     }
 
-    /// Stages `data` as object `name`: written to a temporary file (not yet synced), invisible
-    /// (a temporary file is never listed or read) until [`Self::commit_staged`] syncs it and
-    /// moves it into place. Staging many objects (from several threads: this takes `&self`) and
+    /// Stages `data` as object `name`: written to a temporary file (its write-back started, not
+    /// yet synced), invisible (a temporary file is never listed or read) until
+    /// [`Self::commit_staged`] syncs it and moves it into place. Staging many objects (from several threads: this takes `&self`) and
     /// committing them together lets their syncs run at once and costs one directory sync.
     ///
     /// # Errors
@@ -135,6 +135,12 @@ impl FileObjects {
     pub fn stage(&self, name: &str, data: &[u8]) -> Result<StagedObject, FileError> {
         let path = self.object_path(name)?;
         let (temp, file) = self.write_temp_file(data, false)?;
+        // Starts the write-back now, so the device works while the next object is written and
+        // the sync later mostly waits (checkpoint parts: measured 9 ms against 11 ms for a
+        // checkpoint of 6.7 MiB in 4 parts). The kernel keeps the pages being written back and
+        // drops only those already clean: staged objects are read back only by recovery. A
+        // refusal costs nothing but the head start.
+        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
         Ok(StagedObject {
             temp,
             path,
