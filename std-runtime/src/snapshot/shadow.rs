@@ -195,7 +195,14 @@ impl Shadow {
                 let b = bucket_of(key, count) as usize;
                 let value: Value = Arc::from(value);
                 if let Some(bucket) = self.buckets.get_mut(b) {
-                    Arc::make_mut(bucket).insert(key.to_vec(), value.clone());
+                    // An existing key keeps its key bytes: no allocation for them.
+                    let bucket = Arc::make_mut(bucket);
+                    match bucket.get_mut(key) {
+                        Some(now) => *now = value.clone(),
+                        None => {
+                            bucket.insert(key.to_vec(), value.clone());
+                        }
+                    }
                 }
                 self.mark(b, key, Some(value));
             }
