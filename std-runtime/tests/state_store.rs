@@ -24,6 +24,11 @@ fn key(i: u32) -> Vec<u8> {
     format!("key-{i:06}").into_bytes()
 }
 
+/// Records the store's recovery replayed, over every core.
+fn replayed(store: &Store) -> u64 {
+    store.recovery().cores.iter().map(|c| c.records).sum()
+}
+
 fn check(store: &Store, model: &BTreeMap<Vec<u8>, Vec<u8>>) {
     assert_eq!(store.len(), model.len());
     for (k, v) in model {
@@ -200,15 +205,7 @@ fn wal_deletes_and_put_then_delete_over_a_checkpoint_survive_the_next_checkpoint
     drop(store.into_writers());
 
     let mut store = Store::open_dir(dir.path(), options(), config()).unwrap();
-    assert_eq!(
-        store
-            .recovery()
-            .cores
-            .iter()
-            .map(|c| c.records)
-            .sum::<u64>(),
-        10
-    );
+    assert_eq!(replayed(&store), 10);
     check(&store, &model);
     // The keys the replay touched are the next checkpoint's changes: reopened from it alone
     // (nothing left to replay), the deletes stay deleted and the puts stay put.
@@ -216,14 +213,6 @@ fn wal_deletes_and_put_then_delete_over_a_checkpoint_survive_the_next_checkpoint
     drop(store.into_writers());
     let store = Store::open_dir(dir.path(), options(), config()).unwrap();
     assert_eq!(store.recovery().checkpoint.map(|c| c.id), Some(2));
-    assert_eq!(
-        store
-            .recovery()
-            .cores
-            .iter()
-            .map(|c| c.records)
-            .sum::<u64>(),
-        0
-    );
+    assert_eq!(replayed(&store), 0);
     check(&store, &model);
 }
