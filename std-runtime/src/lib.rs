@@ -60,6 +60,7 @@ mod error;
 #[cfg(feature = "file")]
 mod file;
 mod options;
+mod parallel;
 mod percore;
 mod read;
 mod relay;

@@ -139,24 +139,20 @@ impl<S: SegmentStorage, const CORES: usize> WalStateStore<S, CORES> {
         )?;
         let buckets = config.incremental.buckets;
         let writers = wal.writers();
-        // Each core's shadow (a copy of its state, split into buckets) is built on its own
-        // thread.
-        let shadows = std::thread::scope(|scope| {
-            let workers: Vec<_> = writers
-                .iter()
-                .zip(&recovered.states)
-                .zip(recovered.changed)
-                .map(|((writer, state), changed)| {
-                    let core = writer.core() as u32;
-                    scope.spawn(move || Shadow::with_copy_of(core, buckets, state, changed))
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join())
-                .collect::<Result<Vec<_>, _>>()
+        // The cores' shadows (each a copy of its state, split into buckets) are built in
+        // parallel.
+        let work: Vec<_> = writers
+            .iter()
+            .map(|w| w.core() as u32)
+            .zip(&recovered.states)
+            .zip(recovered.changed)
+            .collect();
+        let shadows = crate::parallel::map_each(work, &|_, ((core, state), changed)| {
+            Shadow::with_copy_of(core, buckets, state, changed)
         })
-        .map_err(|_| Error::Refused("a thread building a shadow panicked".into()))?;
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| Error::Refused("a thread building a shadow panicked".into()))?;
         let cores = writers
             .into_iter()
             .zip(recovered.states)
@@ -487,12 +483,15 @@ impl<const CORES: usize> WalStateStore<lamina_file::FileStorage, CORES> {
     ) -> Result<Self, Error> {
         let dir = dir.as_ref();
         let checkpoints = dir.join("checkpoints");
-        // The checkpoint is loaded while the WALs are opened (their tails recovered and
-        // scanned): both only read. Only a store that is there already is read, so nothing is
-        // created before the WALs' lock is held; and what was read without the lock is used only
-        // if the store has not changed since ([`LoadedCheckpoint::still_current`]).
+        // The checkpoint is read while the WALs are opened (their tails recovered and scanned).
+        // Only a store whose directories are all there is read, so the read creates nothing
+        // before the WALs' lock is held; and what was read without the lock is used only if the
+        // store has not changed since ([`LoadedCheckpoint::still_current`]).
+        let complete = ["parts", "manifests"]
+            .iter()
+            .all(|sub| checkpoints.join(sub).is_dir());
         let (wal, preloaded) = std::thread::scope(|scope| {
-            let preload = checkpoints.is_dir().then(|| {
+            let preload = complete.then(|| {
                 scope.spawn(|| {
                     let store = crate::FileSystemCheckpointStore::open(&checkpoints).ok()?;
                     let loaded = RecoveryManager::load(&store, CORES).ok();

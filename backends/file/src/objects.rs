@@ -286,7 +286,7 @@ impl FileObjects {
 }
 
 /// An object written by [`FileObjects::stage`], waiting for [`FileObjects::commit_staged`].
-/// Dropping it without committing leaves a temporary file behind (never listed or read).
+/// Dropping it without committing removes its temporary file.
 #[derive(Debug)]
 pub struct StagedObject {
     temp: PathBuf,
@@ -313,8 +313,14 @@ impl StagedObject {
         Ok(self)
     }
 
-    /// Gives the staged object up: its temporary file is removed.
-    pub fn discard(mut self) {
+    /// Gives the staged object up: its temporary file is removed (as when it is dropped).
+    pub fn discard(self) {}
+}
+
+impl Drop for StagedObject {
+    /// A staged object never committed leaves nothing behind; once committed its temporary
+    /// name is gone (renamed into place), so this removes nothing.
+    fn drop(&mut self) {
         drop(self.file.take());
         let _ = fs::remove_file(&self.temp);
     }

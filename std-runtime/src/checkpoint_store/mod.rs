@@ -100,7 +100,7 @@ pub trait CheckpointStore: Send + Sync {
     /// them stored (no manifest names them yet, so garbage collection removes them).
     ///
     /// # Errors
-    /// As [`Self::put_part`], for the first part that failed.
+    /// As [`Self::put_part`], for a part that failed (one of them, when several did).
     fn put_parts(
         &self,
         keys: &[String],

@@ -88,30 +88,19 @@ impl<S: SegmentStorage> PerCoreWalManager<S> {
             u32::try_from(core)
                 .map_err(|_| set_error(format!("core {core} cannot be named in a header")))?;
         }
-        // Each core's log is recovered and scanned on its own thread: the logs are independent,
-        // and reading a large one is most of the time a recovery takes.
-        let opened: Vec<Result<OpenedCore<S>, Error>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = storages
-                .into_iter()
-                .enumerate()
-                .map(|(core, storage)| {
-                    let set_error = &set_error;
-                    scope.spawn(move || open_core(core, storage, options, set_id, set_error))
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| {
-                    w.join().unwrap_or_else(|_| {
-                        Err(Error::Refused("a log opening thread panicked".into()))
-                    })
-                })
-                .collect()
+        // The cores' logs are recovered and scanned in parallel: the logs are independent, and
+        // reading a large one is most of the time a recovery takes.
+        let opened = crate::parallel::map_each(storages, &|core, storage| {
+            open_core(core, storage, options, set_id, &set_error)
         });
         let mut logs = Vec::with_capacity(opened.len());
         let mut cores = Vec::with_capacity(opened.len());
-        for result in opened {
-            let (log, core) = result?;
+        for (core, result) in opened.into_iter().enumerate() {
+            let (log, core) = result.unwrap_or_else(|| {
+                Err(Error::Refused(format!(
+                    "opening the log of core {core} panicked"
+                )))
+            })?;
             logs.push(log);
             cores.push(core);
         }

@@ -485,7 +485,7 @@ impl Plan {
         self.id
     }
 
-    /// Writes the planned parts to `store` on up to [`IncrementalConfig::threads`] threads, and
+    /// Writes the planned parts to `store` in one batch ([`CheckpointStore::put_parts`]), and
     /// returns the checkpoint's layout for its manifest.
     ///
     /// # Errors

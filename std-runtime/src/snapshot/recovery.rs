@@ -82,8 +82,8 @@ pub struct Recovered {
 /// newer manifests (and saying so), every part verified (size and CRC32C by the store, its
 /// structure here), then each core's WAL replayed from the checkpoint's position, in LSN order.
 ///
-/// Each core is rebuilt on its own thread. Its parts are loaded into one run in key order; its
-/// WAL replay then streams the log (a read window, not the log, is in memory) and lays the
+/// The cores are rebuilt in parallel (as many at once as the machine runs threads). A core's
+/// parts are loaded into one run in key order; its WAL replay then streams the log (a read window, not the log, is in memory) and lays the
 /// records over that run through a hash index of its keys, last write wins: a loaded key's
 /// value is overwritten in place, a key the checkpoint lacks is kept once (its last value, or
 /// none once deleted). Replay memory is thus bounded by the keys, not by the WAL's length: the
@@ -113,7 +113,7 @@ impl RecoveryManager {
     }
 
     /// The first half of [`Self::recover`]: the latest valid checkpoint's parts for `cores`
-    /// cores, loaded and verified (each core's on its own thread). Needs no WAL, so it may run
+    /// cores, loaded and verified (the cores in parallel). Needs no WAL, so it may run
     /// while the WALs are opened.
     pub(crate) fn load(
         store: &dyn CheckpointStore,
@@ -140,33 +140,27 @@ impl RecoveryManager {
         }
         let parts: Vec<Result<LoadedCore, Error>> = match manifest_id {
             None => (0..cores).map(|_| Ok(LoadedCore::default())).collect(),
-            Some(id) => std::thread::scope(|scope| {
-                let workers: Vec<_> = layouts
-                    .iter_mut()
-                    .enumerate()
-                    .map(|(core, layout)| {
-                        scope.spawn(move || {
-                            let mut entries = Vec::new();
-                            let (parts, bytes) = load_core(store, id, core, layout, &mut entries)?;
-                            Ok(LoadedCore {
-                                entries,
-                                parts,
-                                bytes,
-                            })
-                        })
+            Some(id) => crate::parallel::map_each(
+                layouts.iter_mut().collect(),
+                &|core, layout: &mut CoreLayout| {
+                    let mut entries = Vec::new();
+                    let (parts, bytes) = load_core(store, id, core, layout, &mut entries)?;
+                    Ok(LoadedCore {
+                        entries,
+                        parts,
+                        bytes,
                     })
-                    .collect();
-                workers
-                    .into_iter()
-                    .map(|w| {
-                        w.join().unwrap_or_else(|_| {
-                            Err(Error::Refused(
-                                "a thread loading a checkpoint panicked".into(),
-                            ))
-                        })
-                    })
-                    .collect()
-            }),
+                },
+            )
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Error::Refused(
+                        "a thread loading a checkpoint panicked".into(),
+                    ))
+                })
+            })
+            .collect(),
         };
         // The first damaged part in core order, whichever thread met its fault first.
         let parts = parts.into_iter().collect::<Result<Vec<_>, _>>()?;
@@ -218,25 +212,15 @@ impl RecoveryManager {
             .iter()
             .map(|p| (p.parts, p.bytes, p.entries.len() as u64))
             .collect();
-        let rebuilt: Vec<Result<Rebuilt, Error>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = wal
-                .logs_mut()
-                .iter_mut()
-                .zip(parts)
-                .enumerate()
-                .map(|(core, (log, part))| {
-                    let from = positions.get(core).copied().unwrap_or(Lsn::ZERO).next();
-                    scope.spawn(move || rebuild_core(part.entries, core, log, from))
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| {
-                    w.join()
-                        .unwrap_or_else(|_| Err(Error::Refused("a replay thread panicked".into())))
-                })
-                .collect()
-        });
+        let work: Vec<_> = wal.logs_mut().iter_mut().zip(parts).collect();
+        let rebuilt: Vec<Result<Rebuilt, Error>> =
+            crate::parallel::map_each(work, &|core, (log, part)| {
+                let from = positions.get(core).copied().unwrap_or(Lsn::ZERO).next();
+                rebuild_core(part.entries, core, log, from)
+            })
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Refused("a replay thread panicked".into()))))
+            .collect();
         let (mut parts_loaded, mut part_bytes) = (0, 0);
         let mut states = Vec::with_capacity(cores);
         let mut changed = Vec::with_capacity(cores);

@@ -1,0 +1,84 @@
+//! [`map_each`]: one job per input (a core, say), run on a bounded number of threads.
+
+use std::num::NonZeroUsize;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Runs `job(i, input)` for each of `inputs` on up to as many threads as the machine runs at
+/// once (the calling thread among them), and returns the results in input order: `None` for a
+/// job that panicked (the others still run).
+///
+/// A set may have thousands of cores; a thread per core would exhaust a process's thread limit
+/// (and a failed spawn panics) and hold every core's buffers at once. A spawn that fails only
+/// leaves fewer threads: the calling thread always works.
+pub(crate) fn map_each<I: Send, T: Send>(
+    inputs: Vec<I>,
+    job: &(dyn Fn(usize, I) -> T + Sync),
+) -> Vec<Option<T>> {
+    let count = inputs.len();
+    let slots: Vec<Mutex<Option<I>>> = inputs.into_iter().map(|i| Mutex::new(Some(i))).collect();
+    let results: Vec<Mutex<Option<T>>> = (0..count).map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(slot) = slots.get(i) else {
+                return;
+            };
+            // No lock is held while a job runs, so none is ever poisoned.
+            let input = slot.lock().ok().and_then(|mut s| s.take());
+            if let Some(input) = input
+                && let Ok(out) = catch_unwind(AssertUnwindSafe(|| job(i, input)))
+                && let Some(Ok(mut result)) = results.get(i).map(Mutex::lock)
+            {
+                *result = Some(out);
+            }
+        }
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, NonZeroUsize::get)
+        .min(count);
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads)
+            .map_while(|_| std::thread::Builder::new().spawn_scoped(scope, work).ok())
+            .collect();
+        work();
+        for helper in helpers {
+            // Jobs catch their own panics; joined here all the same, so none reaches the caller.
+            let _ = helper.join();
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.into_inner().ok().flatten())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::map_each;
+
+    #[test]
+    fn results_come_back_in_input_order() {
+        let out = map_each((0..100u64).collect(), &|i, x| (i as u64, x * 2));
+        let expected: Vec<_> = (0..100u64).map(|x| Some((x, x * 2))).collect();
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn a_job_that_panics_is_a_missing_result_and_the_others_run() {
+        let out = map_each((0..20u32).collect(), &|_, x| {
+            assert!(x != 7, "job 7 fails");
+            x
+        });
+        assert_eq!(out[7], None);
+        assert_eq!(out.iter().filter(|r| r.is_some()).count(), 19);
+    }
+
+    #[test]
+    fn no_inputs_no_results() {
+        let out: Vec<Option<u8>> = map_each(Vec::<u8>::new(), &|_, x| x);
+        assert!(out.is_empty());
+    }
+}
