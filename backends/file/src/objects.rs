@@ -145,6 +145,7 @@ impl FileObjects {
             temp,
             path,
             file: Some(file),
+            placed: false,
         })
     }
 
@@ -189,14 +190,14 @@ impl FileObjects {
         });
         drop(files);
         let mut failed = synced.err();
-        for s in staged {
+        // Those not moved into place remove their temporary files when dropped.
+        for mut s in staged {
             if failed.is_some() {
-                let _ = fs::remove_file(&s.temp);
                 continue;
             }
-            if let Err(e) = fs::rename(&s.temp, &s.path) {
-                let _ = fs::remove_file(&s.temp);
-                failed = Some(FileError::io(Op::Rename, &s.path, None, e));
+            match fs::rename(&s.temp, &s.path) {
+                Ok(()) => s.placed = true,
+                Err(e) => failed = Some(FileError::io(Op::Rename, &s.path, None, e)),
             }
         }
         match failed {
@@ -293,6 +294,8 @@ pub struct StagedObject {
     path: PathBuf,
     /// The temporary file, open until it is synced.
     file: Option<File>,
+    /// Moved into place: the temporary name is gone, nothing to remove.
+    placed: bool,
 }
 
 impl StagedObject {
@@ -306,8 +309,7 @@ impl StagedObject {
         if let Some(file) = self.file.take()
             && let Err(e) = file.sync_all()
         {
-            drop(file);
-            let _ = fs::remove_file(&self.temp);
+            // `self` is dropped on return, which removes the temporary file.
             return Err(FileError::io(Op::Sync, &self.temp, None, e));
         }
         Ok(self)
@@ -318,11 +320,12 @@ impl StagedObject {
 }
 
 impl Drop for StagedObject {
-    /// A staged object never committed leaves nothing behind; once committed its temporary
-    /// name is gone (renamed into place), so this removes nothing.
+    /// A staged object never moved into place leaves nothing behind.
     fn drop(&mut self) {
         drop(self.file.take());
-        let _ = fs::remove_file(&self.temp);
+        if !self.placed {
+            let _ = fs::remove_file(&self.temp);
+        }
     }
 }
 

@@ -280,6 +280,30 @@ fn staged_objects_are_invisible_until_committed_and_then_all_there() {
 }
 
 #[test]
+fn staged_objects_synced_early_commit_and_dropped_ones_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = FileObjects::open(dir.path()).unwrap();
+    let kept = o.stage("kept", b"kept").unwrap().sync().unwrap();
+    let dropped = o.stage("dropped", b"dropped").unwrap();
+    let discarded = o.stage("discarded", b"discarded").unwrap().sync().unwrap();
+    let temporaries = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(".tmp-"))
+            .count()
+    };
+    assert_eq!(temporaries(dir.path()), 3);
+    drop(dropped);
+    discarded.discard();
+    assert_eq!(temporaries(dir.path()), 1);
+    o.commit_staged(vec![kept]).unwrap();
+    assert_eq!(temporaries(dir.path()), 0);
+    assert_eq!(list(&mut o, ""), vec!["kept".to_string()]);
+    assert_eq!(read(&mut o, "kept").unwrap(), b"kept");
+}
+
+#[test]
 fn delete_many_removes_each_and_missing_ones_are_not_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut o = FileObjects::open(dir.path()).unwrap();
