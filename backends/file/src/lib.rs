@@ -29,6 +29,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+mod direct;
 mod error;
 mod fsutil;
 mod lock;

@@ -1,7 +1,7 @@
 //! Named objects: atomic replace, create-only publish as a fence, reads, sorted listing, delete.
 
 use lamina_core::io::{Error as _, Failure, ObjectOp, ObjectStorage, Publish};
-use lamina_file::{FileError, FileObjects, FileStorage, Options};
+use lamina_file::{FileError, FileObjects, FileStorage, Options, WholeObject};
 use lamina_tests::hang::{mkfifo, within};
 use std::fs;
 use std::time::Duration;
@@ -301,6 +301,64 @@ fn staged_objects_synced_early_commit_and_dropped_ones_leave_nothing() {
     assert_eq!(temporaries(dir.path()), 0);
     assert_eq!(list(&mut o, ""), vec!["kept".to_string()]);
     assert_eq!(read(&mut o, "kept").unwrap(), b"kept");
+}
+
+/// Bytes of `len` that differ at every offset, so a shifted or padded read-back shows.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 131 % 251) as u8).collect()
+}
+
+#[test]
+fn staged_objects_of_every_length_around_a_block_read_back_whole_with_and_without_direct_io() {
+    // Lengths around 512- and 4096-byte blocks and a 1 MiB chunk: a direct write pads the last
+    // block and cuts the file back, which must not show.
+    let lengths = [
+        0,
+        1,
+        511,
+        512,
+        513,
+        4095,
+        4096,
+        4097,
+        (1 << 20) - 1,
+        (1 << 20) + 4097,
+    ];
+    for direct in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let o = FileObjects::open(dir.path())
+            .unwrap()
+            .with_direct_io(direct);
+        let staged: Vec<_> = lengths
+            .iter()
+            .map(|&len| o.stage(&format!("o{len}"), &pattern(len)).unwrap())
+            .collect();
+        o.commit_staged(staged).unwrap();
+        for len in lengths {
+            let Ok(WholeObject::Bytes(back)) = o.read_whole(&format!("o{len}"), 1 << 21) else {
+                panic!("o{len} does not read back whole");
+            };
+            assert_eq!(back.len(), len, "length {len}, direct I/O {direct}");
+            assert!(
+                back == pattern(len),
+                "bytes of length {len}, direct I/O {direct}"
+            );
+        }
+    }
+}
+
+#[test]
+fn deleting_many_objects_at_once_deletes_every_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = FileObjects::open(dir.path()).unwrap();
+    let names: Vec<String> = (0..40).map(|i| format!("p{i:02}")).collect();
+    for name in &names {
+        publish(&mut o, name, b"x", Publish::Replace).unwrap();
+    }
+    let doomed: Vec<&str> = names.iter().step_by(2).map(String::as_str).collect();
+    o.delete_many(&doomed).unwrap();
+    let kept: Vec<String> = names.iter().skip(1).step_by(2).cloned().collect();
+    assert_eq!(list(&mut o, ""), kept);
 }
 
 #[test]

@@ -16,8 +16,9 @@ use std::sync::{Mutex, mpsc};
 const PARTS_DIR: &str = "parts";
 /// The subdirectory that holds the manifests.
 const MANIFESTS_DIR: &str = "manifests";
-/// Threads encoding and writing parts: about the cores a checkpoint may use.
-const ENCODERS: usize = 4;
+/// Threads encoding and writing parts. A part is written with direct I/O, so its writer waits
+/// for the device: more writers than cores keep the device busy while others encode.
+const ENCODERS: usize = 8;
 /// Threads syncing written parts: syncs mostly wait on the device, and the file system merges
 /// the flushes of those in flight together.
 const SYNCERS: usize = 16;
@@ -25,7 +26,8 @@ const SYNCERS: usize = 16;
 /// A checkpoint store in a directory: parts in `dir/parts/{key}`, manifests in
 /// `dir/manifests/{id:020}.manifest`.
 ///
-/// Every write goes to a temporary file (`.tmp-*`, never listed or read), is fsynced, moved into
+/// Every write goes to a temporary file (`.tmp-*`, never listed or read; a part's written with
+/// direct I/O where the file system offers it, see [`FileObjects::stage`]), is fsynced, moved into
 /// place and the directory fsynced: a part by `rename` (replacing), a manifest by `link`, which
 /// fails if the name is taken, so the first writer of manifest N wins even across processes.
 /// A crash leaves the old object or the new one whole, and at worst a temporary file.

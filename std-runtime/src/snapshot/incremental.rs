@@ -11,6 +11,10 @@ use super::part::{HEADER_LEN, Kind as PartKind, PartWriter, bucket_of};
 use super::shadow::{Capture, ChangeStats, Changes};
 use crate::{CheckpointError, CheckpointStore, Error, Lsn};
 
+/// Changed keys from which a committed checkpoint's changed sets are freed on a thread of
+/// their own (below it, a thread costs more than it saves).
+const DROP_OFF_THREAD_KEYS: usize = 4096;
+
 /// How checkpoints are split into parts, and how many are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IncrementalConfig {
@@ -340,7 +344,15 @@ impl IncrementalCheckpointManager {
     /// [`Error::Refused`] when `staged` is not the checkpoint in progress.
     pub fn commit(&mut self, staged: Staged) -> Result<(), Error> {
         self.finish(staged.id)?;
-        self.committed = staged.layouts;
+        let Staged {
+            layouts, changed, ..
+        } = staged;
+        self.committed = layouts;
+        // The changed sets are no longer needed; a large one is freed off this thread.
+        let keys: usize = changed.iter().map(|(c, _)| c.len()).sum();
+        if keys >= DROP_OFF_THREAD_KEYS {
+            crate::parallel::drop_off_thread(changed);
+        }
         Ok(())
     }
 

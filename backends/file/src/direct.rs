@@ -1,0 +1,194 @@
+//! Writing a new file's bytes with direct I/O (`O_DIRECT`), past the page cache.
+//!
+//! Why: a buffered write copies every byte into page-cache pages the kernel allocates, accounts
+//! and later writes back; for checkpoint parts, written once and read back only by recovery,
+//! that copy was the largest CPU cost of a checkpoint (measured: ~3.5 ms of CPU per 2 MiB part,
+//! four times a plain copy, on the 2-core machine), on the same CPUs that encode the parts.
+//! A direct write hands the device the caller's memory instead. Its price: the memory, the file
+//! offset and the length must be aligned as the file system says (`statx` `STATX_DIOALIGN`,
+//! Linux 6.1+), so the bytes go through an aligned buffer of the thread's, the last block is
+//! padded with zeros and the file cut back to its length; and a write waits for the device.
+//! Where direct I/O is not offered (no `DIOALIGN`, or the write is refused with `EINVAL`), the
+//! caller writes through the page cache as before.
+
+use rustix::fs::{OFlags, StatxFlags};
+use std::cell::RefCell;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+/// Bytes written per direct write: large enough that the device sees big requests, small
+/// enough that the thread's aligned buffer stays modest.
+const CHUNK: usize = 1 << 20;
+/// The largest alignment trusted (a larger one is treated as "no direct I/O").
+const MAX_ALIGN: u32 = 1 << 16;
+
+/// The alignments direct I/O needs on a file, both powers of two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Alignment {
+    /// Of the memory written from.
+    mem: usize,
+    /// Of the file offset and the length of each write.
+    offset: usize,
+}
+
+/// The alignments direct I/O needs on `file`, or `None` when its file system does not offer
+/// direct I/O (or does not say).
+pub(crate) fn alignment(file: &File) -> Option<Alignment> {
+    let stat = rustix::fs::statx(
+        file,
+        "",
+        rustix::fs::AtFlags::EMPTY_PATH,
+        StatxFlags::DIOALIGN,
+    )
+    .ok()?;
+    if stat.stx_mask & StatxFlags::DIOALIGN.bits() == 0 {
+        return None;
+    }
+    let ok = |a: u32| a.is_power_of_two() && a <= MAX_ALIGN;
+    if !ok(stat.stx_dio_mem_align) || !ok(stat.stx_dio_offset_align) {
+        return None;
+    }
+    Some(Alignment {
+        mem: stat.stx_dio_mem_align as usize,
+        offset: stat.stx_dio_offset_align as usize,
+    })
+}
+
+thread_local! {
+    /// The thread's buffer for aligned copies: `CHUNK` plus room to align its start.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Writes `data` at offset 0 of `file`, which is new and empty, with direct I/O, and sets the
+/// file's length to `data.len()`. Returns `Ok(false)`, with the file's flags as they were and
+/// nothing written, when the file system refused direct I/O: the caller then writes `data`
+/// through the page cache.
+///
+/// # Errors
+/// A write, flag or truncate error; the file's contents are then unspecified.
+pub(crate) fn write_new(file: &File, data: &[u8], align: Alignment) -> io::Result<bool> {
+    let flags = rustix::fs::fcntl_getfl(file)?;
+    rustix::fs::fcntl_setfl(file, flags | OFlags::DIRECT)?;
+    let written = SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => write_chunks(file, data, align, &mut scratch),
+        Err(e) => Err(io::Error::other(e)),
+    });
+    // Later operations (the sync, a rewrite through the page cache) see the file as opened.
+    rustix::fs::fcntl_setfl(file, flags)?;
+    match written {
+        Ok(true) => {
+            file.set_len(data.len() as u64)?;
+            Ok(true)
+        }
+        Ok(false) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `data` in aligned chunks copied through `scratch`, the last one padded with zeros;
+/// `Ok(false)` if the first write was refused with `EINVAL` (direct I/O not allowed here).
+fn write_chunks(
+    file: &File,
+    data: &[u8],
+    align: Alignment,
+    scratch: &mut Vec<u8>,
+) -> io::Result<bool> {
+    // A chunk is a multiple of both alignments (powers of two, at most `MAX_ALIGN` <= `CHUNK`).
+    if scratch.len() < CHUNK + align.mem {
+        scratch.resize(CHUNK + align.mem, 0);
+    }
+    let start = scratch.as_ptr().align_offset(align.mem);
+    let Some(buf) = scratch.get_mut(start..start + CHUNK) else {
+        return Err(io::Error::other("direct I/O buffer cannot be aligned"));
+    };
+    let mut offset = 0usize;
+    for piece in data.chunks(CHUNK) {
+        let padded = piece.len().next_multiple_of(align.offset);
+        let (bytes, pad) = buf.split_at_mut(piece.len());
+        bytes.copy_from_slice(piece);
+        if let Some(pad) = pad.get_mut(..padded - piece.len()) {
+            pad.fill(0);
+        }
+        let Some(out) = buf.get(..padded) else {
+            return Err(io::Error::other("direct I/O chunk larger than its buffer"));
+        };
+        match file.write_at(out, offset as u64) {
+            Ok(n) if n == padded => {}
+            // A short direct write leaves an offset that may not be aligned: give up on it.
+            Ok(n) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    format!("direct write of {padded} bytes wrote {n}"),
+                ));
+            }
+            Err(e)
+                if offset == 0
+                    && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
+            {
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
+        offset += piece.len();
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_direct_write_reads_back_as_written_at_every_length_around_a_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let probe = File::create(dir.path().join("probe")).unwrap();
+        // Where no alignment is offered, a refusal (nothing written) is the right answer too.
+        let align = alignment(&probe).unwrap_or(Alignment {
+            mem: 4096,
+            offset: 4096,
+        });
+        let data: Vec<u8> = (0..3 * CHUNK as u32 + 7)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        for len in [
+            0,
+            1,
+            align.offset - 1,
+            align.offset,
+            align.offset + 1,
+            CHUNK,
+            CHUNK + 3,
+            data.len(),
+        ] {
+            let path = dir.path().join(format!("f{len}"));
+            let file = File::create_new(&path).unwrap();
+            let direct = write_new(&file, &data[..len], align).unwrap();
+            drop(file);
+            let back = std::fs::read(&path).unwrap();
+            if !direct {
+                assert!(
+                    back.is_empty(),
+                    "a refused direct write wrote {} bytes",
+                    back.len()
+                );
+                continue;
+            }
+            assert_eq!(back.len(), len, "length {len}");
+            assert!(back == data[..len], "bytes of length {len}");
+        }
+    }
+
+    #[test]
+    fn flags_are_restored_after_a_direct_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::create_new(dir.path().join("f")).unwrap();
+        let align = alignment(&file).unwrap_or(Alignment {
+            mem: 4096,
+            offset: 4096,
+        });
+        let before = rustix::fs::fcntl_getfl(&file).unwrap();
+        write_new(&file, b"abc", align).unwrap();
+        assert_eq!(rustix::fs::fcntl_getfl(&file).unwrap(), before);
+    }
+}
