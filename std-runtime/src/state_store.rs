@@ -361,19 +361,24 @@ impl<S: SegmentStorage, const CORES: usize> WalStateStore<S, CORES> {
     /// # Errors
     /// As [`Self::checkpoint`].
     pub fn checkpoint_with(&mut self, sources: SourceState) -> Result<CommittedCheckpoint, Error> {
+        crate::tr_reset();
+        let t0 = std::time::Instant::now();
         let barriers = self.coordinator.trigger(sources)?;
         for (core, epoch) in barriers {
             self.barrier(core, epoch)?;
         }
+        let t1 = std::time::Instant::now();
         let outcome = match self.coordinator.poll_job() {
-            Some(job) => self.coordinator.handle_job(job.run())?,
+            Some(job) => { let j = std::time::Instant::now(); let r = job.run(); let j1 = std::time::Instant::now(); let o = self.coordinator.handle_job(r)?; if std::env::var_os("LAMINA_TRACE").is_some() { eprintln!("ckpt barriers {:?} poll_job {:?} run {:?} handle {:?}", t1 - t0, j - t1, j1 - j, j1.elapsed()); } o },
             None => self.coordinator.poll_outcome().ok_or_else(|| {
                 Error::Refused("the checkpoint neither finished nor failed".into())
             })?,
         };
         match outcome {
             CheckpointOutcome::Committed(committed) => {
-                self.collect_garbage()?;
+                let g = std::time::Instant::now();
+                let rep = self.collect_garbage()?;
+                if std::env::var_os("LAMINA_TRACE").is_some() { eprintln!("gc at {:?}: {:?} parts deleted {}", crate::tr_now(), g.elapsed(), rep.parts_deleted.len()); }
                 Ok(committed)
             }
             CheckpointOutcome::Aborted { attempt, reason } => Err(Error::CheckpointAborted {

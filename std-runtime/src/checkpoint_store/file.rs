@@ -135,11 +135,14 @@ impl CheckpointStore for FileSystemCheckpointStore {
         for key in keys {
             check_key(key)?;
         }
+        
         let staged = stage_parts(&self.parts, keys, encode)?;
+        let t1 = crate::tr_now();
         let (staged, infos): (Vec<_>, Vec<_>) = staged.into_iter().unzip();
         self.parts
             .commit_staged(staged)
             .map_err(|e| storage(StoreOp::PutPart, self.parts.dir(), e))?;
+        if std::env::var_os("LAMINA_TRACE").is_some() { eprintln!("  staged at {:?} committed at {:?}", t1, crate::tr_now()); }
         Ok(infos)
     }
 
@@ -273,8 +276,12 @@ fn stage_parts(
                 return Ok(());
             }
             buf.clear();
+            let t0 = crate::tr_now();
             encode(i, &mut buf);
+            let t1 = crate::tr_now();
             let staged = parts.stage(key, &buf).map_err(|e| (i, e))?;
+            let t2 = crate::tr_now();
+            if std::env::var_os("LAMINA_TRACE").is_some() { eprintln!("  part {i} {} KiB encode {:?}..{:?} write ..{:?}", buf.len() >> 10, t0, t1, t2); }
             // The syncers outlive every sender, so a send cannot fail while one runs.
             let _ = tx.send((i, staged, part_info(&buf)));
         }
@@ -288,7 +295,10 @@ fn stage_parts(
                 staged.discard();
                 continue;
             }
-            match staged.sync() {
+            let t0 = crate::tr_now();
+            let r = staged.sync();
+            if std::env::var_os("LAMINA_TRACE").is_some() { eprintln!("  part {i} sync {:?}..{:?}", t0, crate::tr_now()); }
+            match r {
                 Ok(staged) => done.push((i, staged, info)),
                 Err(e) => {
                     failed.store(true, Ordering::Relaxed);
