@@ -116,15 +116,3 @@ pub use lamina_core::decode::Mode;
 pub use lamina_core::io::{Failure, SegmentStorage};
 pub use lamina_core::recover::{Damage, DamageReport, RecoveryReport};
 pub use lamina_core::{Lsn, SegmentId};
-
-#[doc(hidden)]
-pub static TR: [std::sync::atomic::AtomicU64; 4] = [const { std::sync::atomic::AtomicU64::new(0) }; 4];
-
-#[doc(hidden)]
-pub static T0: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-#[doc(hidden)]
-pub static TSTART: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-#[doc(hidden)]
-pub fn tr_now() -> std::time::Duration { std::time::Duration::from_nanos(T0.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64 - TSTART.load(std::sync::atomic::Ordering::Relaxed)) }
-#[doc(hidden)]
-pub fn tr_reset() { TSTART.store(T0.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed) }

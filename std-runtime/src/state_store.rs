@@ -361,24 +361,19 @@ impl<S: SegmentStorage, const CORES: usize> WalStateStore<S, CORES> {
     /// # Errors
     /// As [`Self::checkpoint`].
     pub fn checkpoint_with(&mut self, sources: SourceState) -> Result<CommittedCheckpoint, Error> {
-        crate::tr_reset();
-        let t0 = std::time::Instant::now();
         let barriers = self.coordinator.trigger(sources)?;
         for (core, epoch) in barriers {
             self.barrier(core, epoch)?;
         }
-        let t1 = std::time::Instant::now();
         let outcome = match self.coordinator.poll_job() {
-            Some(job) => { let j = std::time::Instant::now(); let r = job.run(); let j1 = std::time::Instant::now(); let o = self.coordinator.handle_job(r)?; if std::env::var_os("LAMINA_TRACE").is_some() { eprintln!("ckpt barriers {:?} poll_job {:?} run {:?} handle {:?}", t1 - t0, j - t1, j1 - j, j1.elapsed()); } o },
+            Some(job) => self.coordinator.handle_job(job.run())?,
             None => self.coordinator.poll_outcome().ok_or_else(|| {
                 Error::Refused("the checkpoint neither finished nor failed".into())
             })?,
         };
         match outcome {
             CheckpointOutcome::Committed(committed) => {
-                let g = std::time::Instant::now();
-                let rep = self.collect_garbage()?;
-                if std::env::var_os("LAMINA_TRACE").is_some() { eprintln!("gc at {:?}: {:?} parts deleted {}", crate::tr_now(), g.elapsed(), rep.parts_deleted.len()); }
+                self.collect_garbage()?;
                 Ok(committed)
             }
             CheckpointOutcome::Aborted { attempt, reason } => Err(Error::CheckpointAborted {

@@ -86,14 +86,26 @@ pub(crate) fn write_new(file: &File, data: &[u8], align: Alignment) -> io::Resul
     }
 }
 
-/// Writes `data` in aligned chunks copied through `scratch`, the last one padded with zeros;
-/// `Ok(false)` if the first write was refused with `EINVAL` (direct I/O not allowed here).
+/// Writes `data` with direct I/O: straight from `data` when its memory is aligned (all but its
+/// last partial block, in one write, so the device gets the whole at once), else in chunks
+/// copied through `scratch`; the last block padded with zeros. `Ok(false)` if the first write
+/// was refused with `EINVAL` (direct I/O not allowed here).
 fn write_chunks(
     file: &File,
     data: &[u8],
     align: Alignment,
     scratch: &mut Vec<u8>,
 ) -> io::Result<bool> {
+    let mut offset = 0usize;
+    if (data.as_ptr() as usize).is_multiple_of(align.mem) {
+        let whole = data.len() - data.len() % align.offset;
+        if let Some(head) = data.get(..whole).filter(|h| !h.is_empty()) {
+            if !write_at(file, head, 0)? {
+                return Ok(false);
+            }
+            offset = whole;
+        }
+    }
     // A chunk is a multiple of both alignments (powers of two, at most `MAX_ALIGN` <= `CHUNK`).
     if scratch.len() < CHUNK + align.mem {
         scratch.resize(CHUNK + align.mem, 0);
@@ -102,8 +114,7 @@ fn write_chunks(
     let Some(buf) = scratch.get_mut(start..start + CHUNK) else {
         return Err(io::Error::other("direct I/O buffer cannot be aligned"));
     };
-    let mut offset = 0usize;
-    for piece in data.chunks(CHUNK) {
+    for piece in data.get(offset..).unwrap_or_default().chunks(CHUNK) {
         let padded = piece.len().next_multiple_of(align.offset);
         let (bytes, pad) = buf.split_at_mut(piece.len());
         bytes.copy_from_slice(piece);
@@ -113,26 +124,31 @@ fn write_chunks(
         let Some(out) = buf.get(..padded) else {
             return Err(io::Error::other("direct I/O chunk larger than its buffer"));
         };
-        match file.write_at(out, offset as u64) {
-            Ok(n) if n == padded => {}
-            // A short direct write leaves an offset that may not be aligned: give up on it.
-            Ok(n) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    format!("direct write of {padded} bytes wrote {n}"),
-                ));
-            }
-            Err(e)
-                if offset == 0
-                    && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
-            {
-                return Ok(false);
-            }
-            Err(e) => return Err(e),
+        if !write_at(file, out, offset)? {
+            return Ok(false);
         }
         offset += piece.len();
     }
     Ok(true)
+}
+
+/// Writes all of `bytes` (aligned) at `offset` with one direct write; `Ok(false)` if refused
+/// with `EINVAL` at offset 0, where nothing has been written yet.
+fn write_at(file: &File, bytes: &[u8], offset: usize) -> io::Result<bool> {
+    match file.write_at(bytes, offset as u64) {
+        Ok(n) if n == bytes.len() => Ok(true),
+        // A short direct write leaves an offset that may not be aligned: give up on it.
+        Ok(n) => Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("direct write of {} bytes wrote {n}", bytes.len()),
+        )),
+        Err(e)
+            if offset == 0 && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -176,6 +192,34 @@ mod tests {
             }
             assert_eq!(back.len(), len, "length {len}");
             assert!(back == data[..len], "bytes of length {len}");
+        }
+    }
+
+    #[test]
+    fn a_direct_write_from_aligned_memory_reads_back_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let probe = File::create(dir.path().join("probe")).unwrap();
+        let align = alignment(&probe).unwrap_or(Alignment {
+            mem: 4096,
+            offset: 4096,
+        });
+        let mut memory = vec![0u8; 3 * CHUNK + 2 * MAX_ALIGN as usize];
+        let at = memory.as_ptr().align_offset(MAX_ALIGN as usize);
+        for (i, b) in memory.iter_mut().enumerate() {
+            *b = (i * 7 % 253) as u8;
+        }
+        for len in [1, align.offset, align.offset + 1, 3 * CHUNK + 5] {
+            let data = &memory[at..at + len];
+            let path = dir.path().join(format!("f{len}"));
+            let file = File::create_new(&path).unwrap();
+            let direct = write_new(&file, data, align).unwrap();
+            drop(file);
+            let back = std::fs::read(&path).unwrap();
+            if !direct {
+                assert!(back.is_empty());
+                continue;
+            }
+            assert!(back == data, "bytes of length {len}");
         }
     }
 

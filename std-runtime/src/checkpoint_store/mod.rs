@@ -92,9 +92,9 @@ pub trait CheckpointStore: Send + Sync {
     fn put_part(&self, key: &str, bytes: &[u8]) -> Result<PartInfo, CheckpointError>;
 
     /// Stores parts `keys`, all durable on return, and returns what a manifest records for
-    /// each, in order. `encode(i, buf)` appends part `i`'s bytes to `buf`, which it is handed
-    /// empty (a writer reuses one buffer for many parts, so large parts cost no fresh memory
-    /// each). By default each part is encoded and [`Self::put_part`] in turn; a store may do
+    /// each, in order. `encode(i, buf)` appends part `i`'s bytes to `buf` and leaves the bytes
+    /// it holds alone (a writer reuses one buffer for many parts, so large parts cost no fresh
+    /// memory each, and may start the part where it suits its I/O). By default each part is encoded and [`Self::put_part`] in turn; a store may do
     /// better (a directory: parts encoded and written on some threads while others sync the ones
     /// written, then all moved into place with one directory sync). A failure may leave some of
     /// them stored (no manifest names them yet, so garbage collection removes them).

@@ -193,9 +193,7 @@ fn publish(store: &dyn CheckpointStore, due: &DueManifest, staged: &Staged) -> R
         detail: format!("the manifest cannot be encoded: {e}"),
     })?;
     bytes.truncate(len);
-    let t = std::time::Instant::now();
     store.publish_manifest(due.id, &bytes)?;
-    if std::env::var_os("LAMINA_TRACE").is_some() { eprintln!("  manifest publish {:?}..{:?}", crate::tr_now() - t.elapsed(), crate::tr_now()); }
     Ok(len as u64)
 }
 
@@ -380,9 +378,7 @@ impl<const CORES: usize> CheckpointCoordinator<CORES> {
                 self.machine
                     .handle_published(id, Ok(()))
                     .map_err(|e| Error::Refused(e.to_string()))?;
-                let tc = std::time::Instant::now();
                 self.manager.commit(staged)?;
-                if std::env::var_os("LAMINA_TRACE").is_some() { eprintln!("manager.commit {:?}", tc.elapsed()); }
                 let event = self.machine.poll_event();
                 let Some(Event::Committed(checkpoint)) = event else {
                     return Err(Error::Refused(format!(

@@ -12,6 +12,8 @@ use lamina_core::changelog::Entry;
 pub struct PartWriter {
     header: Header,
     bytes: Vec<u8>,
+    /// Where the part starts in `bytes` (what was there before is kept).
+    start: usize,
 }
 
 impl PartWriter {
@@ -22,7 +24,8 @@ impl PartWriter {
         Self::in_buffer(kind, core, bucket, buckets, Vec::with_capacity(4096))
     }
 
-    /// As [`Self::new`], the part written into `bytes` (cleared first), whose memory is reused.
+    /// As [`Self::new`], the part appended to `bytes` (whose memory is reused; the bytes it
+    /// holds are kept, before the part).
     #[must_use]
     pub fn in_buffer(kind: Kind, core: u32, bucket: u32, buckets: u32, mut bytes: Vec<u8>) -> Self {
         let bucket = match kind {
@@ -36,9 +39,13 @@ impl PartWriter {
             buckets,
             count: 0,
         };
-        bytes.clear();
+        let start = bytes.len();
         bytes.extend_from_slice(&header.emit());
-        PartWriter { header, bytes }
+        PartWriter {
+            header,
+            bytes,
+            start,
+        }
     }
 
     /// Reserves room for `additional` more bytes of entries.
@@ -74,10 +81,10 @@ impl PartWriter {
         self.header.count
     }
 
-    /// The part's bytes.
+    /// The buffer: the bytes it held before, then the part's.
     #[must_use]
     pub fn finish(mut self) -> Vec<u8> {
-        if let Some(head) = self.bytes.get_mut(..HEADER_LEN) {
+        if let Some(head) = self.bytes.get_mut(self.start..self.start + HEADER_LEN) {
             head.copy_from_slice(&self.header.emit());
         }
         self.bytes
@@ -100,6 +107,18 @@ mod tests {
             }
         }
         w.finish()
+    }
+
+    #[test]
+    fn a_part_in_a_buffer_follows_the_bytes_already_there() {
+        let mut alone = PartWriter::new(Kind::Base, 1, 2, 4);
+        alone.put(b"k", b"v");
+        let alone = alone.finish();
+        let mut after = PartWriter::in_buffer(Kind::Base, 1, 2, 4, vec![9u8; 5]);
+        after.put(b"k", b"v");
+        let after = after.finish();
+        assert_eq!(&after[..5], &[9u8; 5]);
+        assert_eq!(&after[5..], &alone[..]);
     }
 
     /// Keys to values (`None`: a delete).
