@@ -1,5 +1,7 @@
 //! [`ChangelogDrainer`]: Ring 1, moving each core's queued changelog entries into its WAL.
 
+use std::time::{Duration, Instant};
+
 use lamina_core::changelog::{Consumer, Entry};
 
 use crate::snapshot::{Capture, Shadow};
@@ -27,6 +29,8 @@ pub struct CoreDrain {
     pub durable: Lsn,
     /// Entries drained from this core since the drainer was built, all durable now.
     pub durable_entries: u64,
+    /// Time this drain spent syncing the core's log (zero when it drained nothing).
+    pub sync_time: Duration,
 }
 
 /// What one [`ChangelogDrainer::drain`] did, per core in the drainer's order.
@@ -237,8 +241,12 @@ fn drain_lane<S: SegmentStorage, const N: usize>(
     let result = drain_entries(lane, batch, &mut entries);
     lane.drained += entries as u64;
     result?;
+    let mut sync_time = Duration::ZERO;
     let durable = if entries > 0 {
-        lane.writer.sync()?
+        let started = Instant::now();
+        let durable = lane.writer.sync()?;
+        sync_time = started.elapsed();
+        durable
     } else {
         lane.writer.durable_lsn()
     };
@@ -248,6 +256,7 @@ fn drain_lane<S: SegmentStorage, const N: usize>(
         barriers: std::mem::take(&mut lane.barriers),
         durable,
         durable_entries: lane.drained,
+        sync_time,
     })
 }
 
