@@ -62,6 +62,10 @@ pub struct BarrierCapture {
     pub capture: Capture,
 }
 
+/// A drain hands released frames back to Ring 0 once they fill this fraction of the ring (and
+/// at the end of each core's batch).
+const HAND_BACK_FRACTION: usize = 16;
+
 /// One core: its queue's consumer half and its log's writer.
 struct Lane<'q, S: SegmentStorage, const N: usize> {
     consumer: Consumer<'q, N>,
@@ -239,6 +243,8 @@ fn drain_lane<S: SegmentStorage, const N: usize>(
     let core = lane.writer.core();
     let mut entries = 0;
     let result = drain_entries(lane, batch, &mut entries);
+    // Also after an error: the frames before the failing one are in the log.
+    lane.consumer.hand_back();
     lane.drained += entries as u64;
     result?;
     let mut sync_time = Duration::ZERO;
@@ -297,7 +303,12 @@ fn drain_entries<S: SegmentStorage, const N: usize>(
                 }
             }
         }
-        frame.release();
+        // Frames go back to Ring 0 in runs (one store of the shared index per run, see
+        // `ByteRing`), each run at most a sixteenth of the ring so Ring 0 gets room steadily.
+        frame.release_later();
+        if lane.consumer.unhanded() >= N / HAND_BACK_FRACTION {
+            lane.consumer.hand_back();
+        }
         *entries += 1;
     }
     Ok(())
