@@ -133,7 +133,7 @@ impl<'q, S: SegmentStorage, const N: usize> ChangelogDrainer<'q, S, N> {
 
     /// A drainer that also keeps Ring 1's copy of each core's state: each put or delete is
     /// applied to the core's [`Shadow`] once its record is appended, and at each barrier the
-    /// shadow is captured ([`Shadow::capture`], O(buckets)), for [`Self::take_captures`]. The
+    /// shadow is captured ([`Shadow::capture`]), for [`Self::take_captures`]. The
     /// shadows must hold the state the queues start from (what recovery rebuilt).
     ///
     /// # Errors
