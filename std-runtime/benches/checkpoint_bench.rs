@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use lamina::file_backend::FileStorage;
 use lamina::snapshot::{
-    CheckpointCoordinator, CheckpointJob, CheckpointOutcome, JobOutcome, ResumePoint, Shadow,
-    SourceState,
+    CheckpointCoordinator, CheckpointOutcome, ResumePoint, Shadow, SourceState,
 };
 use lamina::{
     ChangelogDrainer, FileSystemCheckpointStore, IncrementalCheckpointManager, IncrementalConfig,
@@ -305,12 +304,27 @@ struct DrainerStats {
     drain_time: Duration,
     /// Of which syncing.
     sync_time: Duration,
-    /// Checkpoint jobs (parts, manifest), on their own thread.
-    job_time: Duration,
-    /// Their commit and GC, on the drainer thread.
-    commit_time: Duration,
     /// The drainer thread's whole run.
     wall: Duration,
+}
+
+/// What the checkpoint thread of `ring0` did.
+#[derive(Default)]
+struct CheckpointStats {
+    /// Checkpoint jobs: parts, manifest.
+    job_time: Duration,
+    /// Their commits.
+    commit_time: Duration,
+    /// Garbage collection after each.
+    gc_time: Duration,
+}
+
+/// What the drainer tells the checkpoint thread of `ring0`.
+enum ToCheckpoints {
+    /// A core's state at a barrier.
+    Capture(lamina::BarrierCapture),
+    /// The core's WAL is durable through this LSN.
+    Durable(lamina::Lsn),
 }
 
 impl DrainerStats {
@@ -359,60 +373,32 @@ fn ring0(c: &mut Criterion) {
     let mut barrier_waits = Vec::new();
     let mut fulls = 0u64;
     let mut drained = DrainerStats::default();
+    let mut checkpointed = CheckpointStats::default();
     std::thread::scope(|scope| {
-        let drainer = scope.spawn(|| {
-            let mut stats = DrainerStats::default();
-            let started = Instant::now();
-            let shadow = Shadow::new(0, incremental.buckets);
-            let mut drainer =
-                ChangelogDrainer::with_shadows(vec![(consumer, writer, shadow)], 65536)
-                    .expect("drainer");
-            // A checkpoint's job (parts, manifest) runs on its own thread, as in an engine: the
-            // drainer only hands it over and later takes its outcome.
-            let (jobs, job_rx) = mpsc::channel::<CheckpointJob>();
-            let (outcome_tx, outcomes) = mpsc::channel::<(JobOutcome, Duration)>();
-            let job_thread = std::thread::spawn(move || {
-                for job in job_rx {
-                    let job_started = Instant::now();
-                    let outcome = job.run();
-                    if outcome_tx.send((outcome, job_started.elapsed())).is_err() {
-                        break;
-                    }
-                }
-            });
-            let mut job_running = false;
+        // Ring 1 only drains: it hands each capture and its durable LSN to the checkpoint
+        // thread, which owns the coordinator, as in an engine. Nothing of a checkpoint (its
+        // job's I/O, its commit, GC) runs on the drainer, so none of it stalls the draining.
+        let (to_checkpoints, checkpoint_rx) = mpsc::channel::<ToCheckpoints>();
+        let (stop, requested, checkpoints) = (&stop, &requested, &checkpoints);
+        let coordinator = &mut coordinator;
+        let checkpointer = scope.spawn(move || {
+            let mut stats = CheckpointStats::default();
             let mut next = Instant::now() + Duration::from_millis(100);
-            loop {
-                let stopping = stop.load(Ordering::Relaxed);
-                let drain_started = Instant::now();
-                let report = drainer.drain().expect("drain");
-                if report.entries() > 0 {
-                    stats.drain_time += drain_started.elapsed();
-                    stats.entries += report.entries() as u64;
-                    stats.syncs += 1;
-                    stats.sync_time += report.cores.iter().map(|c| c.sync_time).sum::<Duration>();
-                }
-                for capture in drainer.take_captures() {
-                    coordinator.handle_capture(capture).expect("capture");
-                }
-                if let Some(core) = report.cores.first() {
-                    coordinator
-                        .handle_durable(0, core.durable)
-                        .expect("durable");
+            while !stop.load(Ordering::Relaxed) {
+                match checkpoint_rx.recv_timeout(Duration::from_millis(5)) {
+                    Ok(ToCheckpoints::Capture(capture)) => {
+                        coordinator.handle_capture(capture).expect("capture");
+                    }
+                    Ok(ToCheckpoints::Durable(lsn)) => {
+                        coordinator.handle_durable(0, lsn).expect("durable");
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
                 if let Some(job) = coordinator.poll_job() {
-                    jobs.send(job).expect("job thread");
-                    job_running = true;
-                }
-                // At the end, wait for the job in flight so that its checkpoint commits.
-                let finished = if stopping && job_running {
-                    outcomes.recv().ok()
-                } else {
-                    outcomes.try_recv().ok()
-                };
-                if let Some((outcome, took)) = finished {
-                    job_running = false;
-                    stats.job_time += took;
+                    let job_started = Instant::now();
+                    let outcome = job.run();
+                    stats.job_time += job_started.elapsed();
                     let commit_started = Instant::now();
                     match coordinator.handle_job(outcome).expect("job") {
                         CheckpointOutcome::Committed(_) => {
@@ -420,13 +406,12 @@ fn ring0(c: &mut Criterion) {
                         }
                         CheckpointOutcome::Aborted { reason, .. } => panic!("aborted: {reason}"),
                     }
-                    coordinator.collect_garbage().expect("gc");
                     stats.commit_time += commit_started.elapsed();
+                    let gc_started = Instant::now();
+                    coordinator.collect_garbage().expect("gc");
+                    stats.gc_time += gc_started.elapsed();
                 }
-                if stopping && !job_running {
-                    break;
-                }
-                if !stopping && Instant::now() >= next && !coordinator.in_progress() {
+                if Instant::now() >= next && !coordinator.in_progress() {
                     let barriers = coordinator
                         .trigger(SourceState::default())
                         .expect("trigger");
@@ -435,12 +420,40 @@ fn ring0(c: &mut Criterion) {
                     }
                     next = Instant::now() + Duration::from_millis(100);
                 }
+            }
+            stats
+        });
+        let drainer = scope.spawn(move || {
+            let mut stats = DrainerStats::default();
+            let started = Instant::now();
+            let shadow = Shadow::new(0, incremental.buckets);
+            let mut drainer =
+                ChangelogDrainer::with_shadows(vec![(consumer, writer, shadow)], 65536)
+                    .expect("drainer");
+            let mut durable = lamina::Lsn::ZERO;
+            while !stop.load(Ordering::Relaxed) {
+                let drain_started = Instant::now();
+                let report = drainer.drain().expect("drain");
+                if report.entries() > 0 {
+                    stats.drain_time += drain_started.elapsed();
+                    stats.entries += report.entries() as u64;
+                    stats.syncs += 1;
+                    stats.sync_time += report.cores.iter().map(|c| c.sync_time).sum::<Duration>();
+                }
+                // A send fails only once the checkpoint thread stopped: the run is ending.
+                for capture in drainer.take_captures() {
+                    let _ = to_checkpoints.send(ToCheckpoints::Capture(capture));
+                }
+                if let Some(core) = report.cores.first()
+                    && core.durable > durable
+                {
+                    durable = core.durable;
+                    let _ = to_checkpoints.send(ToCheckpoints::Durable(durable));
+                }
                 if report.entries() == 0 {
                     std::thread::yield_now();
                 }
             }
-            drop(jobs);
-            job_thread.join().expect("job thread");
             stats.wall = started.elapsed();
             stats
         });
@@ -512,6 +525,7 @@ fn ring0(c: &mut Criterion) {
         group.finish();
         stop.store(true, Ordering::Relaxed);
         drained = drainer.join().expect("drainer thread");
+        checkpointed = checkpointer.join().expect("checkpoint thread");
     });
     if pushes.is_empty() {
         return;
@@ -530,8 +544,7 @@ fn ring0(c: &mut Criterion) {
     println!(
         "ring0 drainer: {:.2} M entries/s while draining ({:.0} ns per entry in appends and shadow, \
          syncs left out; {} entries in {:?}); {} syncs ({:.0} per s of the run), {:.1} % of the \
-         drain time; checkpoint jobs {:?} on their own thread, their commits and GC {:?} on the \
-         drainer's",
+         drain time; on the checkpoint thread: jobs {:?}, commits {:?}, GC {:?}",
         drained.rate() / 1e6,
         drained.ns_per_entry(),
         drained.entries,
@@ -539,8 +552,9 @@ fn ring0(c: &mut Criterion) {
         drained.syncs,
         drained.syncs as f64 / drained.wall.as_secs_f64().max(1e-9),
         drained.sync_time.as_secs_f64() * 100.0 / drained.drain_time.as_secs_f64().max(1e-9),
-        drained.job_time,
-        drained.commit_time,
+        checkpointed.job_time,
+        checkpointed.commit_time,
+        checkpointed.gc_time,
     );
 }
 
