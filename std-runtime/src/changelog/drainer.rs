@@ -87,6 +87,16 @@ struct Lane<'q, S: SegmentStorage, const N: usize> {
 /// queued: nothing is dropped, nothing reordered. When the WAL is slower than Ring 0 the queue
 /// fills and Ring 0 sees back-pressure; memory stays bounded by the queues.
 ///
+/// The drainer is the logs' group commit: each core's batch ends with one sync. Open the
+/// writers' logs with [`SyncPolicy::Manual`](crate::SyncPolicy::Manual), so that a log cuts a
+/// write only at those syncs (or when its buffer fills); the default batch policy cuts a write,
+/// and syncs it, every 64 KiB, which at a million entries per second is some 1500 syncs per
+/// second, each blocking the drainer.
+///
+/// A drain hands the frames it wrote back to Ring 0 in runs (at least every sixteenth of the
+/// ring, and at the end of each core's batch, before the sync): one store of the ring's shared
+/// index per run rather than per frame.
+///
 /// A ring's largest entry (`ByteRing::<N>::MAX_ENTRY_LEN`, `N / 2 - 4` bytes) should not exceed
 /// the log's largest record: an entry the log refuses ([`Error::TooLarge`]) stays queued and
 /// every later drain of that core returns the same error.
