@@ -63,8 +63,9 @@ pub struct BarrierCapture {
 }
 
 /// A drain hands released frames back to Ring 0 once they fill this fraction of the ring (and
-/// at the end of each core's batch).
-const HAND_BACK_FRACTION: usize = 16;
+/// at the end of each core's batch, and before a capture): a producer waiting for room waits for
+/// at most this much more draining than with frames handed back one by one.
+const HAND_BACK_FRACTION: usize = 64;
 
 /// One core: its queue's consumer half and its log's writer.
 struct Lane<'q, S: SegmentStorage, const N: usize> {
@@ -93,9 +94,9 @@ struct Lane<'q, S: SegmentStorage, const N: usize> {
 /// and syncs it, every 64 KiB, which at a million entries per second is some 1500 syncs per
 /// second, each blocking the drainer.
 ///
-/// A drain hands the frames it wrote back to Ring 0 in runs (at least every sixteenth of the
-/// ring, and at the end of each core's batch, before the sync): one store of the ring's shared
-/// index per run rather than per frame.
+/// A drain hands the frames it wrote back to Ring 0 in runs (at least every 64th of the ring,
+/// before a capture, and at the end of each core's batch, before the sync): one store of the
+/// ring's shared index per run rather than per frame.
 ///
 /// A ring's largest entry (`ByteRing::<N>::MAX_ENTRY_LEN`, `N / 2 - 4` bytes) should not exceed
 /// the log's largest record: an entry the log refuses ([`Error::TooLarge`]) stays queued and
@@ -292,30 +293,36 @@ fn drain_entries<S: SegmentStorage, const N: usize>(
             lsn: None,
             detail: format!("queued entry: {e}"),
         })?;
-        match entry {
+        let barrier = match entry {
             Entry::Barrier { epoch } => {
                 let lsn = lane.writer.begin_epoch(epoch)?;
-                let barrier = BarrierLsn { epoch, lsn };
-                lane.barriers.push(barrier);
-                if let Some(shadow) = &mut lane.shadow {
-                    lane.captures.push(BarrierCapture {
-                        core,
-                        barrier,
-                        segment: lane.writer.log_mut().segment().sequence,
-                        capture: shadow.capture(),
-                    });
-                }
+                Some(BarrierLsn { epoch, lsn })
             }
             Entry::Put { .. } | Entry::Delete { .. } => {
                 lane.writer.append(frame.bytes())?;
                 if let Some(shadow) = &mut lane.shadow {
                     shadow.apply(&entry);
                 }
+                None
+            }
+        };
+        // Frames go back to Ring 0 in runs (one store of the shared index per run, see
+        // `ByteRing`), each run at most a 64th of the ring so Ring 0 gets room steadily.
+        frame.release_later();
+        if let Some(barrier) = barrier {
+            lane.barriers.push(barrier);
+            if let Some(shadow) = &mut lane.shadow {
+                // The capture sorts the changed keys: Ring 0 gets the room of the frames up to
+                // the barrier meanwhile.
+                lane.consumer.hand_back();
+                lane.captures.push(BarrierCapture {
+                    core,
+                    barrier,
+                    segment: lane.writer.log_mut().segment().sequence,
+                    capture: shadow.capture(),
+                });
             }
         }
-        // Frames go back to Ring 0 in runs (one store of the shared index per run, see
-        // `ByteRing`), each run at most a sixteenth of the ring so Ring 0 gets room steadily.
-        frame.release_later();
         if lane.consumer.unhanded() >= N / HAND_BACK_FRACTION {
             lane.consumer.hand_back();
         }
