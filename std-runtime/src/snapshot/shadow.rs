@@ -27,10 +27,10 @@ pub type Changes = BTreeMap<Vec<u8>, Option<Value>>;
 /// bucket is shared (`Arc`) with the capture, and the first later mutation of a bucket copies it
 /// (copy-on-write), on Ring 1, never on Ring 0.
 ///
-/// Applying an entry costs one bucket lookup: the changed keys are only logged (their bytes in
-/// one buffer, no allocation each), and sorted into [`Changes`] at the capture, in
-/// O(changes · log changes), or earlier once the log doubles, which bounds it to about twice the
-/// keys changed. The values a put replaces are dropped in runs, after one pass that loads them
+/// Applying an entry costs one bucket lookup: the changed key is only logged (its bytes in one
+/// buffer, no allocation), and the log is sorted and merged into a run of distinct changed keys
+/// now and then, so that a capture sorts only the last stretch and builds [`Changes`] from the
+/// run in O(changes). The values a put replaces are dropped in runs, after one pass that loads them
 /// all: their reference counts lie in memory that is cold by then, and touching them one at a
 /// time, each with a locked decrement, would wait for each miss in turn.
 ///
@@ -51,36 +51,57 @@ pub struct Shadow {
 /// Values buried before the graveyard is emptied.
 const GRAVEYARD: usize = 256;
 
-/// The keys changed since the last capture, in the order they were changed, each with its
-/// bucket and its value then (`None`: deleted); a key may appear more than once until the log is
-/// compacted.
+/// The keys changed since the last capture, each with its bucket and its value now (`None`:
+/// deleted): a sorted run of distinct keys, and a tail logged in the order the changes were
+/// made (a key may appear more than once there), folded into the run once it holds a quarter
+/// as many (at least [`ChangeLog::MIN_TAIL`]). So a change costs a log push now and a few
+/// moves and comparisons later, and a capture sorts at most the tail.
 #[derive(Clone, Debug, Default)]
 struct ChangeLog {
-    /// The keys' bytes, one after the other.
+    /// The folded changes, in key order, each key once.
+    run: Vec<Folded>,
+    /// The tail's keys' bytes, one after the other.
     keys: Vec<u8>,
+    /// The tail, in the order the changes were made.
     changes: Vec<Change>,
-    /// Entries after the last compaction (all distinct keys then): the log is compacted again
-    /// once it holds twice as many, or [`ChangeLog::MIN_COMPACT`].
-    compacted: usize,
 }
 
-/// One logged change.
+/// A change folded into [`ChangeLog::run`].
+#[derive(Clone, Debug)]
+struct Folded {
+    prefix: u64,
+    key: Vec<u8>,
+    bucket: usize,
+    value: Option<Value>,
+}
+
+/// One logged change of the tail.
 #[derive(Clone, Debug)]
 struct Change {
-    /// The key's first 8 bytes, big-endian, zero-padded: most comparisons of the sort end
-    /// here, without reading the key.
+    /// The key's first 8 bytes, big-endian, zero-padded: most comparisons end here, without
+    /// reading the key. Zero padding makes the prefix order agree with the keys' (a key that is
+    /// a prefix of another sorts first either way).
     prefix: u64,
-    /// Where its key lies in [`ChangeLog::keys`]; later changes lie further on, also after a
-    /// compaction, so this orders a key's changes.
+    /// Where its key lies in [`ChangeLog::keys`]; later changes lie further on, so this orders
+    /// a key's changes.
     start: usize,
     len: usize,
     bucket: usize,
     value: Option<Value>,
 }
 
+/// The first 8 bytes of `key`, big-endian, zero-padded.
+fn prefix_of(key: &[u8]) -> u64 {
+    let mut prefix = [0u8; 8];
+    for (to, from) in prefix.iter_mut().zip(key) {
+        *to = *from;
+    }
+    u64::from_be_bytes(prefix)
+}
+
 impl ChangeLog {
-    /// The log is not compacted below this many entries.
-    const MIN_COMPACT: usize = 1 << 16;
+    /// The tail is not folded below this many entries.
+    const MIN_TAIL: usize = 1 << 13;
 
     fn key(&self, change: &Change) -> &[u8] {
         self.keys
@@ -89,29 +110,23 @@ impl ChangeLog {
     }
 
     fn push(&mut self, bucket: usize, key: &[u8], value: Option<Value>) {
-        let mut prefix = [0u8; 8];
-        for (to, from) in prefix.iter_mut().zip(key) {
-            *to = *from;
-        }
         self.changes.push(Change {
-            prefix: u64::from_be_bytes(prefix),
+            prefix: prefix_of(key),
             start: self.keys.len(),
             len: key.len(),
             bucket,
             value,
         });
         self.keys.extend_from_slice(key);
-        if self.changes.len() >= Self::MIN_COMPACT.max(2 * self.compacted) {
-            self.compact();
+        if self.changes.len() >= Self::MIN_TAIL.max(self.run.len() / 4) {
+            self.fold();
         }
     }
 
-    /// Sorts the log by key and keeps each key once, with its last value.
-    fn compact(&mut self) {
+    /// Sorts the tail by key, keeps each key's last change, and merges it into the run (a
+    /// key already there keeps its key bytes and takes the new value).
+    fn fold(&mut self) {
         let mut changes = std::mem::take(&mut self.changes);
-        // A key's changes stay in the order they were made (`start`). Zero padding makes the
-        // prefix order agree with the keys' (a shorter key that is a prefix of a longer one
-        // sorts first either way).
         changes.sort_unstable_by(|a, b| {
             a.prefix
                 .cmp(&b.prefix)
@@ -119,42 +134,57 @@ impl ChangeLog {
                 .then(a.start.cmp(&b.start))
         });
         changes.dedup_by(|later, kept| {
-            let same = self.key(later) == self.key(kept);
+            let same = later.prefix == kept.prefix && self.key(later) == self.key(kept);
             if same {
                 std::mem::swap(&mut later.value, &mut kept.value);
             }
             same
         });
-        let mut keys = Vec::with_capacity(changes.iter().map(|c| c.len).sum());
-        for change in &mut changes {
-            let start = keys.len();
-            keys.extend_from_slice(self.key(change));
-            change.start = start;
+        let run = std::mem::take(&mut self.run);
+        let mut merged = Vec::with_capacity(run.len() + changes.len());
+        let mut run = run.into_iter().peekable();
+        for change in changes {
+            let key = self.key(&change);
+            let order = |folded: &Folded| {
+                folded
+                    .prefix
+                    .cmp(&change.prefix)
+                    .then_with(|| folded.key.as_slice().cmp(key))
+            };
+            while let Some(before) = run.next_if(|f| order(f).is_lt()) {
+                merged.push(before);
+            }
+            match run.next_if(|f| order(f).is_eq()) {
+                Some(mut same) => {
+                    same.value = change.value;
+                    merged.push(same);
+                }
+                None => merged.push(Folded {
+                    prefix: change.prefix,
+                    key: key.to_vec(),
+                    bucket: change.bucket,
+                    value: change.value,
+                }),
+            }
         }
-        self.keys = keys;
-        self.compacted = changes.len();
-        self.changes = changes;
+        merged.extend(run);
+        self.run = merged;
+        self.keys.clear();
     }
 
     /// The changed keys in key order, each with its last value, and their counts per bucket
     /// (of `buckets`); the log starts over.
     fn take(&mut self, buckets: usize) -> (Changes, ChangeStats) {
-        self.compact();
+        self.fold();
         let mut stats = ChangeStats::new(buckets);
-        let changes = std::mem::take(&mut self.changes);
-        let keys = std::mem::take(&mut self.keys);
-        self.compacted = 0;
-        let changed = changes
+        let changed = std::mem::take(&mut self.run)
             .into_iter()
-            .map(|change| {
-                let key = keys
-                    .get(change.start..change.start + change.len)
-                    .unwrap_or(&[]);
+            .map(|folded| {
                 stats.count(
-                    change.bucket,
-                    key.len() + change.value.as_ref().map_or(0, |v| v.len()),
+                    folded.bucket,
+                    folded.key.len() + folded.value.as_ref().map_or(0, |v| v.len()),
                 );
-                (key.to_vec(), change.value)
+                (folded.key, folded.value)
             })
             .collect();
         (changed, stats)
@@ -391,7 +421,7 @@ impl Shadow {
     }
 
     /// The state as it is now, shared with the shadow, and the keys changed since the last
-    /// capture (which start over). O(buckets + changes · log changes).
+    /// capture (which start over). O(buckets + changes).
     pub fn capture(&mut self) -> Capture {
         let (changed, stats) = self.log.take(self.buckets.len());
         Capture {
@@ -486,15 +516,15 @@ mod tests {
     }
 
     #[test]
-    fn changes_match_a_model_across_compactions_and_captures() {
-        // More changes than `MIN_COMPACT` between two captures, so the log is compacted while
-        // it fills; keys of 0 to 11 bytes drawn from two byte values share long prefixes, so the
-        // sort's prefix ties go to the full comparison.
+    fn changes_match_a_model_across_folds_and_captures() {
+        // Many times `MIN_TAIL` changes between two captures, so the tail is folded into the
+        // run again and again; keys of 0 to 11 bytes drawn from two byte values share long
+        // prefixes, so the prefix ties go to the full comparison.
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut shadow = Shadow::new(0, 8);
         let mut state: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         let mut changed: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        let ops = ChangeLog::MIN_COMPACT * 2 + 1000;
+        let ops = ChangeLog::MIN_TAIL * 16 + 1000;
         for i in 0..ops {
             let len = rng.below(12) as usize;
             let key: Vec<u8> = (0..len).map(|_| rng.below(2) as u8).collect();
@@ -508,8 +538,11 @@ mod tests {
                 state.insert(key.clone(), value.to_vec());
                 changed.insert(key, Some(value.to_vec()));
             }
-            // Compacted as it fills: fewer entries than the threshold, whatever the changes.
-            assert!(shadow.log.changes.len() < ChangeLog::MIN_COMPACT);
+            // Folded as it fills: a bounded tail.
+            assert!(shadow.log.changes.len() < ChangeLog::MIN_TAIL);
+            if i % 10_000 == 0 {
+                assert!(shadow.log.run.windows(2).all(|w| w[0].key < w[1].key));
+            }
             if i == ops / 3 || i == ops - 1 {
                 let capture = shadow.capture();
                 assert_eq!(changes(&capture), std::mem::take(&mut changed));
