@@ -158,3 +158,43 @@ fn unreleased_frame_stays_while_producer_waits_on_a_full_ring() {
         });
     });
 }
+
+#[test]
+fn frames_released_in_a_run_are_reused_only_after_the_hand_back() {
+    loom::model(|| {
+        with_ring::<40, _>(|mut producer, mut consumer| {
+            // The entries of the first model (wrapping, with a skip marker): the drainer
+            // releases them in runs of two, one store of `head` per run, so the producer
+            // overwrites a run's bytes (loom checks each byte) only after its hand-back.
+            let pushing = thread::spawn(move || {
+                for entry in entries() {
+                    push_blocking(&mut producer, &entry);
+                }
+                producer
+            });
+            let expected = entries();
+            let mut got = Vec::new();
+            while got.len() < expected.len() {
+                match consumer.peek() {
+                    Some(frame) => {
+                        got.push(Owned::from_entry(frame.entry().expect("intact frame")));
+                        frame.release_later();
+                        if got.len() % 2 == 0 {
+                            consumer.hand_back();
+                        }
+                    }
+                    None => {
+                        // Waiting for the producer: it may be waiting for room.
+                        consumer.hand_back();
+                        thread::yield_now();
+                    }
+                }
+            }
+            assert_eq!(got, expected);
+            let producer = pushing.join().unwrap();
+            assert!(consumer.peek().is_none());
+            assert!(producer.is_empty());
+            ((producer, consumer), ())
+        });
+    });
+}

@@ -371,6 +371,39 @@ fn drainer_batches_and_reports_barrier_lsns() {
 }
 
 #[test]
+fn drain_hands_the_drained_frames_back_to_ring0_and_only_those() {
+    let mut ring: ByteRing<256> = ByteRing::new();
+    let (producer, consumer) = ring.split();
+    let mut store = ChangelogStateStore::new(producer);
+    // Five 16-byte frames (5-byte header, 1-byte key, 6-byte value).
+    for key in [b"a", b"b", b"c", b"d", b"e"] {
+        store.put(key, b"value!").unwrap();
+    }
+    assert_eq!(store.producer().used(), 80);
+    let mut drainer = ChangelogDrainer::new(vec![(consumer, one_core())], 3).unwrap();
+    assert_eq!(drainer.drain().unwrap().entries(), 3);
+    assert_eq!(store.producer().used(), 32);
+    assert_eq!(drainer.drain().unwrap().entries(), 2);
+    assert!(store.producer().is_empty());
+}
+
+#[test]
+fn failed_drain_hands_back_the_frames_before_the_failing_one() {
+    let mut ring: ByteRing<256> = ByteRing::new();
+    let (producer, consumer) = ring.split();
+    let mut store = ChangelogStateStore::new(producer);
+    store.put(b"k", b"v").unwrap(); // 12-byte frame
+    store.barrier(2).unwrap(); // 20 bytes
+    store.barrier(2).unwrap(); // refused by the drainer
+    store.put(b"k", b"w").unwrap();
+    let mut drainer = ChangelogDrainer::new(vec![(consumer, one_core())], 8).unwrap();
+    let err = drainer.drain().unwrap_err();
+    assert!(matches!(err, Error::EpochNotIncreasing { .. }), "{err}");
+    // The put and the first barrier are in the log and their room is Ring 0's again.
+    assert_eq!(store.producer().used(), 32);
+}
+
+#[test]
 fn barrier_not_moving_the_epoch_is_an_error_and_stays_queued() {
     let mut ring: ByteRing<256> = ByteRing::new();
     let (producer, consumer) = ring.split();

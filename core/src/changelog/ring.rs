@@ -36,6 +36,16 @@
 //! with `Acquire` before overwriting them. `head` and `tail` count bytes modulo `2N` (as `spsc`
 //! counts slots), so `head == tail` is empty and a distance of `N` is full; each side caches the
 //! other's index, refreshing it only when it looks full or empty.
+//!
+//! # Releasing in runs
+//!
+//! The consumer may hand frames back one by one ([`Frame::release`]: one store of `head` each)
+//! or in runs ([`Frame::release_later`], then one [`Consumer::hand_back`]). A run costs one
+//! store, and a producer that found the ring full sees the whole run's room at its next load of
+//! `head` instead of one frame's, so it does not reload `head` (a cache line the consumer keeps
+//! writing) on every push. Deferring the store only delays the hand-over: every read of the
+//! run's bytes comes before the one `Release` store in program order, so the pairing above
+//! still orders them before the producer's reuse.
 #![allow(unsafe_code)]
 
 use core::fmt;
@@ -179,6 +189,7 @@ impl<const N: usize> ByteRing<N> {
             Consumer {
                 ring,
                 head,
+                published: head,
                 cached_tail: tail,
             },
         )
@@ -331,11 +342,15 @@ impl<const N: usize> fmt::Debug for Producer<'_, N> {
     }
 }
 
-/// The draining half of a [`ByteRing`] (Ring 1); one per [`ByteRing::split`].
+/// The draining half of a [`ByteRing`] (Ring 1); one per [`ByteRing::split`]. Dropping it hands
+/// back the frames released with [`Frame::release_later`] (see [`Consumer::hand_back`]).
 pub struct Consumer<'a, const N: usize> {
     ring: &'a ByteRing<N>,
-    /// The consumer's own index, the value it last stored to `ring.head`.
+    /// The consumer's own index: the end of the frames it is done with.
     head: usize,
+    /// The value it last stored to `ring.head`: `published..head` are the bytes released but
+    /// not handed back yet.
+    published: usize,
     /// A past value of `tail`: it undercounts the frames, so it is safe to trust.
     cached_tail: usize,
 }
@@ -396,12 +411,29 @@ impl<'a, const N: usize> Consumer<'a, N> {
         }
     }
 
-    /// Moves `head` past `n` bytes and hands them back to the producer.
+    /// Moves `head` past `n` bytes, which are the consumer's no more; they go back to the
+    /// producer at the next [`Self::hand_back`].
     fn advance(&mut self, n: usize) {
         self.head = forward::<N>(self.head, n);
-        // Release: pairs with the producer's Acquire load of `head`, so our reads of these
-        // bytes are over before it overwrites them.
-        self.ring.head.0.store(self.head, Ordering::Release);
+    }
+
+    /// Hands the frames released so far back to the producer (those of
+    /// [`Frame::release_later`], and skipped buffer ends): one store, nothing if there are
+    /// none.
+    pub fn hand_back(&mut self) {
+        if self.published != self.head {
+            self.published = self.head;
+            // Release: pairs with the producer's Acquire load of `head`, so our reads of these
+            // bytes (all before this store in program order) are over before it overwrites them.
+            self.ring.head.0.store(self.head, Ordering::Release);
+        }
+    }
+
+    /// Bytes released but not handed back yet ([`Frame::release_later`]): the producer cannot
+    /// reuse them until [`Self::hand_back`].
+    #[must_use]
+    pub fn unhanded(&self) -> usize {
+        distance::<N>(self.published, self.head)
     }
 
     /// Bytes in use; the producer may push concurrently, so this is a lower bound by the time
@@ -416,6 +448,13 @@ impl<'a, const N: usize> Consumer<'a, N> {
     #[must_use]
     pub const fn capacity(&self) -> usize {
         N
+    }
+}
+
+impl<const N: usize> Drop for Consumer<'_, N> {
+    /// Hands back the released frames: a later [`ByteRing::split`] must not read them again.
+    fn drop(&mut self) {
+        self.hand_back();
     }
 }
 
@@ -537,8 +576,20 @@ impl<const N: usize> Frame<'_, '_, N> {
         Entry::parse(self.bytes())
     }
 
-    /// Removes the frame from the ring, handing its bytes back to the producer.
+    /// Removes the frame from the ring, handing its bytes (and those of frames released
+    /// earlier with [`Self::release_later`]) back to the producer at once.
     pub fn release(self) {
+        let frame = self.frame;
+        self.consumer.advance(frame);
+        self.consumer.hand_back();
+    }
+
+    /// Removes the frame from the ring: the next [`Consumer::peek`] reads the one after it. Its
+    /// bytes go back to the producer at the consumer's next [`Consumer::hand_back`] (or
+    /// [`Self::release`], or when the consumer is dropped): releasing a run of frames this way
+    /// and handing them back once costs one store of the shared index instead of one each (see
+    /// the module docs). Until then the producer cannot reuse their room.
+    pub fn release_later(self) {
         let frame = self.frame;
         self.consumer.advance(frame);
     }

@@ -41,6 +41,14 @@ fn pop<const N: usize>(consumer: &mut Consumer<'_, N>) -> Option<Owned> {
     Some(owned)
 }
 
+/// Pops one entry, releasing its frame for a later hand-back.
+fn pop_later<const N: usize>(consumer: &mut Consumer<'_, N>) -> Option<Owned> {
+    let frame = consumer.peek()?;
+    let owned = Owned::from_entry(frame.entry().expect("the producer wrote a valid entry"));
+    frame.release_later();
+    Some(owned)
+}
+
 #[test]
 fn empty_ring_peeks_none() {
     let mut ring: ByteRing<40> = ByteRing::new();
@@ -159,6 +167,114 @@ fn unreleased_frame_is_read_again() {
 }
 
 #[test]
+fn frames_released_later_give_no_room_until_handed_back() {
+    let mut ring: ByteRing<64> = ByteRing::new();
+    let (mut producer, mut consumer) = ring.split();
+    // Four 16-byte frames fill the ring.
+    for key in [b"k1", b"k2", b"k3", b"k4"] {
+        producer
+            .push(&Entry::Put {
+                key,
+                value: b"vvvvv",
+            })
+            .unwrap();
+    }
+    assert_eq!(
+        pop_later(&mut consumer),
+        Some(Owned::Put(b"k1".to_vec(), b"vvvvv".to_vec()))
+    );
+    assert_eq!(
+        pop_later(&mut consumer),
+        Some(Owned::Put(b"k2".to_vec(), b"vvvvv".to_vec()))
+    );
+    // The consumer is past them, the producer still sees them.
+    assert_eq!(consumer.unhanded(), 32);
+    assert_eq!(consumer.used(), 32);
+    assert_eq!(producer.used(), 64);
+    let late = Entry::Delete { key: b"late" };
+    assert_eq!(
+        producer.push(&late),
+        Err(PushError::Full {
+            needed: 16,
+            free: 0
+        })
+    );
+    consumer.hand_back();
+    assert_eq!(consumer.unhanded(), 0);
+    assert_eq!(producer.used(), 32);
+    producer.push(&late).unwrap();
+    // A second hand-back with nothing released stores nothing and changes nothing.
+    consumer.hand_back();
+    assert_eq!(producer.used(), 48);
+    assert_eq!(
+        pop(&mut consumer),
+        Some(Owned::Put(b"k3".to_vec(), b"vvvvv".to_vec()))
+    );
+    assert_eq!(
+        pop(&mut consumer),
+        Some(Owned::Put(b"k4".to_vec(), b"vvvvv".to_vec()))
+    );
+    assert_eq!(pop(&mut consumer), Some(Owned::Delete(b"late".to_vec())));
+    assert_eq!(pop(&mut consumer), None);
+    assert!(producer.is_empty());
+}
+
+#[test]
+fn release_hands_back_the_frames_released_later_before_it() {
+    let mut ring: ByteRing<64> = ByteRing::new();
+    let (mut producer, mut consumer) = ring.split();
+    for key in [b"1", b"2", b"3"] {
+        producer.push(&Entry::Delete { key }).unwrap();
+    }
+    pop_later(&mut consumer).unwrap();
+    pop_later(&mut consumer).unwrap();
+    assert_eq!(producer.used(), 36);
+    assert_eq!(pop(&mut consumer), Some(Owned::Delete(b"3".to_vec())));
+    assert_eq!(consumer.unhanded(), 0);
+    assert!(producer.is_empty());
+}
+
+#[test]
+fn skipped_end_is_handed_back_with_the_frame_after_it() {
+    let mut ring: ByteRing<64> = ByteRing::new();
+    let (mut producer, mut consumer) = ring.split();
+    // 24-byte frames at 0 and 24; the third skips 48..64 and lies at 0 (see
+    // `frame_that_does_not_fit_at_the_end_skips_to_the_start`).
+    let a = Entry::Delete {
+        key: b"aaaaaaaaaaaaaaa",
+    };
+    let c = Entry::Delete {
+        key: b"ccccccccccccccc",
+    };
+    producer.push(&a).unwrap();
+    producer.push(&a).unwrap();
+    assert_eq!(pop(&mut consumer), Some(Owned::from_entry(a)));
+    producer.push(&c).unwrap();
+    assert_eq!(pop_later(&mut consumer), Some(Owned::from_entry(a)));
+    assert_eq!(pop_later(&mut consumer), Some(Owned::from_entry(c)));
+    // The second frame, the skipped end and the third.
+    assert_eq!(consumer.unhanded(), 64);
+    assert_eq!(producer.used(), 64);
+    consumer.hand_back();
+    assert!(producer.is_empty());
+}
+
+#[test]
+fn dropped_consumer_hands_back_so_a_resplit_does_not_read_again() {
+    let mut ring: ByteRing<64> = ByteRing::new();
+    {
+        let (mut producer, mut consumer) = ring.split();
+        producer.push(&Entry::Delete { key: b"1" }).unwrap();
+        producer.push(&Entry::Delete { key: b"2" }).unwrap();
+        assert_eq!(pop_later(&mut consumer), Some(Owned::Delete(b"1".to_vec())));
+    }
+    let (producer, mut consumer) = ring.split();
+    assert_eq!(producer.used(), 12);
+    assert_eq!(pop(&mut consumer), Some(Owned::Delete(b"2".to_vec())));
+    assert_eq!(pop(&mut consumer), None);
+}
+
+#[test]
 fn resplit_keeps_frames_in_order() {
     let mut ring: ByteRing<64> = ByteRing::new();
     {
@@ -270,12 +386,42 @@ proptest! {
     fn random_pushes_and_pops_match_a_model_queue(
         ops in proptest::collection::vec(prop_oneof![arb_owned().prop_map(Some), Just(None)], 1..200)
     ) {
+        random_ops(ops.into_iter().map(|op| op.map_or(Op::Pop, Op::Push)).collect())?;
+    }
+
+    /// The same with frames also released in runs (`release_later`, `hand_back`): the producer
+    /// sees the room of a run only once it is handed back, and nothing else changes.
+    #[test]
+    fn random_pushes_and_runs_of_pops_match_a_model_queue(
+        ops in proptest::collection::vec(prop_oneof![
+            arb_owned().prop_map(Op::Push),
+            Just(Op::Pop),
+            Just(Op::PopLater),
+            Just(Op::HandBack),
+        ], 1..200)
+    ) {
+        random_ops(ops)?;
+    }
+}
+
+/// One step of the model test.
+#[derive(Clone, Debug)]
+enum Op {
+    Push(Owned),
+    Pop,
+    PopLater,
+    HandBack,
+}
+
+/// Runs `ops` on a 64-byte ring and a model queue (see the proptests).
+fn random_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    {
         let mut ring: ByteRing<64> = ByteRing::new();
         let (mut producer, mut consumer) = ring.split();
         let mut model: VecDeque<Owned> = VecDeque::new();
         for op in ops {
             match op {
-                Some(owned) => {
+                Op::Push(owned) => {
                     let entry = owned.entry();
                     let len = entry.encoded_len().unwrap();
                     let before = producer.used();
@@ -290,18 +436,27 @@ proptest! {
                             prop_assert!(len <= ByteRing::<64>::MAX_ENTRY_LEN);
                             prop_assert!(needed > free);
                             prop_assert_eq!(producer.used(), before);
-                            prop_assert!(!model.is_empty(), "an empty ring takes any entry within the limit");
+                            prop_assert!(
+                                !model.is_empty() || consumer.unhanded() > 0,
+                                "an empty ring takes any entry within the limit"
+                            );
                         }
                         Err(other) => prop_assert!(false, "unexpected {:?}", other),
                     }
                 }
-                None => prop_assert_eq!(pop(&mut consumer), model.pop_front()),
+                Op::Pop => prop_assert_eq!(pop(&mut consumer), model.pop_front()),
+                Op::PopLater => prop_assert_eq!(pop_later(&mut consumer), model.pop_front()),
+                Op::HandBack => consumer.hand_back(),
             }
+            // The producer's view counts the released frames not handed back yet.
+            prop_assert_eq!(producer.used(), consumer.used() + consumer.unhanded());
         }
         while let Some(owned) = model.pop_front() {
             prop_assert_eq!(pop(&mut consumer), Some(owned));
         }
         prop_assert_eq!(pop(&mut consumer), None);
+        consumer.hand_back();
         prop_assert!(producer.is_empty());
     }
+    Ok(())
 }

@@ -1,5 +1,7 @@
 //! [`ChangelogDrainer`]: Ring 1, moving each core's queued changelog entries into its WAL.
 
+use std::time::{Duration, Instant};
+
 use lamina_core::changelog::{Consumer, Entry};
 
 use crate::snapshot::{Capture, Shadow};
@@ -27,6 +29,8 @@ pub struct CoreDrain {
     pub durable: Lsn,
     /// Entries drained from this core since the drainer was built, all durable now.
     pub durable_entries: u64,
+    /// Time this drain spent syncing the core's log (zero when it drained nothing).
+    pub sync_time: Duration,
 }
 
 /// What one [`ChangelogDrainer::drain`] did, per core in the drainer's order.
@@ -58,6 +62,11 @@ pub struct BarrierCapture {
     pub capture: Capture,
 }
 
+/// A drain hands released frames back to Ring 0 once they fill this fraction of the ring (and
+/// at the end of each core's batch, and before a capture): a producer waiting for room waits for
+/// at most this much more draining than with frames handed back one by one.
+const HAND_BACK_FRACTION: usize = 64;
+
 /// One core: its queue's consumer half and its log's writer.
 struct Lane<'q, S: SegmentStorage, const N: usize> {
     consumer: Consumer<'q, N>,
@@ -78,6 +87,16 @@ struct Lane<'q, S: SegmentStorage, const N: usize> {
 /// gives. A frame leaves the queue only after its record was appended, so an error leaves it
 /// queued: nothing is dropped, nothing reordered. When the WAL is slower than Ring 0 the queue
 /// fills and Ring 0 sees back-pressure; memory stays bounded by the queues.
+///
+/// The drainer is the logs' group commit: each core's batch ends with one sync. Open the
+/// writers' logs with [`SyncPolicy::Manual`](crate::SyncPolicy::Manual), so that a log cuts a
+/// write only at those syncs (or when its buffer fills); the default batch policy cuts a write,
+/// and syncs it, every 64 KiB, which at a million entries per second is some 1500 syncs per
+/// second, each blocking the drainer.
+///
+/// A drain hands the frames it wrote back to Ring 0 in runs (at least every 64th of the ring,
+/// before a capture, and at the end of each core's batch, before the sync): one store of the
+/// ring's shared index per run rather than per frame.
 ///
 /// A ring's largest entry (`ByteRing::<N>::MAX_ENTRY_LEN`, `N / 2 - 4` bytes) should not exceed
 /// the log's largest record: an entry the log refuses ([`Error::TooLarge`]) stays queued and
@@ -125,7 +144,7 @@ impl<'q, S: SegmentStorage, const N: usize> ChangelogDrainer<'q, S, N> {
 
     /// A drainer that also keeps Ring 1's copy of each core's state: each put or delete is
     /// applied to the core's [`Shadow`] once its record is appended, and at each barrier the
-    /// shadow is captured ([`Shadow::capture`], O(buckets)), for [`Self::take_captures`]. The
+    /// shadow is captured ([`Shadow::capture`]), for [`Self::take_captures`]. The
     /// shadows must hold the state the queues start from (what recovery rebuilt).
     ///
     /// # Errors
@@ -235,10 +254,16 @@ fn drain_lane<S: SegmentStorage, const N: usize>(
     let core = lane.writer.core();
     let mut entries = 0;
     let result = drain_entries(lane, batch, &mut entries);
+    // Also after an error: the frames before the failing one are in the log.
+    lane.consumer.hand_back();
     lane.drained += entries as u64;
     result?;
+    let mut sync_time = Duration::ZERO;
     let durable = if entries > 0 {
-        lane.writer.sync()?
+        let started = Instant::now();
+        let durable = lane.writer.sync()?;
+        sync_time = started.elapsed();
+        durable
     } else {
         lane.writer.durable_lsn()
     };
@@ -248,6 +273,7 @@ fn drain_lane<S: SegmentStorage, const N: usize>(
         barriers: std::mem::take(&mut lane.barriers),
         durable,
         durable_entries: lane.drained,
+        sync_time,
     })
 }
 
@@ -267,28 +293,39 @@ fn drain_entries<S: SegmentStorage, const N: usize>(
             lsn: None,
             detail: format!("queued entry: {e}"),
         })?;
-        match entry {
+        let barrier = match entry {
             Entry::Barrier { epoch } => {
                 let lsn = lane.writer.begin_epoch(epoch)?;
-                let barrier = BarrierLsn { epoch, lsn };
-                lane.barriers.push(barrier);
-                if let Some(shadow) = &mut lane.shadow {
-                    lane.captures.push(BarrierCapture {
-                        core,
-                        barrier,
-                        segment: lane.writer.log_mut().segment().sequence,
-                        capture: shadow.capture(),
-                    });
-                }
+                Some(BarrierLsn { epoch, lsn })
             }
             Entry::Put { .. } | Entry::Delete { .. } => {
                 lane.writer.append(frame.bytes())?;
                 if let Some(shadow) = &mut lane.shadow {
                     shadow.apply(&entry);
                 }
+                None
+            }
+        };
+        // Frames go back to Ring 0 in runs (one store of the shared index per run, see
+        // `ByteRing`), each run at most a 64th of the ring so Ring 0 gets room steadily.
+        frame.release_later();
+        if let Some(barrier) = barrier {
+            lane.barriers.push(barrier);
+            if let Some(shadow) = &mut lane.shadow {
+                // The capture sorts the changed keys: Ring 0 gets the room of the frames up to
+                // the barrier meanwhile.
+                lane.consumer.hand_back();
+                lane.captures.push(BarrierCapture {
+                    core,
+                    barrier,
+                    segment: lane.writer.log_mut().segment().sequence,
+                    capture: shadow.capture(),
+                });
             }
         }
-        frame.release();
+        if lane.consumer.unhanded() >= N / HAND_BACK_FRACTION {
+            lane.consumer.hand_back();
+        }
         *entries += 1;
     }
     Ok(())
