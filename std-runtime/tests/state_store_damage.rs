@@ -274,3 +274,65 @@ fn the_only_kept_manifest_damaged_is_refused_not_a_partial_state() {
         ),
     }
 }
+
+#[test]
+fn deltas_of_one_checkpoint_whose_keys_overlap_are_refused_naming_the_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(1);
+    // Small delta parts: a checkpoint's delta is cut into several.
+    config.incremental.delta_part_bytes = 256;
+    let mut store = Store::open_dir(dir.path(), options(), config).unwrap();
+    let value = |round: u32| format!("r{round}-{}", "y".repeat(40)).into_bytes();
+    for i in 0..300 {
+        store.put(&key(i), &value(0)).unwrap();
+    }
+    store.checkpoint().unwrap();
+    for i in (0..300).step_by(3) {
+        store.put(&key(i), &value(1)).unwrap();
+    }
+    let id = store.checkpoint().unwrap().checkpoint.id;
+    drop(store.into_writers());
+    // The manifest rewritten with two deltas of one core and checkpoint swapped (their
+    // partitions stay in order): each part is whole, but the later one's keys come first.
+    let path = manifests_dir(dir.path()).join(manifest_file_name(id));
+    let bytes = fs::read(&path).unwrap();
+    let manifest = lamina_core::manifest::Manifest::decode(&bytes).unwrap();
+    let mut parts: Vec<lamina_core::manifest::Part<'_>> = manifest.parts.iter().collect();
+    let pair = (1..parts.len())
+        .find(|&i| {
+            let (a, b) = (&parts[i - 1], &parts[i]);
+            a.operator == "kv-delta"
+                && b.operator == "kv-delta"
+                && a.partition >> 16 == b.partition >> 16
+                && a.written_by == id
+                && b.written_by == id
+        })
+        .expect("a core with two deltas written by the last checkpoint");
+    let (a, b) = (parts[pair - 1], parts[pair]);
+    parts[pair - 1] = lamina_core::manifest::Part {
+        partition: a.partition,
+        ..b
+    };
+    parts[pair] = lamina_core::manifest::Part {
+        partition: b.partition,
+        ..a
+    };
+    // Read second, it is the one found overlapping.
+    let swapped_key = a.key.to_owned();
+    let tampered = lamina_core::manifest::Manifest {
+        parts: lamina_core::manifest::List::new(&parts),
+        ..manifest
+    };
+    let mut out = vec![0u8; tampered.encoded_len()];
+    let len = tampered.encode(&mut out).unwrap();
+    out.truncate(len);
+    fs::write(&path, &out).unwrap();
+    match Store::open_dir(dir.path(), options(), config) {
+        Err(e) => {
+            let text = e.to_string();
+            assert!(text.contains("overlap"), "{text}");
+            assert!(text.contains(&swapped_key), "{text}");
+        }
+        Ok(_) => panic!("overlapping deltas were accepted"),
+    }
+}

@@ -221,6 +221,7 @@ struct Setup {
     retain: usize,
     threads: usize,
     buckets: u32,
+    delta_part_bytes: u64,
 }
 
 fn setup() -> impl Strategy<Value = Setup> {
@@ -229,12 +230,15 @@ fn setup() -> impl Strategy<Value = Setup> {
         1usize..4,
         1usize..3,
         prop_oneof![Just(1u32), Just(4), Just(16)],
+        // Deltas cut into parts of a few entries, or whole.
+        prop_oneof![Just(64u64), Just(1 << 20)],
     )
-        .prop_map(|(seed, retain, threads, buckets)| Setup {
+        .prop_map(|(seed, retain, threads, buckets, delta_part_bytes)| Setup {
             seed,
             retain,
             threads,
             buckets,
+            delta_part_bytes,
         })
 }
 
@@ -243,6 +247,7 @@ fn run(setup: Setup, actions: Vec<Action>) {
     world.config.incremental.retain = setup.retain;
     world.writers = setup.threads;
     world.config.incremental.buckets = setup.buckets;
+    world.config.incremental.delta_part_bytes = setup.delta_part_bytes;
     let mut reference = Reference::default();
     // Manifests the test damaged.
     let mut damaged = BTreeSet::new();
@@ -410,6 +415,7 @@ fn a_long_run_with_many_checkpoints_and_crashes_keeps_every_acknowledged_write()
         retain: 2,
         threads: 2,
         buckets: 4,
+        delta_part_bytes: 256,
     };
     run(setup, actions);
 }

@@ -2,6 +2,7 @@
 //! collects the garbage.
 
 use std::collections::HashSet;
+use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
 use lamina_core::manifest::Manifest;
@@ -32,6 +33,9 @@ pub struct IncrementalConfig {
     pub delta_percent: u32,
     /// Manifests kept by [`IncrementalCheckpointManager::collect_garbage`] (at least 1).
     pub retain: usize,
+    /// About the most bytes of one delta part (at least 1): a core's delta larger than this is
+    /// cut by key into several parts, encoded and written at once by several threads.
+    pub delta_part_bytes: u64,
 }
 
 impl Default for IncrementalConfig {
@@ -41,6 +45,7 @@ impl Default for IncrementalConfig {
             compactions: 1,
             delta_percent: 100,
             retain: 3,
+            delta_part_bytes: 2 << 20,
         }
     }
 }
@@ -57,9 +62,9 @@ impl IncrementalConfig {
                 self.buckets
             )));
         }
-        if self.retain == 0 || self.compactions == 0 {
+        if self.retain == 0 || self.compactions == 0 || self.delta_part_bytes == 0 {
             return Err(Error::Refused(
-                "retain and compactions must be at least 1".into(),
+                "retain, compactions and delta_part_bytes must be at least 1".into(),
             ));
         }
         Ok(())
@@ -89,6 +94,8 @@ pub struct IncrementalCheckpointManager {
 pub struct Plan {
     id: u64,
     cores: Vec<CorePlan>,
+    /// [`IncrementalConfig::delta_part_bytes`].
+    delta_part_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -261,7 +268,11 @@ impl IncrementalCheckpointManager {
             plans.push(self.plan_core(core, capture, changed, stats));
         }
         self.in_progress = Some(id);
-        Ok(Plan { id, cores: plans })
+        Ok(Plan {
+            id,
+            cores: plans,
+            delta_part_bytes: self.config.delta_part_bytes,
+        })
     }
 
     fn plan_core(
@@ -299,7 +310,7 @@ impl IncrementalCheckpointManager {
         // Buckets this checkpoint changes go first, oldest base first; a bucket it does not
         // change is rewritten only to keep the delta chain bounded (its old deltas are held for
         // it), so a checkpoint with no change writes nothing.
-        let chain_full = layout.deltas.len() >= self.max_chain();
+        let chain_full = layout.delta_checkpoints() >= self.max_chain();
         candidates.sort_unstable();
         compact.extend(
             candidates
@@ -486,8 +497,19 @@ fn part_written_by(key: &str) -> Option<u64> {
 
 /// One part to write.
 enum Job<'p> {
-    Base { core: usize, bucket: u32 },
-    Delta { core: usize, plan: &'p CorePlan },
+    Base {
+        core: usize,
+        bucket: u32,
+    },
+    /// Delta `index` of the core: its changed keys from `from` (inclusive, `None`: the first)
+    /// to `to` (exclusive, `None`: past the last).
+    Delta {
+        core: usize,
+        plan: &'p CorePlan,
+        index: usize,
+        from: Option<&'p [u8]>,
+        to: Option<&'p [u8]>,
+    },
 }
 
 impl Plan {
@@ -510,7 +532,18 @@ impl Plan {
                 jobs.push(Job::Base { core, bucket });
             }
             if plan.delta_keys > 0 {
-                jobs.push(Job::Delta { core, plan });
+                let bounds = plan.delta_bounds(self.delta_part_bytes);
+                for index in 0..=bounds.len() {
+                    let from = index.checked_sub(1).and_then(|b| bounds.get(b)).copied();
+                    let to = bounds.get(index).copied();
+                    jobs.push(Job::Delta {
+                        core,
+                        plan,
+                        index,
+                        from,
+                        to,
+                    });
+                }
             }
         }
         let keys: Vec<String> = jobs.iter().map(|job| self.job_key(job)).collect();
@@ -609,7 +642,9 @@ impl Plan {
                 let c = self.cores.get(core).map_or(0, |p| p.capture.core);
                 part_key(self.id, c, &format!("b{bucket:04x}"))
             }
-            Job::Delta { plan, .. } => part_key(self.id, plan.capture.core, "delta"),
+            Job::Delta { plan, index, .. } => {
+                part_key(self.id, plan.capture.core, &format!("delta{index:04x}"))
+            }
         }
     }
 
@@ -636,12 +671,14 @@ impl Plan {
                 *buf = part.finish();
                 None
             }
-            Job::Delta { plan, .. } => {
+            Job::Delta { plan, from, to, .. } => {
                 let buckets = plan.capture.buckets.len() as u32;
                 let mut part =
                     PartWriter::in_buffer(PartKind::Delta, plan.capture.core, 0, buckets, bytes);
                 let mut per_bucket = vec![0u64; buckets as usize];
-                for (k, value) in plan.changed.iter() {
+                let from = from.map_or(Bound::Unbounded, Bound::Included);
+                let to = to.map_or(Bound::Unbounded, Bound::Excluded);
+                for (k, value) in plan.changed.range::<[u8], _>((from, to)) {
                     let b = bucket_of(k, buckets) as usize;
                     if plan.compacted.get(b).copied().unwrap_or(true) {
                         continue;
@@ -656,6 +693,32 @@ impl Plan {
                 Some(per_bucket)
             }
         }
+    }
+}
+
+impl CorePlan {
+    /// The keys where the core's delta is cut into parts of about `part_bytes`, so that a
+    /// large delta is encoded and written by several threads at once; empty for one part. Each
+    /// part holds the changed keys from one bound to the next, so no two share a key.
+    fn delta_bounds(&self, part_bytes: u64) -> Vec<&[u8]> {
+        let bytes: u64 = self
+            .stats
+            .bytes
+            .iter()
+            .zip(&self.compacted)
+            .filter(|(_, compacted)| !**compacted)
+            .map(|(&b, _)| b)
+            .sum();
+        let parts = bytes.div_ceil(part_bytes.max(1)).max(1) as usize;
+        // Cut by count over every changed key (those of compacted buckets are skipped when
+        // encoding), which keeps the parts about even when changes spread over the buckets.
+        let step = self.changed.len().div_ceil(parts).max(1);
+        self.changed
+            .keys()
+            .step_by(step)
+            .skip(1)
+            .map(Vec::as_slice)
+            .collect()
     }
 }
 

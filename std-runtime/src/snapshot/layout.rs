@@ -85,6 +85,16 @@ impl CoreLayout {
             .sum()
     }
 
+    /// The checkpoints whose deltas this layout holds (a checkpoint may write several deltas,
+    /// each with keys of its own).
+    #[must_use]
+    pub fn delta_checkpoints(&self) -> usize {
+        let mut ids: Vec<u64> = self.deltas.iter().map(|d| d.part.written_by).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.len()
+    }
+
     /// Drops the deltas no bucket needs any more: those whose every entry is in a bucket with a
     /// newer base.
     pub fn prune(&mut self) {

@@ -341,7 +341,7 @@ fn wal_positions(manifest: &Manifest<'_>, cores: usize) -> Result<Vec<Lsn>, Erro
 /// Each core's parts as a layout (bucket counts found when the parts are read).
 fn core_layouts(manifest: &Manifest<'_>, cores: usize) -> Result<Vec<CoreLayout>, Error> {
     let mut bases: Vec<Vec<(usize, PartRef)>> = vec![Vec::new(); cores];
-    let mut deltas: Vec<Vec<PartRef>> = vec![Vec::new(); cores];
+    let mut deltas: Vec<Vec<(usize, PartRef)>> = vec![Vec::new(); cores];
     for part in manifest.parts.iter() {
         let owned = PartRef {
             key: part.key.to_owned(),
@@ -365,7 +365,9 @@ fn core_layouts(manifest: &Manifest<'_>, cores: usize) -> Result<Vec<CoreLayout>
             Some(Placement::Base { core, bucket }) if core < cores => {
                 bases[core].push((bucket, owned));
             }
-            Some(Placement::Delta { core, .. }) if core < cores => deltas[core].push(owned),
+            Some(Placement::Delta { core, position }) if core < cores => {
+                deltas[core].push((position, owned));
+            }
             Some(_) => return Err(bad("of a core the set does not have")),
             None => return Err(bad("an operator this state store does not write")),
         }
@@ -379,19 +381,12 @@ fn core_layouts(manifest: &Manifest<'_>, cores: usize) -> Result<Vec<CoreLayout>
         for (bucket, part) in core_bases {
             layout.bases[bucket] = Some(part);
         }
-        core_deltas.sort_by_key(|p| p.written_by);
-        if core_deltas
-            .windows(2)
-            .any(|w| w[0].written_by == w[1].written_by)
-        {
-            return Err(snapshot(
-                manifest.id,
-                "two deltas of one core written by the same checkpoint".into(),
-            ));
-        }
+        // Oldest first; the deltas of one checkpoint in their order, which is their keys' (each
+        // holds keys above the one before: checked as they are read).
+        core_deltas.sort_by_key(|(position, p)| (p.written_by, *position));
         layout.deltas = core_deltas
             .into_iter()
-            .map(|part| DeltaRef {
+            .map(|(_, part)| DeltaRef {
                 part,
                 bucket_bytes: Vec::new(),
             })
@@ -477,6 +472,9 @@ fn load_core(
     let bases: Vec<u64> = (0..layout.bases.len())
         .map(|b| layout.base_written_by(b))
         .collect();
+    // The checkpoint and the last key of the delta read before: a checkpoint's deltas hold
+    // disjoint key ranges, in order, so the order they are applied in cannot matter.
+    let mut previous: Option<(u64, Vec<u8>)> = None;
     for delta in &mut layout.deltas {
         let part = &delta.part;
         let data = store.read_part(&part.key, part.size, part.crc)?;
@@ -485,12 +483,17 @@ fn load_core(
         let count = header.buckets;
         let mut per_bucket = vec![0u64; count as usize];
         let mut apply: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        let (mut first, mut last): (Option<Vec<u8>>, &[u8]) = (None, &[]);
         read_part(&data, |e| {
             let (key, value) = match e {
                 Entry::Put { key, value } => (key, Some(value)),
                 Entry::Delete { key } => (key, None),
                 Entry::Barrier { .. } => return,
             };
+            if first.is_none() {
+                first = Some(key.to_vec());
+            }
+            last = key;
             let b = bucket_of(key, count) as usize;
             if let Some(n) = per_bucket.get_mut(b) {
                 *n += (9 + key.len() + value.map_or(0, <[u8]>::len)) as u64;
@@ -500,6 +503,18 @@ fn load_core(
             }
         })
         .map_err(|e| bad(&part.key, e.to_string()))?;
+        if let (Some(first), Some((by, before))) = (&first, &previous)
+            && *by == part.written_by
+            && first <= before
+        {
+            return Err(bad(
+                &part.key,
+                format!("its keys overlap those of another delta of checkpoint {by}"),
+            ));
+        }
+        if first.is_some() {
+            previous = Some((part.written_by, last.to_vec()));
+        }
         let map = map.get_or_insert_with(|| std::mem::take(state).into_iter().collect());
         for (key, value) in apply {
             match value {
