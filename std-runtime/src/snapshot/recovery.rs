@@ -1,7 +1,7 @@
 //! [`RecoveryManager`]: the latest valid checkpoint loaded and verified, then each core's WAL
 //! replayed from the checkpoint's position.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use lamina_core::changelog::Entry;
@@ -9,6 +9,7 @@ use lamina_core::checkpoint::Checkpoint;
 use lamina_core::manifest::Manifest;
 
 use super::layout::{CoreLayout, DeltaRef, PartRef, Placement, placement};
+use super::overlay::{Overlay, State};
 use super::part::{Header, Kind as PartKind, bucket_of, read as read_part};
 use crate::{
     CheckpointStore, Error, Lsn, PerCoreRecovery, PerCoreWalManager, SegmentStorage,
@@ -572,24 +573,9 @@ fn rebuild_core<S: SegmentStorage>(
     log: &mut crate::WriteAheadLog<S>,
     from: Lsn,
 ) -> Result<Rebuilt, Error> {
-    let (keys, slots): (Vec<Vec<u8>>, Vec<Slot>) = loaded
-        .into_iter()
-        .map(|(key, value)| {
-            (
-                key,
-                Slot {
-                    value: Some(value),
-                    changed: false,
-                },
-            )
-        })
-        .unzip();
-    let mut changes = Changes {
-        slots,
-        added: HashMap::default(),
-    };
-    let (records, last_lsn) = replay(log, core, from, &keys, &mut changes)?;
-    let (state, changed) = changes.merge(keys);
+    let mut overlay = Overlay::new(loaded);
+    let (records, last_lsn) = replay(log, core, from, &mut overlay)?;
+    let (state, changed) = overlay.finish();
     Ok(Rebuilt {
         state,
         changed,
@@ -598,122 +584,13 @@ fn rebuild_core<S: SegmentStorage>(
     })
 }
 
-/// A loaded key's value after the replay so far.
-struct Slot {
-    /// `None` once the WAL deleted it.
-    value: Option<Vec<u8>>,
-    /// Whether the WAL put or deleted it.
-    changed: bool,
-}
-
-/// The WAL's changes over a checkpoint's state: per loaded key (in key order) its slot, and the
-/// keys the checkpoint does not hold (`None`: deleted again). Last write wins, so it holds one
-/// entry per key whatever the WAL's length.
-struct Changes {
-    slots: Vec<Slot>,
-    added: HashMap<Vec<u8>, Option<Vec<u8>>, Hasher>,
-}
-
-/// A core's state: key → value.
-type State = BTreeMap<Vec<u8>, Vec<u8>>;
-
-/// Where each loaded key's slot is.
-type Index<'k> = HashMap<&'k [u8], usize, Hasher>;
-
-/// The replay's hash maps' hasher: foldhash, seeded at random per process and per map. The keys
-/// come from the store's own checksummed WAL and parts (still, they are the application's
-/// keys). SipHash (std's `RandomState`, DoS-resistant by design) made each lookup of a 64-byte
-/// key about 2.5 times as slow (measured: ~270 against ~100 ns; replay ~440 against ~230 ns a
-/// record at 420k keys), the largest single cost of recovery.
-type Hasher = foldhash::quality::RandomState;
-
-impl Changes {
-    /// `key` maps to `value`: a value held is overwritten in place (no allocation).
-    fn put(&mut self, index: &Index<'_>, key: &[u8], value: &[u8]) {
-        if let Some(slot) = index.get(key).and_then(|&i| self.slots.get_mut(i)) {
-            slot.changed = true;
-            set(&mut slot.value, value);
-        } else if let Some(slot) = self.added.get_mut(key) {
-            set(slot, value);
-        } else {
-            self.added.insert(key.to_vec(), Some(value.to_vec()));
-        }
-    }
-
-    /// `key` maps to nothing (and is still a changed key).
-    fn delete(&mut self, index: &Index<'_>, key: &[u8]) {
-        if let Some(slot) = index.get(key).and_then(|&i| self.slots.get_mut(i)) {
-            slot.changed = true;
-            slot.value = None;
-        } else if let Some(slot) = self.added.get_mut(key) {
-            *slot = None;
-        } else {
-            self.added.insert(key.to_vec(), None);
-        }
-    }
-
-    /// The state (the loaded `keys` with the changes laid over them) and the changed keys, each
-    /// built at once from its entries in key order.
-    fn merge(self, keys: Vec<Vec<u8>>) -> (State, BTreeSet<Vec<u8>>) {
-        let Changes { slots, added } = self;
-        let mut added: Vec<(Vec<u8>, Option<Vec<u8>>)> = added.into_iter().collect();
-        added.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let touched = keys
-            .iter()
-            .zip(&slots)
-            .filter(|(_, slot)| slot.changed)
-            .map(|(key, _)| key.clone());
-        let changed = merge_runs(touched, added.iter().map(|(key, _)| key.clone()), |k| k);
-        let held = keys
-            .into_iter()
-            .zip(slots)
-            .filter_map(|(key, slot)| Some((key, slot.value?)));
-        let added = added
-            .into_iter()
-            .filter_map(|(key, value)| Some((key, value?)));
-        let state = merge_runs(held, added, |(k, _)| k);
-        (state.into_iter().collect(), changed.into_iter().collect())
-    }
-}
-
-/// Sets `slot` to `value`, reusing the allocation it holds.
-fn set(slot: &mut Option<Vec<u8>>, value: &[u8]) {
-    if let Some(old) = slot {
-        old.clear();
-        old.extend_from_slice(value);
-    } else {
-        *slot = Some(value.to_vec());
-    }
-}
-
-/// Two runs in key order (with no key in both) merged into one.
-fn merge_runs<T>(
-    a: impl Iterator<Item = T>,
-    b: impl Iterator<Item = T>,
-    key: impl Fn(&T) -> &Vec<u8>,
-) -> Vec<T> {
-    let (mut a, mut b) = (a.peekable(), b.peekable());
-    let mut out = Vec::with_capacity(a.size_hint().0 + b.size_hint().0);
-    loop {
-        let from_a = match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) => key(x) <= key(y),
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (None, None) => break,
-        };
-        out.extend(if from_a { a.next() } else { b.next() });
-    }
-    out
-}
-
-/// Replays `core`'s changelog records from `from` on into `changes` over the loaded `keys`;
-/// returns (records, last LSN).
+/// Replays `core`'s changelog records from `from` on into `overlay`; returns (records, last
+/// LSN).
 fn replay<S: SegmentStorage>(
     log: &mut crate::WriteAheadLog<S>,
     core: usize,
     from: Lsn,
-    keys: &[Vec<u8>],
-    changes: &mut Changes,
+    overlay: &mut Overlay,
 ) -> Result<(u64, Option<Lsn>), Error> {
     // Reading from below the oldest record held starts at that record: replay would leave
     // out what was truncated, and hand back part of the state as if it were all of it.
@@ -735,42 +612,33 @@ fn replay<S: SegmentStorage>(
     let mut records = 0;
     let mut last = None;
     let mut failed = None;
-    // Built at the first record: a WAL with nothing after the checkpoint needs no index.
-    let mut index: Option<Index<'_>> = None;
     let mut window = vec![0u8; log.read_window_len()];
     let upto = log.durable_lsn();
     log.read_records(from, upto, &mut window, &mut |record| {
         if failed.is_some() || record.kind != lamina_core::record::Kind::Data {
             return;
         }
-        let index = index.get_or_insert_with(|| {
-            keys.iter()
-                .enumerate()
-                .map(|(i, key)| (key.as_slice(), i))
-                .collect()
-        });
-        match Entry::parse(record.payload) {
-            Ok(Entry::Put { key, value }) => changes.put(index, key, value),
-            Ok(Entry::Delete { key }) => changes.delete(index, key),
-            Ok(Entry::Barrier { epoch }) => {
-                failed = Some(Error::Changelog {
-                    core,
-                    lsn: Some(record.lsn),
-                    detail: format!("a barrier (epoch {epoch}) in a data record"),
-                });
-                return;
+        let applied = match Entry::parse(record.payload) {
+            Ok(Entry::Put { key, value }) => overlay.change(key, Some(value)),
+            Ok(Entry::Delete { key }) => overlay.change(key, None),
+            Ok(Entry::Barrier { epoch }) => Err(Error::Changelog {
+                core,
+                lsn: Some(record.lsn),
+                detail: format!("a barrier (epoch {epoch}) in a data record"),
+            }),
+            Err(e) => Err(Error::Changelog {
+                core,
+                lsn: Some(record.lsn),
+                detail: e.to_string(),
+            }),
+        };
+        match applied {
+            Ok(()) => {
+                records += 1;
+                last = Some(record.lsn);
             }
-            Err(e) => {
-                failed = Some(Error::Changelog {
-                    core,
-                    lsn: Some(record.lsn),
-                    detail: e.to_string(),
-                });
-                return;
-            }
+            Err(e) => failed = Some(e),
         }
-        records += 1;
-        last = Some(record.lsn);
     })
     .map_err(|e| crate::percore::in_core(core, e))?;
     match failed {
