@@ -151,24 +151,30 @@ impl Shadow {
         let count = shadow.bucket_count();
         // The entries and the changed keys come in key order, so each bucket's share does too
         // (each bucket is built at once from its sorted entries), and the changed keys find
-        // their values in one merged pass.
+        // their values in one merged pass and are built at once too.
         let mut shares: Vec<Vec<(Vec<u8>, Value)>> = vec![Vec::new(); count as usize];
+        let mut changes: Vec<(Vec<u8>, Option<Value>)> = Vec::new();
         let mut changed = changed.into_iter().peekable();
         for (key, value) in entries {
             while let Some(gone) = changed.next_if(|c| *c < key) {
-                shadow.mark_changed(bucket_of(&gone, count) as usize, gone, None);
+                shadow.count(bucket_of(&gone, count) as usize, gone.len());
+                changes.push((gone, None));
             }
             let b = bucket_of(&key, count) as usize;
-            if changed.next_if(|c| *c == key).is_some() {
-                shadow.mark_changed(b, key.clone(), Some(value.clone()));
+            // The changed key's own bytes are kept: no copy of the key.
+            if let Some(same) = changed.next_if(|c| *c == key) {
+                shadow.count(b, same.len() + value.len());
+                changes.push((same, Some(value.clone())));
             }
             if let Some(share) = shares.get_mut(b) {
                 share.push((key, value));
             }
         }
         for gone in changed {
-            shadow.mark_changed(bucket_of(&gone, count) as usize, gone, None);
+            shadow.count(bucket_of(&gone, count) as usize, gone.len());
+            changes.push((gone, None));
         }
+        shadow.changed = changes.into_iter().collect();
         for (bucket, share) in shadow.buckets.iter_mut().zip(shares) {
             *bucket = Arc::new(share.into_iter().collect());
         }
@@ -273,6 +279,45 @@ impl Shadow {
             buckets: self.buckets.clone(),
             changed: std::mem::take(&mut self.changed),
             stats: std::mem::replace(&mut self.stats, stats),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recovered_state_marks_changed_keys_held_and_gone_with_their_counts() {
+        let state: BTreeMap<Vec<u8>, Vec<u8>> = (0u32..200)
+            .map(|k| (k.to_be_bytes().to_vec(), vec![k as u8; (k % 7) as usize]))
+            .collect();
+        // Held keys, keys gone (before, between and after the held ones), and unchanged keys.
+        let changed: BTreeSet<Vec<u8>> = (0u32..260)
+            .filter(|k| k % 3 == 0)
+            .map(|k| k.to_be_bytes().to_vec())
+            .chain([Vec::new(), b"\x00\x00\x00\x05\x01".to_vec()])
+            .collect();
+        let shadow = Shadow::with_state(3, 8, state.clone(), changed.clone());
+        let copy = Shadow::with_copy_of(3, 8, &state, changed.clone());
+        for shadow in [shadow, copy] {
+            assert_eq!(shadow.len(), state.len());
+            for (key, value) in &state {
+                assert_eq!(shadow.get(key), Some(value.as_slice()));
+            }
+            let mut stats = ChangeStats::new(8);
+            let mut expected = Changes::new();
+            for key in &changed {
+                let value = state.get(key).map(|v| Value::from(v.as_slice()));
+                let b = bucket_of(key, 8) as usize;
+                stats.keys[b] += 1;
+                stats.bytes[b] += (9 + key.len() + value.as_ref().map_or(0, |v| v.len())) as u64;
+                expected.insert(key.clone(), value);
+            }
+            let mut shadow = shadow;
+            let capture = shadow.capture();
+            assert_eq!(capture.changed, expected);
+            assert_eq!(capture.stats, stats);
         }
     }
 }
