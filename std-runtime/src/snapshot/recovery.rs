@@ -11,9 +11,11 @@ use lamina_core::manifest::Manifest;
 use super::layout::{CoreLayout, DeltaRef, PartRef, Placement, placement};
 use super::overlay::{Overlay, State};
 use super::part::{Header, Kind as PartKind, bucket_of, read as read_part};
+use crate::percore::{Unscanned, scan_with};
+use crate::read::Entry as ReadEntry;
 use crate::{
-    CheckpointStore, Error, Lsn, PerCoreRecovery, PerCoreWalManager, SegmentStorage,
-    SkippedManifest,
+    CheckpointStore, CoreRecovery, Error, Lsn, PerCoreRecovery, PerCoreWalManager, RecoveryReport,
+    SegmentStorage, SkippedManifest,
 };
 
 /// One core's part of a [`CheckpointRecoveryReport`].
@@ -185,11 +187,76 @@ impl RecoveryManager {
         wal_recovery: &PerCoreRecovery,
     ) -> Result<Recovered, Error> {
         let started = Instant::now();
-        let cores = wal.cores();
-        if loaded.parts.len() != cores {
+        let (loaded, parts) = loaded.split(wal.cores())?;
+        let work: Vec<_> = wal.logs_mut().iter_mut().zip(parts).collect();
+        let rebuilt: Vec<Result<Rebuilt, Error>> =
+            crate::parallel::map_each(work, &|core, (log, part)| {
+                let from = loaded.from(core);
+                let rebuilt = rebuild_core(part.entries, core, log, from);
+                rebuilt.map(|r| r.with_counts(part.parts, part.bytes))
+            })
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Refused("a replay thread panicked".into()))))
+            .collect();
+        loaded.assemble(rebuilt, wal_recovery, started)
+    }
+
+    /// [`Self::replay`] over logs opened but not yet scanned: each core's log is read once,
+    /// scanned for its [`PerCoreRecovery`] as it is replayed (each core on its own thread).
+    /// Errors come as they would from a scan at the open followed by [`Self::replay`]: a scan's
+    /// first (in core order), then a replay's.
+    pub(crate) fn replay_scanning<S: SegmentStorage + Send>(
+        loaded: LoadedCheckpoint,
+        wal: Unscanned<S>,
+    ) -> Result<(Recovered, PerCoreWalManager<S>), Error> {
+        let started = Instant::now();
+        let (loaded, parts) = loaded.split(wal.cores.len())?;
+        let work: Vec<_> = wal.cores.into_iter().zip(parts).collect();
+        let done = crate::parallel::map_each(work, &|core, ((mut log, report), part)| {
+            let from = loaded.from(core);
+            let rebuilt = scan_and_rebuild(part.entries, core, &mut log, report, from);
+            (
+                log,
+                rebuilt.map(|(scanned, r)| {
+                    (scanned, r.map(|r| r.with_counts(part.parts, part.bytes)))
+                }),
+            )
+        });
+        let mut logs = Vec::with_capacity(done.len());
+        let mut scans = Vec::with_capacity(done.len());
+        let mut rebuilt = Vec::with_capacity(done.len());
+        for done in done {
+            let (log, result) =
+                done.ok_or_else(|| Error::Refused("a replay thread panicked".into()))?;
+            let (scanned, r) = result?;
+            logs.push(log);
+            scans.push(scanned);
+            rebuilt.push(r);
+        }
+        let recovery = PerCoreRecovery { cores: scans };
+        let recovered = loaded.assemble(rebuilt, &recovery, started)?;
+        Ok((recovered, PerCoreWalManager::from_scanned(logs, &recovery)))
+    }
+}
+
+/// What [`LoadedCheckpoint::split`] leaves beside the parts: what a replay needs to know and to
+/// report.
+struct Loaded {
+    checkpoint: Option<Checkpoint>,
+    skipped: Vec<SkippedManifest>,
+    last_id: u64,
+    positions: Vec<Lsn>,
+    layouts: Vec<CoreLayout>,
+    elapsed: Duration,
+}
+
+impl LoadedCheckpoint {
+    /// Its parts (one per core: `cores` of them, or an error) and the rest.
+    fn split(self, cores: usize) -> Result<(Loaded, Vec<LoadedCore>), Error> {
+        if self.parts.len() != cores {
             return Err(Error::Refused(format!(
                 "a checkpoint loaded for {} cores, replayed over {cores}",
-                loaded.parts.len()
+                self.parts.len()
             )));
         }
         let LoadedCheckpoint {
@@ -201,7 +268,46 @@ impl RecoveryManager {
             parts,
             elapsed,
             ..
-        } = loaded;
+        } = self;
+        let loaded = Loaded {
+            checkpoint,
+            skipped,
+            last_id,
+            positions,
+            layouts,
+            elapsed,
+        };
+        Ok((loaded, parts))
+    }
+}
+
+impl Loaded {
+    /// Where `core`'s replay starts: after the checkpoint's position.
+    fn from(&self, core: usize) -> Lsn {
+        self.positions
+            .get(core)
+            .copied()
+            .unwrap_or(Lsn::ZERO)
+            .next()
+    }
+
+    /// The recovery of the cores `rebuilt` (in core order; the first error is returned), whose
+    /// logs' open found `wal_recovery`.
+    fn assemble(
+        self,
+        rebuilt: Vec<Result<Rebuilt, Error>>,
+        wal_recovery: &PerCoreRecovery,
+        started: Instant,
+    ) -> Result<Recovered, Error> {
+        let Loaded {
+            checkpoint,
+            skipped,
+            last_id,
+            positions,
+            layouts,
+            elapsed,
+        } = self;
+        let cores = rebuilt.len();
         let last_epoch = wal_recovery
             .cores
             .iter()
@@ -209,28 +315,14 @@ impl RecoveryManager {
             .chain(checkpoint.map(|c| c.epoch))
             .max()
             .unwrap_or(0);
-        let counts: Vec<(usize, u64, u64)> = parts
-            .iter()
-            .map(|p| (p.parts, p.bytes, p.entries.len() as u64))
-            .collect();
-        let work: Vec<_> = wal.logs_mut().iter_mut().zip(parts).collect();
-        let rebuilt: Vec<Result<Rebuilt, Error>> =
-            crate::parallel::map_each(work, &|core, (log, part)| {
-                let from = positions.get(core).copied().unwrap_or(Lsn::ZERO).next();
-                rebuild_core(part.entries, core, log, from)
-            })
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::Refused("a replay thread panicked".into()))))
-            .collect();
         let (mut parts_loaded, mut part_bytes) = (0, 0);
         let mut states = Vec::with_capacity(cores);
         let mut changed = Vec::with_capacity(cores);
         let mut replays = Vec::with_capacity(cores);
-        for (core, (r, (parts, bytes, keys_loaded))) in rebuilt.into_iter().zip(counts).enumerate()
-        {
+        for (core, r) in rebuilt.into_iter().enumerate() {
             let r = r?;
-            parts_loaded += parts;
-            part_bytes += bytes;
+            parts_loaded += r.parts;
+            part_bytes += r.part_bytes;
             let from = positions.get(core).copied().unwrap_or(Lsn::ZERO).next();
             let torn_bytes = wal_recovery
                 .core(core)
@@ -238,7 +330,7 @@ impl RecoveryManager {
                 .map_or(0, |cut| cut.extent.saturating_sub(cut.offset));
             replays.push(CoreReplay {
                 core,
-                keys_loaded,
+                keys_loaded: r.keys_loaded,
                 from,
                 records: r.records,
                 torn_bytes,
@@ -563,6 +655,22 @@ struct Rebuilt {
     changed: BTreeSet<Vec<u8>>,
     records: u64,
     last_lsn: Option<Lsn>,
+    /// Keys loaded from the checkpoint.
+    keys_loaded: u64,
+    /// Parts loaded, and their bytes.
+    parts: usize,
+    part_bytes: u64,
+}
+
+impl Rebuilt {
+    /// With the core's checkpoint parts counted.
+    fn with_counts(self, parts: usize, part_bytes: u64) -> Self {
+        Rebuilt {
+            parts,
+            part_bytes,
+            ..self
+        }
+    }
 }
 
 /// Rebuilds `core`: its WAL replayed from `from` on over `loaded` (its checkpointed entries, in
@@ -573,27 +681,73 @@ fn rebuild_core<S: SegmentStorage>(
     log: &mut crate::WriteAheadLog<S>,
     from: Lsn,
 ) -> Result<Rebuilt, Error> {
+    let keys_loaded = loaded.len() as u64;
     let mut overlay = Overlay::new(loaded);
-    let (records, last_lsn) = replay(log, core, from, &mut overlay)?;
+    check_held(log, core, from)?;
+    let mut replayer = Replayer::new(core, from, &mut overlay);
+    let mut window = vec![0u8; log.read_window_len()];
+    let upto = log.durable_lsn();
+    log.read_records(from, upto, &mut window, &mut |record| {
+        replayer.record(&record)
+    })
+    .map_err(|e| crate::percore::in_core(core, e))?;
+    let (records, last_lsn) = replayer.finish()?;
     let (state, changed) = overlay.finish();
     Ok(Rebuilt {
         state,
         changed,
         records,
         last_lsn,
+        keys_loaded,
+        parts: 0,
+        part_bytes: 0,
     })
 }
 
-/// Replays `core`'s changelog records from `from` on into `overlay`; returns (records, last
-/// LSN).
-fn replay<S: SegmentStorage>(
+/// [`rebuild_core`] over a log not yet scanned: the log read once from its oldest record, each
+/// record scanned ([`scan_with`]) and the ones from `from` on replayed. Returns the scan's error
+/// first (as a scan at the open would), then the scan and the replay's own result.
+fn scan_and_rebuild<S: SegmentStorage>(
+    loaded: Vec<(Vec<u8>, Vec<u8>)>,
+    core: usize,
+    log: &mut crate::WriteAheadLog<S>,
+    report: RecoveryReport,
+    from: Lsn,
+) -> Result<(CoreRecovery, Result<Rebuilt, Error>), Error> {
+    let in_core = |e| crate::percore::in_core(core, e);
+    if let Err(e) = check_held(log, core, from) {
+        // Nothing to replay: the scan alone, whose error comes first.
+        let scanned = scan_with(log, core, report, &mut |_| {}).map_err(in_core)?;
+        return Ok((scanned, Err(e)));
+    }
+    let keys_loaded = loaded.len() as u64;
+    let mut overlay = Overlay::new(loaded);
+    let mut replayer = Replayer::new(core, from, &mut overlay);
+    let scanned =
+        scan_with(log, core, report, &mut |record| replayer.record(record)).map_err(in_core)?;
+    let rebuilt = replayer.finish().map(|(records, last_lsn)| {
+        let (state, changed) = overlay.finish();
+        Rebuilt {
+            state,
+            changed,
+            records,
+            last_lsn,
+            keys_loaded,
+            parts: 0,
+            part_bytes: 0,
+        }
+    });
+    Ok((scanned, rebuilt))
+}
+
+/// Checks that `core`'s log still holds LSN `from`. Reading from below the oldest record held
+/// would start at that record: replay would leave out what was truncated, and hand back part of
+/// the state as if it were all of it.
+fn check_held<S: SegmentStorage>(
     log: &mut crate::WriteAheadLog<S>,
     core: usize,
     from: Lsn,
-    overlay: &mut Overlay,
-) -> Result<(u64, Option<Lsn>), Error> {
-    // Reading from below the oldest record held starts at that record: replay would leave
-    // out what was truncated, and hand back part of the state as if it were all of it.
+) -> Result<(), Error> {
     let oldest = match crate::read::list(log.storage_mut())?.first() {
         Some(&first) => crate::read::header(log.storage_mut(), first)?.map(|h| h.first_lsn),
         None => None,
@@ -609,18 +763,44 @@ fn replay<S: SegmentStorage>(
             ),
         });
     }
-    let mut records = 0;
-    let mut last = None;
-    let mut failed = None;
-    let mut window = vec![0u8; log.read_window_len()];
-    let upto = log.durable_lsn();
-    log.read_records(from, upto, &mut window, &mut |record| {
-        if failed.is_some() || record.kind != lamina_core::record::Kind::Data {
+    Ok(())
+}
+
+/// Replays `core`'s changelog records from `from` on into an overlay, counting them. A record
+/// that is not a changelog entry fails the replay; nothing after it is applied.
+struct Replayer<'o> {
+    core: usize,
+    from: Lsn,
+    overlay: &'o mut Overlay,
+    records: u64,
+    last: Option<Lsn>,
+    failed: Option<Error>,
+}
+
+impl<'o> Replayer<'o> {
+    fn new(core: usize, from: Lsn, overlay: &'o mut Overlay) -> Self {
+        Replayer {
+            core,
+            from,
+            overlay,
+            records: 0,
+            last: None,
+            failed: None,
+        }
+    }
+
+    /// Takes in one record read (any kind, any LSN: only data records from `from` on count).
+    fn record(&mut self, record: &ReadEntry<'_>) {
+        if self.failed.is_some()
+            || record.kind != lamina_core::record::Kind::Data
+            || record.lsn < self.from
+        {
             return;
         }
+        let core = self.core;
         let applied = match Entry::parse(record.payload) {
-            Ok(Entry::Put { key, value }) => overlay.change(key, Some(value)),
-            Ok(Entry::Delete { key }) => overlay.change(key, None),
+            Ok(Entry::Put { key, value }) => self.overlay.change(key, Some(value)),
+            Ok(Entry::Delete { key }) => self.overlay.change(key, None),
             Ok(Entry::Barrier { epoch }) => Err(Error::Changelog {
                 core,
                 lsn: Some(record.lsn),
@@ -634,16 +814,19 @@ fn replay<S: SegmentStorage>(
         };
         match applied {
             Ok(()) => {
-                records += 1;
-                last = Some(record.lsn);
+                self.records += 1;
+                self.last = Some(record.lsn);
             }
-            Err(e) => failed = Some(e),
+            Err(e) => self.failed = Some(e),
         }
-    })
-    .map_err(|e| crate::percore::in_core(core, e))?;
-    match failed {
-        Some(e) => Err(e),
-        None => Ok((records, last)),
+    }
+
+    /// (records replayed, the last one's LSN), or the first failure.
+    fn finish(self) -> Result<(u64, Option<Lsn>), Error> {
+        match self.failed {
+            Some(e) => Err(e),
+            None => Ok((self.records, self.last)),
+        }
     }
 }
 
