@@ -111,7 +111,9 @@ impl Overlay {
         }
         for op in &batch.ops {
             if let Some((key, value)) = op.hint.and_then(|i| self.entries.get(i)) {
+                // Its first and last byte: a key of a line's length mostly spans two lines.
                 touched ^= u64::from(key.first().copied().unwrap_or(0));
+                touched ^= u64::from(key.last().copied().unwrap_or(0));
                 for line in value.iter().step_by(LINE) {
                     touched ^= u64::from(*line);
                 }
