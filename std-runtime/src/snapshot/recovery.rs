@@ -87,7 +87,8 @@ pub struct Recovered {
 ///
 /// The cores are rebuilt in parallel (as many at once as the machine runs threads). A core's
 /// parts are loaded into one run in key order; its WAL replay then streams the log (a read window, not the log, is in memory) and lays the
-/// records over that run through a hash index of its keys, last write wins: a loaded key's
+/// records over that run through a hash index of its keys (in small batches whose
+/// lookups overlap), last write wins: a loaded key's
 /// value is overwritten in place, a key the checkpoint lacks is kept once (its last value, or
 /// none once deleted). Replay memory is thus bounded by the keys, not by the WAL's length: the
 /// index, plus one entry per key the checkpoint lacks. The state and the changed keys are then
