@@ -10,10 +10,11 @@ use std::time::Duration;
 use lamina_core::changelog::{ByteRing, Entry, PushError};
 use lamina_core::crc::crc32c;
 
+use crate::percore::Unscanned;
 use crate::snapshot::{
     CheckpointCoordinator, CheckpointOutcome, CheckpointRecoveryReport, CommittedCheckpoint,
-    GcReport, IncrementalCheckpointManager, IncrementalConfig, LoadedCheckpoint, RecoveryManager,
-    Shadow, SourceState,
+    GcReport, IncrementalCheckpointManager, IncrementalConfig, LoadedCheckpoint, Recovered,
+    RecoveryManager, Shadow, SourceState,
 };
 use crate::{
     ChangelogDrainer, ChangelogStateStore, CheckpointStore, CoreWalWriter, Error, Lsn,
@@ -94,7 +95,7 @@ impl<S: SegmentStorage, const CORES: usize> WalStateStore<S, CORES> {
     /// [`Error::CoreCountMismatch`] when `wal` has another number of cores; what
     /// [`RecoveryManager::recover`] returns; [`Error::Refused`] for settings out of range.
     pub fn open(
-        wal: PerCoreWalManager<S>,
+        mut wal: PerCoreWalManager<S>,
         wal_recovery: &PerCoreRecovery,
         store: Arc<dyn CheckpointStore>,
         config: StateStoreConfig,
@@ -102,14 +103,19 @@ impl<S: SegmentStorage, const CORES: usize> WalStateStore<S, CORES> {
     where
         S: Send,
     {
-        Self::open_with(wal, wal_recovery, store, config, None)
+        Self::check_cores(wal.cores())?;
+        config.incremental.check()?;
+        let loaded = RecoveryManager::load(&*store, CORES)?;
+        let recovered = RecoveryManager::replay(loaded, &mut wal, wal_recovery)?;
+        Self::assemble(wal, recovered, store, config)
     }
 
-    /// [`Self::open`], using `preloaded` (the checkpoint loaded from `store` before the WALs
-    /// were opened) when the store still holds what it was loaded from.
-    fn open_with(
-        mut wal: PerCoreWalManager<S>,
-        wal_recovery: &PerCoreRecovery,
+    /// [`Self::open`] over logs opened but not yet scanned: each log is read once, scanned as it
+    /// is replayed. Uses `preloaded` (the checkpoint loaded from `store` before the WALs were
+    /// opened) when the store still holds what it was loaded from. Errors come as from
+    /// [`Self::open`] after a scan at the open: a log's scan fails first.
+    fn open_unscanned(
+        wal: Unscanned<S>,
         store: Arc<dyn CheckpointStore>,
         config: StateStoreConfig,
         preloaded: Option<LoadedCheckpoint>,
@@ -117,19 +123,42 @@ impl<S: SegmentStorage, const CORES: usize> WalStateStore<S, CORES> {
     where
         S: Send,
     {
-        if wal.cores() != CORES {
+        let loaded = Self::check_cores(wal.cores.len())
+            .and_then(|()| config.incremental.check())
+            .and_then(|()| match preloaded {
+                Some(loaded) if loaded.still_current(&*store)? => Ok(loaded),
+                _ => RecoveryManager::load(&*store, CORES),
+            });
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                wal.scan()?;
+                return Err(e);
+            }
+        };
+        let (recovered, wal) = RecoveryManager::replay_scanning(loaded, wal)?;
+        Self::assemble(wal, recovered, store, config)
+    }
+
+    /// [`Error::CoreCountMismatch`] unless `cores` is `CORES`.
+    fn check_cores(cores: usize) -> Result<(), Error> {
+        if cores != CORES {
             return Err(Error::CoreCountMismatch {
                 dir: String::new(),
-                stored: wal.cores(),
+                stored: cores,
                 requested: CORES,
             });
         }
-        config.incremental.check()?;
-        let loaded = match preloaded {
-            Some(loaded) if loaded.still_current(&*store)? => loaded,
-            _ => RecoveryManager::load(&*store, CORES)?,
-        };
-        let recovered = RecoveryManager::replay(loaded, &mut wal, wal_recovery)?;
+        Ok(())
+    }
+
+    /// The store over `wal` holding what recovery `recovered`.
+    fn assemble(
+        wal: PerCoreWalManager<S>,
+        recovered: Recovered,
+        store: Arc<dyn CheckpointStore>,
+        config: StateStoreConfig,
+    ) -> Result<Self, Error> {
         let manager = IncrementalCheckpointManager::resume(config.incremental, recovered.layouts)?;
         let coordinator = CheckpointCoordinator::<CORES>::new(
             store,
@@ -483,7 +512,8 @@ impl<const CORES: usize> WalStateStore<lamina_file::FileStorage, CORES> {
     ) -> Result<Self, Error> {
         let dir = dir.as_ref();
         let checkpoints = dir.join("checkpoints");
-        // The checkpoint is read while the WALs are opened (their tails recovered and scanned).
+        // The checkpoint is read while the WALs are opened (their tails recovered); each WAL is
+        // then read once more, scanned as it is replayed.
         // Only a store whose directories are all there is read, so the read creates nothing
         // before the WALs' lock is held; and what was read without the lock is used only if the
         // store has not changed since ([`LoadedCheckpoint::still_current`]).
@@ -498,14 +528,14 @@ impl<const CORES: usize> WalStateStore<lamina_file::FileStorage, CORES> {
                     Some((store, loaded))
                 })
             });
-            let wal = PerCoreWalManager::open(dir.join("wal"), CORES, options);
+            let wal = PerCoreWalManager::open_files_unscanned(dir.join("wal"), CORES, options);
             (wal, preload.and_then(|p| p.join().ok().flatten()))
         });
-        let (wal, recovery) = wal?;
+        let wal = wal?;
         let (store, preloaded) = match preloaded {
             Some((store, loaded)) => (store, loaded),
             None => (crate::FileSystemCheckpointStore::open(&checkpoints)?, None),
         };
-        Self::open_with(wal, &recovery, Arc::new(store), config, preloaded)
+        Self::open_unscanned(wal, Arc::new(store), config, preloaded)
     }
 }

@@ -2,7 +2,7 @@
 //! options)`, or on the backend an option names, `PerCoreWalManager::open_dir`.
 
 use super::describe;
-use super::manager::PerCoreWalManager;
+use super::manager::{PerCoreWalManager, Unscanned};
 use super::recovery::PerCoreRecovery;
 use crate::{Backend, DirStorage, Error, Options, SegmentStorage, Selected};
 use lamina_file::FileStorage;
@@ -53,14 +53,34 @@ impl PerCoreWalManager<FileStorage> {
         cores: usize,
         options: Options,
     ) -> Result<(Self, PerCoreRecovery), Error> {
-        let file_options = crate::file::file_options(&options);
-        open_set(dir.as_ref(), cores, options, |core, path| {
-            FileStorage::open(path, file_options).map_err(|e| Error::Storage {
-                op: format!("opening the log directory of core {core}"),
-                detail: e.to_string(),
-            })
-        })
+        let (storages, name, set_id) = open_files(dir.as_ref(), cores, &options)?;
+        PerCoreWalManager::open_in(storages, options, &name, Some(set_id))
     }
+
+    /// [`Self::open`] up to the scan of each log (see [`PerCoreWalManager::open_unscanned`]).
+    pub(crate) fn open_files_unscanned(
+        dir: impl AsRef<Path>,
+        cores: usize,
+        options: Options,
+    ) -> Result<Unscanned<FileStorage>, Error> {
+        let (storages, name, set_id) = open_files(dir.as_ref(), cores, &options)?;
+        PerCoreWalManager::open_unscanned(storages, options, &name, Some(set_id))
+    }
+}
+
+/// The storages of the set in `dir` on the file backend (see [`open_set`]).
+fn open_files(
+    dir: &Path,
+    cores: usize,
+    options: &Options,
+) -> Result<(Vec<FileStorage>, String, u64), Error> {
+    let file_options = crate::file::file_options(options);
+    open_set(dir, cores, |core, path| {
+        FileStorage::open(path, file_options).map_err(|e| Error::Storage {
+            op: format!("opening the log directory of core {core}"),
+            detail: e.to_string(),
+        })
+    })
 }
 
 impl PerCoreWalManager<DirStorage> {
@@ -79,7 +99,7 @@ impl PerCoreWalManager<DirStorage> {
     ) -> Result<(Self, PerCoreRecovery, Selected), Error> {
         let mut selected: Option<Selected> = None;
         let file_options = crate::file::file_options(&options);
-        let (set, recovery) = open_set(dir.as_ref(), cores, options, |core, path| {
+        let prepared = open_set(dir.as_ref(), cores, |core, path| {
             let storage =
                 DirStorage::open_on(&path, backend, file_options).map_err(|e| match e {
                     Error::Storage { op, detail } => Error::Storage {
@@ -98,6 +118,8 @@ impl PerCoreWalManager<DirStorage> {
             }
             Ok(storage)
         })?;
+        let (storages, name, set_id) = prepared;
+        let (set, recovery) = PerCoreWalManager::open_in(storages, options, &name, Some(set_id))?;
         let selected = selected.ok_or_else(|| Error::CoreSet {
             dir: dir.as_ref().display().to_string(),
             detail: "no core was opened".into(),
@@ -106,14 +128,14 @@ impl PerCoreWalManager<DirStorage> {
     }
 }
 
-/// Opens the per-core set in `dir`, each core's directory with `open_core`: see
-/// [`PerCoreWalManager::open`].
+/// Opens the per-core set in `dir` up to its logs, each core's directory with `open_core` (see
+/// [`PerCoreWalManager::open`]): the storages in core order, the set's name for errors and its
+/// set id.
 fn open_set<S: SegmentStorage + Send>(
     dir: &Path,
     cores: usize,
-    options: Options,
     mut open_core: impl FnMut(usize, PathBuf) -> Result<S, Error>,
-) -> Result<(PerCoreWalManager<S>, PerCoreRecovery), Error> {
+) -> Result<(Vec<S>, String, u64), Error> {
     let name = dir.display().to_string();
     let set_error = |detail: String| Error::CoreSet {
         dir: name.clone(),
@@ -204,7 +226,7 @@ fn open_set<S: SegmentStorage + Send>(
             description
         }
     };
-    PerCoreWalManager::open_in(storages, options, &name, Some(description.set_id))
+    Ok((storages, name, description.set_id))
 }
 
 /// Whether directory `dir` holds a segment file.

@@ -4,6 +4,7 @@
 use super::merge;
 use super::recovery::{self, CoreRecord, CoreRecovery, PerCoreRecovery};
 use super::writer::CoreWalWriter;
+use crate::RecoveryReport;
 use crate::{Error, Lsn, Options, SegmentStorage, WriteAheadLog};
 use lamina_core::record::Kind;
 
@@ -77,38 +78,38 @@ impl<S: SegmentStorage> PerCoreWalManager<S> {
     where
         S: Send,
     {
-        let set_error = |detail: String| Error::CoreSet {
-            dir: dir.to_owned(),
-            detail,
-        };
-        if storages.is_empty() {
-            return Err(set_error("a per-core set needs at least one core".into()));
-        }
-        for core in 0..storages.len() {
-            u32::try_from(core)
-                .map_err(|_| set_error(format!("core {core} cannot be named in a header")))?;
-        }
         // The cores' logs are recovered and scanned in parallel: the logs are independent, and
         // reading a large one is most of the time a recovery takes.
-        let opened = crate::parallel::map_each(storages, &|core, storage| {
-            open_core(core, storage, options, set_id, &set_error)
-        });
-        let mut logs = Vec::with_capacity(opened.len());
-        let mut cores = Vec::with_capacity(opened.len());
-        for (core, result) in opened.into_iter().enumerate() {
-            let (log, core) = result.unwrap_or_else(|| {
-                Err(Error::Refused(format!(
-                    "opening the log of core {core} panicked"
-                )))
-            })?;
-            logs.push(log);
-            cores.push(core);
-        }
-        let epochs = cores.iter().map(|c| c.epoch).collect();
-        Ok((
-            PerCoreWalManager { logs, epochs },
-            PerCoreRecovery { cores },
-        ))
+        Ok(opened(open_cores(
+            storages,
+            options,
+            dir,
+            set_id,
+            &|core, log, report| recovery::scan(log, core, report).map_err(|e| in_core(core, e)),
+        )?))
+    }
+
+    /// [`Self::open_in`] up to the scan: each core's log opened and recovered, not yet read
+    /// back. [`Unscanned::scan`] finishes the open; a caller that reads every core's records
+    /// anyway scans each with [`recovery::scan_with`] while it reads, and builds the set with
+    /// [`Self::from_scanned`].
+    pub(crate) fn open_unscanned(
+        storages: Vec<S>,
+        options: Options,
+        dir: &str,
+        set_id: Option<u64>,
+    ) -> Result<Unscanned<S>, Error>
+    where
+        S: Send,
+    {
+        let cores = open_cores(storages, options, dir, set_id, &|_, _, report| Ok(report))?;
+        Ok(Unscanned { cores })
+    }
+
+    /// The set of `logs` (core `i`'s log in `logs[i]`), each scanned as `recovery` says.
+    pub(crate) fn from_scanned(logs: Vec<WriteAheadLog<S>>, recovery: &PerCoreRecovery) -> Self {
+        let epochs = recovery.cores.iter().map(|c| c.epoch).collect();
+        PerCoreWalManager { logs, epochs }
     }
 
     /// How many cores the set has.
@@ -193,22 +194,100 @@ impl<S: SegmentStorage> PerCoreWalManager<S> {
     }
 }
 
-/// A core's log, opened and scanned.
-type OpenedCore<S> = (WriteAheadLog<S>, CoreRecovery);
+/// The logs of a per-core set opened and recovered, not yet scanned (see
+/// [`PerCoreWalManager::open_unscanned`]): per core, in core order, its log and what its
+/// recovery found.
+pub(crate) struct Unscanned<S: SegmentStorage> {
+    pub(crate) cores: Vec<(WriteAheadLog<S>, RecoveryReport)>,
+}
 
-/// Opens core `core`'s log from `storage`, checks that its headers name this core (and this
-/// set's log id), and scans it.
+impl<S: SegmentStorage + Send> Unscanned<S> {
+    /// Scans each core's log (in parallel), finishing the open as
+    /// [`PerCoreWalManager::open_with`] does.
+    ///
+    /// # Errors
+    /// What reading a core's log back returns.
+    pub(crate) fn scan(self) -> Result<(PerCoreWalManager<S>, PerCoreRecovery), Error> {
+        let scanned = crate::parallel::map_each(self.cores, &|core, (mut log, report)| {
+            let scanned = recovery::scan(&mut log, core, report).map_err(|e| in_core(core, e));
+            scanned.map(|scanned| (log, scanned))
+        });
+        Ok(opened(each_core(scanned)?))
+    }
+}
+
+/// What [`open_cores`] does with each core's log once it is opened and checked: scan it, or
+/// keep its recovery report.
+type AfterOpen<S, T> =
+    dyn Fn(usize, &mut WriteAheadLog<S>, RecoveryReport) -> Result<T, Error> + Sync;
+
+/// Opens one log per storage, in parallel, each followed by `then`.
+fn open_cores<S: SegmentStorage + Send, T: Send>(
+    storages: Vec<S>,
+    options: Options,
+    dir: &str,
+    set_id: Option<u64>,
+    then: &AfterOpen<S, T>,
+) -> Result<Vec<(WriteAheadLog<S>, T)>, Error> {
+    let set_error = |detail: String| Error::CoreSet {
+        dir: dir.to_owned(),
+        detail,
+    };
+    if storages.is_empty() {
+        return Err(set_error("a per-core set needs at least one core".into()));
+    }
+    for core in 0..storages.len() {
+        u32::try_from(core)
+            .map_err(|_| set_error(format!("core {core} cannot be named in a header")))?;
+    }
+    each_core(crate::parallel::map_each(storages, &|core, storage| {
+        let (mut log, report) = open_core(core, storage, options, set_id, &set_error)?;
+        let then = then(core, &mut log, report)?;
+        Ok((log, then))
+    }))
+}
+
+/// One core's result from [`crate::parallel::map_each`]: `None` when its job panicked.
+type CoreResult<T> = Option<Result<T, Error>>;
+
+/// Each core's result (core `i`'s in `results[i]`, `None` for a core whose open panicked), or
+/// the first core's error.
+fn each_core<T>(results: Vec<CoreResult<T>>) -> Result<Vec<T>, Error> {
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(core, result)| {
+            result.unwrap_or_else(|| {
+                Err(Error::Refused(format!(
+                    "opening the log of core {core} panicked"
+                )))
+            })
+        })
+        .collect()
+}
+
+/// The set of the logs `opened`, each with what its scan found.
+fn opened<S: SegmentStorage>(
+    opened: Vec<(WriteAheadLog<S>, CoreRecovery)>,
+) -> (PerCoreWalManager<S>, PerCoreRecovery) {
+    let (logs, cores): (Vec<_>, Vec<_>) = opened.into_iter().unzip();
+    let recovery = PerCoreRecovery { cores };
+    (PerCoreWalManager::from_scanned(logs, &recovery), recovery)
+}
+
+/// Opens core `core`'s log from `storage` and checks that its headers name this core (and this
+/// set's log id).
 fn open_core<S: SegmentStorage>(
     core: usize,
     storage: S,
     options: Options,
     set_id: Option<u64>,
     set_error: &(dyn Fn(String) -> Error + Sync),
-) -> Result<OpenedCore<S>, Error> {
+) -> Result<(WriteAheadLog<S>, RecoveryReport), Error> {
     let id = u32::try_from(core)
         .map_err(|_| set_error(format!("core {core} cannot be named in a header")))?;
     let log_id = set_id.map(|set| super::core_log_id(set, core));
-    let (mut log, report) = WriteAheadLog::open_with(
+    let (log, report) = WriteAheadLog::open_with(
         storage,
         Options {
             core: id,
@@ -232,8 +311,7 @@ fn open_core<S: SegmentStorage>(
              this set's core {core} has {expected:#018x}"
         )));
     }
-    let scanned = recovery::scan(&mut log, core, report).map_err(|e| in_core(core, e))?;
-    Ok((log, scanned))
+    Ok((log, report))
 }
 
 /// `e`, saying which core it happened in where the error has room for it.

@@ -16,7 +16,8 @@ mod recovery;
 mod writer;
 
 pub use manager::PerCoreWalManager;
-pub(crate) use manager::in_core;
+pub(crate) use manager::{Unscanned, in_core};
+pub(crate) use recovery::scan_with;
 
 /// A per-core set's description file, read without opening the set.
 #[cfg(feature = "file")]

@@ -75,6 +75,18 @@ pub(crate) fn scan<S: SegmentStorage>(
     core: usize,
     report: RecoveryReport,
 ) -> Result<CoreRecovery, Error> {
+    scan_with(log, core, report, &mut |_| {})
+}
+
+/// [`scan`], handing every record it reads to `each` as well (data records, epoch and
+/// checkpoint markers, in LSN order, from the oldest held): a caller that needs the records
+/// reads the log once, not twice.
+pub(crate) fn scan_with<S: SegmentStorage>(
+    log: &mut WriteAheadLog<S>,
+    core: usize,
+    report: RecoveryReport,
+    each: &mut dyn FnMut(&Entry<'_>),
+) -> Result<CoreRecovery, Error> {
     let durable_lsn = log.durable_lsn();
     let mut window = vec![0u8; log.read_window_len()];
     let mut records = 0;
@@ -92,6 +104,7 @@ pub(crate) fn scan<S: SegmentStorage>(
             }),
             _ => {}
         }
+        each(&e);
     })?;
     // The segment being appended to says which epoch was in force when it started: it is the
     // epoch to continue in when no record of that segment moved it on (markers read move it on

@@ -7,6 +7,7 @@
 mod coordinator;
 mod incremental;
 pub mod layout;
+mod overlay;
 pub mod part;
 mod recovery;
 mod shadow;

@@ -1,7 +1,7 @@
 //! [`RecoveryManager`]: the latest valid checkpoint loaded and verified, then each core's WAL
 //! replayed from the checkpoint's position.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use lamina_core::changelog::Entry;
@@ -9,10 +9,13 @@ use lamina_core::checkpoint::Checkpoint;
 use lamina_core::manifest::Manifest;
 
 use super::layout::{CoreLayout, DeltaRef, PartRef, Placement, placement};
+use super::overlay::{Overlay, State};
 use super::part::{Header, Kind as PartKind, bucket_of, read as read_part};
+use crate::percore::{Unscanned, scan_with};
+use crate::read::Entry as ReadEntry;
 use crate::{
-    CheckpointStore, Error, Lsn, PerCoreRecovery, PerCoreWalManager, SegmentStorage,
-    SkippedManifest,
+    CheckpointStore, CoreRecovery, Error, Lsn, PerCoreRecovery, PerCoreWalManager, RecoveryReport,
+    SegmentStorage, SkippedManifest,
 };
 
 /// One core's part of a [`CheckpointRecoveryReport`].
@@ -84,7 +87,8 @@ pub struct Recovered {
 ///
 /// The cores are rebuilt in parallel (as many at once as the machine runs threads). A core's
 /// parts are loaded into one run in key order; its WAL replay then streams the log (a read window, not the log, is in memory) and lays the
-/// records over that run through a hash index of its keys, last write wins: a loaded key's
+/// records over that run through a hash index of its keys (in small batches whose
+/// lookups overlap), last write wins: a loaded key's
 /// value is overwritten in place, a key the checkpoint lacks is kept once (its last value, or
 /// none once deleted). Replay memory is thus bounded by the keys, not by the WAL's length: the
 /// index, plus one entry per key the checkpoint lacks. The state and the changed keys are then
@@ -184,11 +188,76 @@ impl RecoveryManager {
         wal_recovery: &PerCoreRecovery,
     ) -> Result<Recovered, Error> {
         let started = Instant::now();
-        let cores = wal.cores();
-        if loaded.parts.len() != cores {
+        let (loaded, parts) = loaded.split(wal.cores())?;
+        let work: Vec<_> = wal.logs_mut().iter_mut().zip(parts).collect();
+        let rebuilt: Vec<Result<Rebuilt, Error>> =
+            crate::parallel::map_each(work, &|core, (log, part)| {
+                let from = loaded.from(core);
+                let rebuilt = rebuild_core(part.entries, core, log, from);
+                rebuilt.map(|r| r.with_counts(part.parts, part.bytes))
+            })
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Refused("a replay thread panicked".into()))))
+            .collect();
+        loaded.assemble(rebuilt, wal_recovery, started)
+    }
+
+    /// [`Self::replay`] over logs opened but not yet scanned: each core's log is read once,
+    /// scanned for its [`PerCoreRecovery`] as it is replayed (each core on its own thread).
+    /// Errors come as they would from a scan at the open followed by [`Self::replay`]: a scan's
+    /// first (in core order), then a replay's.
+    pub(crate) fn replay_scanning<S: SegmentStorage + Send>(
+        loaded: LoadedCheckpoint,
+        wal: Unscanned<S>,
+    ) -> Result<(Recovered, PerCoreWalManager<S>), Error> {
+        let started = Instant::now();
+        let (loaded, parts) = loaded.split(wal.cores.len())?;
+        let work: Vec<_> = wal.cores.into_iter().zip(parts).collect();
+        let done = crate::parallel::map_each(work, &|core, ((mut log, report), part)| {
+            let from = loaded.from(core);
+            let rebuilt = scan_and_rebuild(part.entries, core, &mut log, report, from);
+            (
+                log,
+                rebuilt.map(|(scanned, r)| {
+                    (scanned, r.map(|r| r.with_counts(part.parts, part.bytes)))
+                }),
+            )
+        });
+        let mut logs = Vec::with_capacity(done.len());
+        let mut scans = Vec::with_capacity(done.len());
+        let mut rebuilt = Vec::with_capacity(done.len());
+        for done in done {
+            let (log, result) =
+                done.ok_or_else(|| Error::Refused("a replay thread panicked".into()))?;
+            let (scanned, r) = result?;
+            logs.push(log);
+            scans.push(scanned);
+            rebuilt.push(r);
+        }
+        let recovery = PerCoreRecovery { cores: scans };
+        let recovered = loaded.assemble(rebuilt, &recovery, started)?;
+        Ok((recovered, PerCoreWalManager::from_scanned(logs, &recovery)))
+    }
+}
+
+/// What [`LoadedCheckpoint::split`] leaves beside the parts: what a replay needs to know and to
+/// report.
+struct Loaded {
+    checkpoint: Option<Checkpoint>,
+    skipped: Vec<SkippedManifest>,
+    last_id: u64,
+    positions: Vec<Lsn>,
+    layouts: Vec<CoreLayout>,
+    elapsed: Duration,
+}
+
+impl LoadedCheckpoint {
+    /// Its parts (one per core: `cores` of them, or an error) and the rest.
+    fn split(self, cores: usize) -> Result<(Loaded, Vec<LoadedCore>), Error> {
+        if self.parts.len() != cores {
             return Err(Error::Refused(format!(
                 "a checkpoint loaded for {} cores, replayed over {cores}",
-                loaded.parts.len()
+                self.parts.len()
             )));
         }
         let LoadedCheckpoint {
@@ -200,7 +269,46 @@ impl RecoveryManager {
             parts,
             elapsed,
             ..
-        } = loaded;
+        } = self;
+        let loaded = Loaded {
+            checkpoint,
+            skipped,
+            last_id,
+            positions,
+            layouts,
+            elapsed,
+        };
+        Ok((loaded, parts))
+    }
+}
+
+impl Loaded {
+    /// Where `core`'s replay starts: after the checkpoint's position.
+    fn from(&self, core: usize) -> Lsn {
+        self.positions
+            .get(core)
+            .copied()
+            .unwrap_or(Lsn::ZERO)
+            .next()
+    }
+
+    /// The recovery of the cores `rebuilt` (in core order; the first error is returned), whose
+    /// logs' open found `wal_recovery`.
+    fn assemble(
+        self,
+        rebuilt: Vec<Result<Rebuilt, Error>>,
+        wal_recovery: &PerCoreRecovery,
+        started: Instant,
+    ) -> Result<Recovered, Error> {
+        let Loaded {
+            checkpoint,
+            skipped,
+            last_id,
+            positions,
+            layouts,
+            elapsed,
+        } = self;
+        let cores = rebuilt.len();
         let last_epoch = wal_recovery
             .cores
             .iter()
@@ -208,28 +316,14 @@ impl RecoveryManager {
             .chain(checkpoint.map(|c| c.epoch))
             .max()
             .unwrap_or(0);
-        let counts: Vec<(usize, u64, u64)> = parts
-            .iter()
-            .map(|p| (p.parts, p.bytes, p.entries.len() as u64))
-            .collect();
-        let work: Vec<_> = wal.logs_mut().iter_mut().zip(parts).collect();
-        let rebuilt: Vec<Result<Rebuilt, Error>> =
-            crate::parallel::map_each(work, &|core, (log, part)| {
-                let from = positions.get(core).copied().unwrap_or(Lsn::ZERO).next();
-                rebuild_core(part.entries, core, log, from)
-            })
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::Refused("a replay thread panicked".into()))))
-            .collect();
         let (mut parts_loaded, mut part_bytes) = (0, 0);
         let mut states = Vec::with_capacity(cores);
         let mut changed = Vec::with_capacity(cores);
         let mut replays = Vec::with_capacity(cores);
-        for (core, (r, (parts, bytes, keys_loaded))) in rebuilt.into_iter().zip(counts).enumerate()
-        {
+        for (core, r) in rebuilt.into_iter().enumerate() {
             let r = r?;
-            parts_loaded += parts;
-            part_bytes += bytes;
+            parts_loaded += r.parts;
+            part_bytes += r.part_bytes;
             let from = positions.get(core).copied().unwrap_or(Lsn::ZERO).next();
             let torn_bytes = wal_recovery
                 .core(core)
@@ -237,7 +331,7 @@ impl RecoveryManager {
                 .map_or(0, |cut| cut.extent.saturating_sub(cut.offset));
             replays.push(CoreReplay {
                 core,
-                keys_loaded,
+                keys_loaded: r.keys_loaded,
                 from,
                 records: r.records,
                 torn_bytes,
@@ -577,6 +671,22 @@ struct Rebuilt {
     changed: BTreeSet<Vec<u8>>,
     records: u64,
     last_lsn: Option<Lsn>,
+    /// Keys loaded from the checkpoint.
+    keys_loaded: u64,
+    /// Parts loaded, and their bytes.
+    parts: usize,
+    part_bytes: u64,
+}
+
+impl Rebuilt {
+    /// With the core's checkpoint parts counted.
+    fn with_counts(self, parts: usize, part_bytes: u64) -> Self {
+        Rebuilt {
+            parts,
+            part_bytes,
+            ..self
+        }
+    }
 }
 
 /// Rebuilds `core`: its WAL replayed from `from` on over `loaded` (its checkpointed entries, in
@@ -587,151 +697,73 @@ fn rebuild_core<S: SegmentStorage>(
     log: &mut crate::WriteAheadLog<S>,
     from: Lsn,
 ) -> Result<Rebuilt, Error> {
-    let (keys, slots): (Vec<Vec<u8>>, Vec<Slot>) = loaded
-        .into_iter()
-        .map(|(key, value)| {
-            (
-                key,
-                Slot {
-                    value: Some(value),
-                    changed: false,
-                },
-            )
-        })
-        .unzip();
-    let mut changes = Changes {
-        slots,
-        added: HashMap::default(),
-    };
-    let (records, last_lsn) = replay(log, core, from, &keys, &mut changes)?;
-    let (state, changed) = changes.merge(keys);
+    let keys_loaded = loaded.len() as u64;
+    let mut overlay = Overlay::new(loaded);
+    check_held(log, core, from)?;
+    let mut replayer = Replayer::new(core, from, &mut overlay);
+    let mut window = vec![0u8; log.read_window_len()];
+    let upto = log.durable_lsn();
+    log.read_records(from, upto, &mut window, &mut |record| {
+        replayer.record(&record)
+    })
+    .map_err(|e| crate::percore::in_core(core, e))?;
+    let (records, last_lsn) = replayer.finish()?;
+    let (state, changed) = overlay.finish();
     Ok(Rebuilt {
         state,
         changed,
         records,
         last_lsn,
+        keys_loaded,
+        parts: 0,
+        part_bytes: 0,
     })
 }
 
-/// A loaded key's value after the replay so far.
-struct Slot {
-    /// `None` once the WAL deleted it.
-    value: Option<Vec<u8>>,
-    /// Whether the WAL put or deleted it.
-    changed: bool,
-}
-
-/// The WAL's changes over a checkpoint's state: per loaded key (in key order) its slot, and the
-/// keys the checkpoint does not hold (`None`: deleted again). Last write wins, so it holds one
-/// entry per key whatever the WAL's length.
-struct Changes {
-    slots: Vec<Slot>,
-    added: HashMap<Vec<u8>, Option<Vec<u8>>, Hasher>,
-}
-
-/// A core's state: key → value.
-type State = BTreeMap<Vec<u8>, Vec<u8>>;
-
-/// Where each loaded key's slot is.
-type Index<'k> = HashMap<&'k [u8], usize, Hasher>;
-
-/// The replay's hash maps' hasher: foldhash, seeded at random per process and per map. The keys
-/// come from the store's own checksummed WAL and parts (still, they are the application's
-/// keys). SipHash (std's `RandomState`, DoS-resistant by design) made each lookup of a 64-byte
-/// key about 2.5 times as slow (measured: ~270 against ~100 ns; replay ~440 against ~230 ns a
-/// record at 420k keys), the largest single cost of recovery.
-type Hasher = foldhash::quality::RandomState;
-
-impl Changes {
-    /// `key` maps to `value`: a value held is overwritten in place (no allocation).
-    fn put(&mut self, index: &Index<'_>, key: &[u8], value: &[u8]) {
-        if let Some(slot) = index.get(key).and_then(|&i| self.slots.get_mut(i)) {
-            slot.changed = true;
-            set(&mut slot.value, value);
-        } else if let Some(slot) = self.added.get_mut(key) {
-            set(slot, value);
-        } else {
-            self.added.insert(key.to_vec(), Some(value.to_vec()));
+/// [`rebuild_core`] over a log not yet scanned: the log read once from its oldest record, each
+/// record scanned ([`scan_with`]) and the ones from `from` on replayed. Returns the scan's error
+/// first (as a scan at the open would), then the scan and the replay's own result.
+fn scan_and_rebuild<S: SegmentStorage>(
+    loaded: Vec<(Vec<u8>, Vec<u8>)>,
+    core: usize,
+    log: &mut crate::WriteAheadLog<S>,
+    report: RecoveryReport,
+    from: Lsn,
+) -> Result<(CoreRecovery, Result<Rebuilt, Error>), Error> {
+    let in_core = |e| crate::percore::in_core(core, e);
+    if let Err(e) = check_held(log, core, from) {
+        // Nothing to replay: the scan alone, whose error comes first.
+        let scanned = scan_with(log, core, report, &mut |_| {}).map_err(in_core)?;
+        return Ok((scanned, Err(e)));
+    }
+    let keys_loaded = loaded.len() as u64;
+    let mut overlay = Overlay::new(loaded);
+    let mut replayer = Replayer::new(core, from, &mut overlay);
+    let scanned =
+        scan_with(log, core, report, &mut |record| replayer.record(record)).map_err(in_core)?;
+    let rebuilt = replayer.finish().map(|(records, last_lsn)| {
+        let (state, changed) = overlay.finish();
+        Rebuilt {
+            state,
+            changed,
+            records,
+            last_lsn,
+            keys_loaded,
+            parts: 0,
+            part_bytes: 0,
         }
-    }
-
-    /// `key` maps to nothing (and is still a changed key).
-    fn delete(&mut self, index: &Index<'_>, key: &[u8]) {
-        if let Some(slot) = index.get(key).and_then(|&i| self.slots.get_mut(i)) {
-            slot.changed = true;
-            slot.value = None;
-        } else if let Some(slot) = self.added.get_mut(key) {
-            *slot = None;
-        } else {
-            self.added.insert(key.to_vec(), None);
-        }
-    }
-
-    /// The state (the loaded `keys` with the changes laid over them) and the changed keys, each
-    /// built at once from its entries in key order.
-    fn merge(self, keys: Vec<Vec<u8>>) -> (State, BTreeSet<Vec<u8>>) {
-        let Changes { slots, added } = self;
-        let mut added: Vec<(Vec<u8>, Option<Vec<u8>>)> = added.into_iter().collect();
-        added.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let touched = keys
-            .iter()
-            .zip(&slots)
-            .filter(|(_, slot)| slot.changed)
-            .map(|(key, _)| key.clone());
-        let changed = merge_runs(touched, added.iter().map(|(key, _)| key.clone()), |k| k);
-        let held = keys
-            .into_iter()
-            .zip(slots)
-            .filter_map(|(key, slot)| Some((key, slot.value?)));
-        let added = added
-            .into_iter()
-            .filter_map(|(key, value)| Some((key, value?)));
-        let state = merge_runs(held, added, |(k, _)| k);
-        (state.into_iter().collect(), changed.into_iter().collect())
-    }
+    });
+    Ok((scanned, rebuilt))
 }
 
-/// Sets `slot` to `value`, reusing the allocation it holds.
-fn set(slot: &mut Option<Vec<u8>>, value: &[u8]) {
-    if let Some(old) = slot {
-        old.clear();
-        old.extend_from_slice(value);
-    } else {
-        *slot = Some(value.to_vec());
-    }
-}
-
-/// Two runs in key order (with no key in both) merged into one.
-fn merge_runs<T>(
-    a: impl Iterator<Item = T>,
-    b: impl Iterator<Item = T>,
-    key: impl Fn(&T) -> &Vec<u8>,
-) -> Vec<T> {
-    let (mut a, mut b) = (a.peekable(), b.peekable());
-    let mut out = Vec::with_capacity(a.size_hint().0 + b.size_hint().0);
-    loop {
-        let from_a = match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) => key(x) <= key(y),
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (None, None) => break,
-        };
-        out.extend(if from_a { a.next() } else { b.next() });
-    }
-    out
-}
-
-/// Replays `core`'s changelog records from `from` on into `changes` over the loaded `keys`;
-/// returns (records, last LSN).
-fn replay<S: SegmentStorage>(
+/// Checks that `core`'s log still holds LSN `from`. Reading from below the oldest record held
+/// would start at that record: replay would leave out what was truncated, and hand back part of
+/// the state as if it were all of it.
+fn check_held<S: SegmentStorage>(
     log: &mut crate::WriteAheadLog<S>,
     core: usize,
     from: Lsn,
-    keys: &[Vec<u8>],
-    changes: &mut Changes,
-) -> Result<(u64, Option<Lsn>), Error> {
-    // Reading from below the oldest record held starts at that record: replay would leave
-    // out what was truncated, and hand back part of the state as if it were all of it.
+) -> Result<(), Error> {
     let oldest = match crate::read::list(log.storage_mut())?.first() {
         Some(&first) => crate::read::header(log.storage_mut(), first)?.map(|h| h.first_lsn),
         None => None,
@@ -747,50 +779,70 @@ fn replay<S: SegmentStorage>(
             ),
         });
     }
-    let mut records = 0;
-    let mut last = None;
-    let mut failed = None;
-    // Built at the first record: a WAL with nothing after the checkpoint needs no index.
-    let mut index: Option<Index<'_>> = None;
-    let mut window = vec![0u8; log.read_window_len()];
-    let upto = log.durable_lsn();
-    log.read_records(from, upto, &mut window, &mut |record| {
-        if failed.is_some() || record.kind != lamina_core::record::Kind::Data {
+    Ok(())
+}
+
+/// Replays `core`'s changelog records from `from` on into an overlay, counting them. A record
+/// that is not a changelog entry fails the replay; nothing after it is applied.
+struct Replayer<'o> {
+    core: usize,
+    from: Lsn,
+    overlay: &'o mut Overlay,
+    records: u64,
+    last: Option<Lsn>,
+    failed: Option<Error>,
+}
+
+impl<'o> Replayer<'o> {
+    fn new(core: usize, from: Lsn, overlay: &'o mut Overlay) -> Self {
+        Replayer {
+            core,
+            from,
+            overlay,
+            records: 0,
+            last: None,
+            failed: None,
+        }
+    }
+
+    /// Takes in one record read (any kind, any LSN: only data records from `from` on count).
+    fn record(&mut self, record: &ReadEntry<'_>) {
+        if self.failed.is_some()
+            || record.kind != lamina_core::record::Kind::Data
+            || record.lsn < self.from
+        {
             return;
         }
-        let index = index.get_or_insert_with(|| {
-            keys.iter()
-                .enumerate()
-                .map(|(i, key)| (key.as_slice(), i))
-                .collect()
-        });
-        match Entry::parse(record.payload) {
-            Ok(Entry::Put { key, value }) => changes.put(index, key, value),
-            Ok(Entry::Delete { key }) => changes.delete(index, key),
-            Ok(Entry::Barrier { epoch }) => {
-                failed = Some(Error::Changelog {
-                    core,
-                    lsn: Some(record.lsn),
-                    detail: format!("a barrier (epoch {epoch}) in a data record"),
-                });
-                return;
+        let core = self.core;
+        let applied = match Entry::parse(record.payload) {
+            Ok(Entry::Put { key, value }) => self.overlay.change(key, Some(value)),
+            Ok(Entry::Delete { key }) => self.overlay.change(key, None),
+            Ok(Entry::Barrier { epoch }) => Err(Error::Changelog {
+                core,
+                lsn: Some(record.lsn),
+                detail: format!("a barrier (epoch {epoch}) in a data record"),
+            }),
+            Err(e) => Err(Error::Changelog {
+                core,
+                lsn: Some(record.lsn),
+                detail: e.to_string(),
+            }),
+        };
+        match applied {
+            Ok(()) => {
+                self.records += 1;
+                self.last = Some(record.lsn);
             }
-            Err(e) => {
-                failed = Some(Error::Changelog {
-                    core,
-                    lsn: Some(record.lsn),
-                    detail: e.to_string(),
-                });
-                return;
-            }
+            Err(e) => self.failed = Some(e),
         }
-        records += 1;
-        last = Some(record.lsn);
-    })
-    .map_err(|e| crate::percore::in_core(core, e))?;
-    match failed {
-        Some(e) => Err(e),
-        None => Ok((records, last)),
+    }
+
+    /// (records replayed, the last one's LSN), or the first failure.
+    fn finish(self) -> Result<(u64, Option<Lsn>), Error> {
+        match self.failed {
+            Some(e) => Err(e),
+            None => Ok((self.records, self.last)),
+        }
     }
 }
 

@@ -313,7 +313,7 @@ impl Shadow {
         let count = shadow.bucket_count();
         // The entries and the changed keys come in key order, so each bucket's share does too
         // (each bucket is built at once from its sorted entries), and the changed keys find
-        // their values in one merged pass.
+        // their values in one merged pass, into the change log.
         let mut shares: Vec<Vec<(Vec<u8>, Value)>> = vec![Vec::new(); count as usize];
         let mut changed = changed.into_iter().peekable();
         for (key, value) in entries {
@@ -591,5 +591,39 @@ mod tests {
         ]
         .into();
         assert_eq!(changes(&capture), expected);
+    }
+
+    #[test]
+    fn a_recovered_state_marks_changed_keys_held_and_gone_with_their_counts() {
+        let state: BTreeMap<Vec<u8>, Vec<u8>> = (0u32..200)
+            .map(|k| (k.to_be_bytes().to_vec(), vec![k as u8; (k % 7) as usize]))
+            .collect();
+        // Held keys, keys gone (before, between and after the held ones), and unchanged keys.
+        let changed: BTreeSet<Vec<u8>> = (0u32..260)
+            .filter(|k| k % 3 == 0)
+            .map(|k| k.to_be_bytes().to_vec())
+            .chain([Vec::new(), b"\x00\x00\x00\x05\x01".to_vec()])
+            .collect();
+        let shadow = Shadow::with_state(3, 8, state.clone(), changed.clone());
+        let copy = Shadow::with_copy_of(3, 8, &state, changed.clone());
+        for shadow in [shadow, copy] {
+            assert_eq!(shadow.len(), state.len());
+            for (key, value) in &state {
+                assert_eq!(shadow.get(key), Some(value.as_slice()));
+            }
+            let mut stats = ChangeStats::new(8);
+            let mut expected = Changes::new();
+            for key in &changed {
+                let value = state.get(key).map(|v| Value::from(v.as_slice()));
+                let b = bucket_of(key, 8) as usize;
+                stats.keys[b] += 1;
+                stats.bytes[b] += (9 + key.len() + value.as_ref().map_or(0, |v| v.len())) as u64;
+                expected.insert(key.clone(), value);
+            }
+            let mut shadow = shadow;
+            let capture = shadow.capture();
+            assert_eq!(capture.changed, expected);
+            assert_eq!(capture.stats, stats);
+        }
     }
 }
