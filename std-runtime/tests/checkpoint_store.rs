@@ -153,32 +153,36 @@ fn put_parts_stores_a_batch_in_order_and_leaves_no_temporary_file() {
 
 #[test]
 fn put_parts_whose_encoder_dies_stores_none_and_leaves_no_temporary_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let keys: Vec<String> = (0..30).map(|i| format!("batch-{i:03}")).collect();
-    let err = store
-        .put_parts(&keys, &|i, buf: &mut Vec<u8>| {
-            assert!(i != 17, "part 17 cannot be encoded");
-            buf.extend_from_slice(&batch_part(i));
-        })
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            CheckpointError::Storage {
-                op: StoreOp::PutPart,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    assert!(store.list_parts().unwrap().is_empty());
-    assert_eq!(
-        tree(dir.path()),
-        [PathBuf::from("parts"), PathBuf::from("manifests")]
-            .into_iter()
-            .collect()
-    );
+    // A batch no larger than the store's encoders (each syncs its own part) and a larger one
+    // (syncing threads too).
+    for (count, dies) in [(4, 2), (30, 17)] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let keys: Vec<String> = (0..count).map(|i| format!("batch-{i:03}")).collect();
+        let err = store
+            .put_parts(&keys, &|i, buf: &mut Vec<u8>| {
+                assert!(i != dies, "part {dies} cannot be encoded");
+                buf.extend_from_slice(&batch_part(i));
+            })
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CheckpointError::Storage {
+                    op: StoreOp::PutPart,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(store.list_parts().unwrap().is_empty());
+        assert_eq!(
+            tree(dir.path()),
+            [PathBuf::from("parts"), PathBuf::from("manifests")]
+                .into_iter()
+                .collect()
+        );
+    }
 }
 
 #[test]

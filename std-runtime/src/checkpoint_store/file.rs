@@ -253,8 +253,10 @@ impl CheckpointStore for FileSystemCheckpointStore {
 
 /// Encodes, writes and syncs parts `keys` as temporary files of `parts`: [`ENCODERS`] threads
 /// encode (each into a buffer of its own, reused) and write, and hand each written file to
-/// [`SYNCERS`] threads that sync it. Returns each part, synced, with its size and CRC32C, in
-/// order; on error the temporary files written are removed.
+/// [`SYNCERS`] threads that sync it; an encoder that has no part left to encode (and each, when
+/// there are no more parts than encoders) syncs its own, since a hand-over only adds a thread's
+/// wake-up to the tail. Returns each part, synced, with its size and CRC32C, in order; on error
+/// the temporary files written are removed.
 fn stage_parts(
     parts: &FileObjects,
     keys: &[String],
@@ -265,15 +267,19 @@ fn stage_parts(
     let failed = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel::<(usize, StagedObject, PartInfo)>();
     let rx = Mutex::new(rx);
+    // As many encoders as parts: each syncs its own, no syncer is needed.
+    let inline = keys.len() <= ENCODERS;
     let encoder = |tx: mpsc::Sender<(usize, StagedObject, PartInfo)>| {
         let mut buf: Vec<u8> = Vec::new();
+        // Parts this encoder synced itself (their temporary files removed if it fails).
+        let mut done = Vec::new();
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(key) = keys.get(i) else {
-                return Ok(());
+                return Ok(done);
             };
             if failed.load(Ordering::Relaxed) {
-                return Ok(());
+                return Ok(done);
             }
             // The part starts where the buffer's memory is aligned for direct I/O, so that it
             // is written from there, without a copy (unless encoding it moved the buffer).
@@ -285,8 +291,14 @@ fn stage_parts(
             let at = realign(&mut buf, at);
             let part = buf.get(at..).unwrap_or_default();
             let staged = parts.stage(key, part).map_err(|e| (i, e))?;
-            // The syncers outlive every sender, so a send cannot fail while one runs.
-            let _ = tx.send((i, staged, part_info(part)));
+            // With no part left to encode, handing this one to a syncer only adds a thread's
+            // wake-up to the checkpoint's tail: sync it here.
+            if inline || next.load(Ordering::Relaxed) >= keys.len() {
+                done.push((i, staged.sync().map_err(|e| (i, e))?, part_info(part)));
+            } else {
+                // The syncers outlive every sender, so a send cannot fail while one runs.
+                let _ = tx.send((i, staged, part_info(part)));
+            }
         }
     };
     let syncer = || {
@@ -322,7 +334,7 @@ fn stage_parts(
             })
             .collect();
         drop(tx);
-        let syncers: Vec<_> = (0..SYNCERS.min(keys.len()))
+        let syncers: Vec<_> = (0..if inline { 0 } else { SYNCERS.min(keys.len()) })
             .map(|_| scope.spawn(syncer))
             .collect();
         let encoded: Vec<_> = encoders.into_iter().map(|h| h.join().ok()).collect();
@@ -336,14 +348,14 @@ fn stage_parts(
         source: Box::new(std::io::Error::other("a part writer panicked")),
     };
     let mut errors = Vec::new();
+    let mut staged = Vec::with_capacity(keys.len());
     for result in encoded {
         match result {
-            Some(Ok(())) => {}
+            Some(Ok(done)) => staged.extend(done),
             Some(Err((i, e))) => errors.push(storage(StoreOp::PutPart, &location(i), e)),
             None => errors.push(panicked()),
         }
     }
-    let mut staged = Vec::with_capacity(keys.len());
     for result in synced {
         match result {
             Some((done, error)) => {
