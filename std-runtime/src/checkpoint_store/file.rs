@@ -17,8 +17,9 @@ const PARTS_DIR: &str = "parts";
 /// The subdirectory that holds the manifests.
 const MANIFESTS_DIR: &str = "manifests";
 /// Threads encoding and writing parts. A part is written with direct I/O, so its writer waits
-/// for the device: more writers than cores keep the device busy while others encode.
-const ENCODERS: usize = 8;
+/// for the device: more writers than cores keep parts being encoded while others wait (with 8,
+/// the last parts of a 16-part checkpoint were encoded only once the first were written).
+const ENCODERS: usize = 16;
 /// Where a part starts in its writer's buffer: the largest memory alignment direct I/O asks
 /// of common devices (4 KiB sectors).
 const PART_ALIGN: usize = 4096;
