@@ -20,6 +20,9 @@ use std::os::unix::fs::FileExt;
 /// Bytes written per direct write: large enough that the device sees big requests, small
 /// enough that the thread's aligned buffer stays modest.
 const CHUNK: usize = 1 << 20;
+/// The most bytes of one direct write from the caller's memory: a multiple of every alignment
+/// trusted, under the 2 GiB past which a write returns short.
+const DIRECT_MAX: usize = 1 << 30;
 /// The largest alignment trusted (a larger one is treated as "no direct I/O").
 const MAX_ALIGN: u32 = 1 << 16;
 
@@ -56,7 +59,7 @@ pub(crate) fn alignment(file: &File) -> Option<Alignment> {
 }
 
 thread_local! {
-    /// The thread's buffer for aligned copies: `CHUNK` plus room to align its start.
+    /// The thread's buffer for aligned copies: up to `CHUNK` plus room to align its start.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -99,22 +102,29 @@ fn write_chunks(
     let mut offset = 0usize;
     if (data.as_ptr() as usize).is_multiple_of(align.mem) {
         let whole = data.len() - data.len() % align.offset;
-        if let Some(head) = data.get(..whole).filter(|h| !h.is_empty()) {
-            if !write_at(file, head, 0)? {
+        // In writes of at most `DIRECT_MAX` (a write returns short past 2 GiB).
+        for head in data.get(..whole).unwrap_or_default().chunks(DIRECT_MAX) {
+            if !write_at(file, head, offset)? {
                 return Ok(false);
             }
-            offset = whole;
+            offset += head.len();
         }
     }
-    // A chunk is a multiple of both alignments (powers of two, at most `MAX_ALIGN` <= `CHUNK`).
-    if scratch.len() < CHUNK + align.mem {
-        scratch.resize(CHUNK + align.mem, 0);
+    // Only as large as what is left needs (the last block alone, from aligned memory). A chunk
+    // is a multiple of both alignments (powers of two, at most `MAX_ALIGN` <= `CHUNK`).
+    let left = data.len().saturating_sub(offset);
+    if left == 0 {
+        return Ok(true);
+    }
+    let chunk = left.next_multiple_of(align.offset).min(CHUNK);
+    if scratch.len() < chunk + align.mem {
+        scratch.resize(chunk + align.mem, 0);
     }
     let start = scratch.as_ptr().align_offset(align.mem);
-    let Some(buf) = scratch.get_mut(start..start + CHUNK) else {
+    let Some(buf) = scratch.get_mut(start..start + chunk) else {
         return Err(io::Error::other("direct I/O buffer cannot be aligned"));
     };
-    for piece in data.get(offset..).unwrap_or_default().chunks(CHUNK) {
+    for piece in data.get(offset..).unwrap_or_default().chunks(chunk) {
         let padded = piece.len().next_multiple_of(align.offset);
         let (bytes, pad) = buf.split_at_mut(piece.len());
         bytes.copy_from_slice(piece);
