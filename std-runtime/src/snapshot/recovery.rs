@@ -679,6 +679,21 @@ struct Rebuilt {
 }
 
 impl Rebuilt {
+    /// A core rebuilt by replaying `records` (the last at `last_lsn`) over `keys_loaded` keys
+    /// of its checkpoint, into `overlay`; its parts are counted by [`Self::with_counts`].
+    fn replayed(overlay: Overlay, records: u64, last_lsn: Option<Lsn>, keys_loaded: u64) -> Self {
+        let (state, changed) = overlay.finish();
+        Rebuilt {
+            state,
+            changed,
+            records,
+            last_lsn,
+            keys_loaded,
+            parts: 0,
+            part_bytes: 0,
+        }
+    }
+
     /// With the core's checkpoint parts counted.
     fn with_counts(self, parts: usize, part_bytes: u64) -> Self {
         Rebuilt {
@@ -708,16 +723,7 @@ fn rebuild_core<S: SegmentStorage>(
     })
     .map_err(|e| crate::percore::in_core(core, e))?;
     let (records, last_lsn) = replayer.finish()?;
-    let (state, changed) = overlay.finish();
-    Ok(Rebuilt {
-        state,
-        changed,
-        records,
-        last_lsn,
-        keys_loaded,
-        parts: 0,
-        part_bytes: 0,
-    })
+    Ok(Rebuilt::replayed(overlay, records, last_lsn, keys_loaded))
 }
 
 /// [`rebuild_core`] over a log not yet scanned: the log read once from its oldest record, each
@@ -741,18 +747,9 @@ fn scan_and_rebuild<S: SegmentStorage>(
     let mut replayer = Replayer::new(core, from, &mut overlay);
     let scanned =
         scan_with(log, core, report, &mut |record| replayer.record(record)).map_err(in_core)?;
-    let rebuilt = replayer.finish().map(|(records, last_lsn)| {
-        let (state, changed) = overlay.finish();
-        Rebuilt {
-            state,
-            changed,
-            records,
-            last_lsn,
-            keys_loaded,
-            parts: 0,
-            part_bytes: 0,
-        }
-    });
+    let rebuilt = replayer
+        .finish()
+        .map(|(records, last_lsn)| Rebuilt::replayed(overlay, records, last_lsn, keys_loaded));
     Ok((scanned, rebuilt))
 }
 
