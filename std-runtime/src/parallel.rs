@@ -1,10 +1,11 @@
 //! [`map_each`]: one job per input (a core, say), run on a bounded number of threads;
-//! [`drop_off_thread`]: a large structure freed without holding up the caller.
+//! [`drop_off_thread`]: a large structure freed without holding up the caller;
+//! [`Permits`]: at most so many threads in a stretch of work at once.
 
 use std::num::NonZeroUsize;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
 
 /// Drops `value` on a thread of its own, or here if no thread can be started.
 ///
@@ -68,9 +69,86 @@ pub(crate) fn map_each<I: Send, T: Send>(
         .collect()
 }
 
+/// At most `n` holders at once: the threads of a pool that mostly wait on a device take one
+/// for their CPU work only, so that work finishes in the order it started rather than all of it
+/// late (16 threads encoding at once on 2 cores finish together, and the device idles until
+/// then).
+pub(crate) struct Permits {
+    free: Mutex<usize>,
+    returned: Condvar,
+}
+
+/// A permit held: given back when dropped.
+pub(crate) struct Permit<'a>(&'a Permits);
+
+impl Permits {
+    /// `n` permits (at least one).
+    pub(crate) fn new(n: usize) -> Self {
+        Permits {
+            free: Mutex::new(n.max(1)),
+            returned: Condvar::new(),
+        }
+    }
+
+    /// As many permits as the machine runs threads at once.
+    pub(crate) fn per_cpu() -> Self {
+        Self::new(std::thread::available_parallelism().map_or(1, NonZeroUsize::get))
+    }
+
+    /// Waits for a permit and takes it.
+    pub(crate) fn acquire(&self) -> Permit<'_> {
+        // Nothing panics while the count is locked, so a poisoned lock holds a sound count.
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        while *free == 0 {
+            free = self
+                .returned
+                .wait(free)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *free -= 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.0.returned.notify_one();
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::map_each;
+    use super::{Permits, map_each};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn no_more_than_the_permits_hold_one_at_once() {
+        let permits = Permits::new(3);
+        let (inside, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    for _ in 0..200 {
+                        let _permit = permits.acquire();
+                        let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::yield_now();
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        let most = most.load(Ordering::SeqCst);
+        assert!((1..=3).contains(&most), "{most} held permits at once");
+    }
+
+    #[test]
+    fn a_pool_of_no_permits_still_has_one() {
+        let permits = Permits::new(0);
+        drop(permits.acquire());
+        drop(permits.acquire());
+    }
 
     #[test]
     fn results_come_back_in_input_order() {

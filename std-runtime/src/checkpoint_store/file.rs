@@ -6,6 +6,7 @@ use super::names::{manifest_file_name, parse_manifest_file_name};
 use super::{
     CheckpointStore, MAX_MANIFEST_LEN, PartInfo, check_key, check_manifest, part_info, verify_part,
 };
+use crate::parallel::Permits;
 use lamina_core::io::{Error as _, ObjectOp, ObjectStorage, Publish};
 use lamina_file::{FileError, FileObjects, StagedObject, WholeObject};
 use std::path::{Path, PathBuf};
@@ -253,7 +254,7 @@ impl CheckpointStore for FileSystemCheckpointStore {
 }
 
 /// Encodes, writes and syncs parts `keys` as temporary files of `parts`: [`ENCODERS`] threads
-/// encode (each into a buffer of its own, reused) and write, and hand each written file to
+/// encode (each into a buffer of its own, reused; no more at once than there are CPUs) and write, and hand each written file to
 /// [`SYNCERS`] threads that sync it; an encoder that has no part left to encode (and each, when
 /// there are no more parts than encoders) syncs its own, since a hand-over only adds a thread's
 /// wake-up to the tail. Returns each part, synced, with its size and CRC32C, in order; on error
@@ -266,6 +267,7 @@ fn stage_parts(
     let location = |i: usize| parts.dir().join(keys.get(i).map_or("", String::as_str));
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
+    let cpus = Permits::per_cpu();
     let (tx, rx) = mpsc::channel::<(usize, StagedObject, PartInfo)>();
     let rx = Mutex::new(rx);
     // As many encoders as parts: each syncs its own, no syncer is needed.
@@ -275,6 +277,9 @@ fn stage_parts(
         // Parts this encoder synced itself (their temporary files removed if it fails).
         let mut done = Vec::new();
         loop {
+            // Parts are taken in order once a CPU is free to encode them, so the first are
+            // written while the later ones are encoded.
+            let permit = cpus.acquire();
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(key) = keys.get(i) else {
                 return Ok(done);
@@ -290,6 +295,7 @@ fn stage_parts(
             buf.resize(at, 0);
             encode(i, &mut buf);
             let at = realign(&mut buf, at);
+            drop(permit);
             let part = buf.get(at..).unwrap_or_default();
             let staged = parts.stage(key, part).map_err(|e| (i, e))?;
             // With no part left to encode, handing this one to a syncer only adds a thread's
