@@ -83,8 +83,8 @@ pub use changelog::{
 pub use checkpoint_store::FileSystemCheckpointStore;
 pub use checkpoint_store::{
     CheckpointError, CheckpointStore, LatestManifest, MANIFEST_SUFFIX, MAX_MANIFEST_LEN,
-    ManifestDamage, ObjectsCheckpointStore, PartInfo, SkippedManifest, StoreOp, StoredManifest,
-    manifest_file_name, parse_manifest_file_name,
+    ManifestDamage, ManifestFromParts, ObjectsCheckpointStore, PartInfo, SkippedManifest, StoreOp,
+    StoredManifest, manifest_file_name, parse_manifest_file_name,
 };
 pub use error::Error;
 pub use options::Options;

@@ -1,6 +1,8 @@
 //! The file-system checkpoint store: verified parts, create-only manifests, the fallback past a
 //! damaged newest manifest, and keys that never leave the store's directory.
 
+mod common;
+
 use lamina::{
     CheckpointError, CheckpointStore, Failure, FileSystemCheckpointStore, ManifestDamage, StoreOp,
     manifest_file_name,
@@ -863,4 +865,47 @@ fn store_is_shareable_between_threads() {
         h.join().unwrap();
     }
     assert_eq!(store.list_parts().unwrap().len(), 16);
+}
+
+// ---- a whole checkpoint in one call ----
+
+#[test]
+fn put_checkpoint_publishes_the_manifest_of_the_parts_as_stored() {
+    // No more parts than the store's writers, and more.
+    for count in [1, 3, 40] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        common::put_checkpoint::publishes_the_manifest_of_the_parts_as_stored(
+            &store,
+            dir.path(),
+            count,
+        );
+    }
+}
+
+#[test]
+fn put_checkpoint_of_a_taken_id_loses_and_the_winner_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    common::put_checkpoint::a_taken_id_loses_and_the_winner_stays(&store, dir.path());
+}
+
+#[test]
+fn put_checkpoint_whose_manifest_is_not_built_or_invalid_publishes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    common::put_checkpoint::a_manifest_not_built_or_invalid_publishes_nothing(&store, dir.path());
+}
+
+#[test]
+fn put_checkpoint_whose_part_fails_publishes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    common::put_checkpoint::a_part_that_fails_publishes_nothing(&store, dir.path());
+}
+
+#[test]
+fn put_checkpoint_with_no_parts_still_publishes() {
+    let dir = tempfile::tempdir().unwrap();
+    common::put_checkpoint::no_parts_still_publishes(&open(dir.path()));
 }

@@ -334,19 +334,23 @@ impl FileObjects {
 
     fn publish(&mut self, path: &Path, data: &[u8], mode: Publish) -> Result<(), FileError> {
         let temp = self.write_temp_synced(data)?;
-        let placed = match mode {
-            Publish::Replace => fs::rename(&temp, path).map_err(|e| (Op::Rename, e)),
-            Publish::IfAbsent => {
-                // `link` fails with EEXIST if the name is taken: the create-only fence.
-                let linked = fs::hard_link(&temp, path).map_err(|e| (Op::Link, e));
-                let removed = fs::remove_file(&temp);
-                linked.and_then(|()| removed.map_err(|e| (Op::Delete, e)))
-            }
-        };
-        if let Err((op, e)) = placed {
-            let _ = fs::remove_file(&temp);
-            return Err(FileError::io(op, path, None, e));
-        }
+        place(&temp, path, mode)?;
+        self.sync_dir()
+    }
+
+    /// Publishes one staged object on its own, as [`ObjectOp::Publish`] does with `mode`: synced
+    /// if it is not yet, moved into place (with [`Publish::IfAbsent`], only if no object has its
+    /// name: the first writer wins), the directory synced. A writer stages an object early (a
+    /// manifest while the parts it names are written) and publishes it once it may.
+    ///
+    /// # Errors
+    /// [`lamina_core::io::Failure::AlreadyExists`] for an [`Publish::IfAbsent`] object whose name
+    /// is taken; the sync, rename, link or directory sync that failed, naming the path. The
+    /// temporary file is removed unless the object was placed.
+    pub fn publish_staged(&self, staged: StagedObject, mode: Publish) -> Result<(), FileError> {
+        let mut staged = staged.sync()?;
+        place(&staged.temp, &staged.path, mode)?;
+        staged.placed = true;
         self.sync_dir()
     }
 
@@ -360,7 +364,28 @@ impl FileObjects {
     }
 }
 
-/// An object written by [`FileObjects::stage`], waiting for [`FileObjects::commit_staged`].
+/// Moves the synced temporary file `temp` to `path`: replacing what is there, or, with
+/// [`Publish::IfAbsent`], linked only if the name is free, then unlinked. On error the temporary
+/// file is removed.
+fn place(temp: &Path, path: &Path, mode: Publish) -> Result<(), FileError> {
+    let placed = match mode {
+        Publish::Replace => fs::rename(temp, path).map_err(|e| (Op::Rename, e)),
+        Publish::IfAbsent => {
+            // `link` fails with EEXIST if the name is taken: the create-only fence.
+            let linked = fs::hard_link(temp, path).map_err(|e| (Op::Link, e));
+            let removed = fs::remove_file(temp);
+            linked.and_then(|()| removed.map_err(|e| (Op::Delete, e)))
+        }
+    };
+    if let Err((op, e)) = placed {
+        let _ = fs::remove_file(temp);
+        return Err(FileError::io(op, path, None, e));
+    }
+    Ok(())
+}
+
+/// An object written by [`FileObjects::stage`], waiting for [`FileObjects::commit_staged`] (or
+/// [`FileObjects::publish_staged`]).
 /// Dropping it without committing removes its temporary file.
 #[derive(Debug)]
 pub struct StagedObject {

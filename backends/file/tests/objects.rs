@@ -303,6 +303,36 @@ fn staged_objects_synced_early_commit_and_dropped_ones_leave_nothing() {
     assert_eq!(read(&mut o, "kept").unwrap(), b"kept");
 }
 
+#[test]
+fn a_staged_object_published_on_its_own_is_create_only_and_leaves_no_temporary() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = FileObjects::open(dir.path()).unwrap();
+    let temporaries = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(".tmp-"))
+            .count()
+    };
+    // Unsynced and synced early, each published.
+    let first = o.stage("m1", b"first").unwrap();
+    o.publish_staged(first, Publish::IfAbsent).unwrap();
+    let second = o.stage("m2", b"second").unwrap().sync().unwrap();
+    o.publish_staged(second, Publish::IfAbsent).unwrap();
+    // A second writer of a taken name loses, and the winner's bytes stay.
+    let zombie = o.stage("m1", b"zombie").unwrap();
+    let e = o.publish_staged(zombie, Publish::IfAbsent).unwrap_err();
+    assert_eq!(e.failure(), Failure::AlreadyExists);
+    assert_eq!(e.path(), dir.path().join("m1"));
+    assert_eq!(read(&mut o, "m1").unwrap(), b"first");
+    // Replace overwrites whole.
+    let newer = o.stage("m2", b"replaced").unwrap();
+    o.publish_staged(newer, Publish::Replace).unwrap();
+    assert_eq!(read(&mut o, "m2").unwrap(), b"replaced");
+    assert_eq!(list(&mut o, ""), ["m1", "m2"]);
+    assert_eq!(temporaries(dir.path()), 0);
+}
+
 /// Bytes of `len` that differ at every offset, so a shifted or padded read-back shows.
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 131 % 251) as u8).collect()

@@ -162,6 +162,15 @@ pub enum CheckpointError {
         /// What is wrong.
         damage: ManifestDamage,
     },
+    /// The caller's builder could not make manifest `id` from the parts written
+    /// ([`crate::CheckpointStore::put_checkpoint`]); nothing was published.
+    #[error("checkpoint manifest {id} could not be built: {reason}")]
+    ManifestNotBuilt {
+        /// The checkpoint.
+        id: u64,
+        /// Why, in the builder's words.
+        reason: String,
+    },
     /// A stored manifest is damaged.
     #[error("checkpoint manifest {id} at {location} is unusable: {damage}")]
     ManifestDamaged {

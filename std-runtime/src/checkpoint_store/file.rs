@@ -4,14 +4,15 @@
 use super::error::{CheckpointError, ManifestDamage, StoreOp};
 use super::names::{manifest_file_name, parse_manifest_file_name};
 use super::{
-    CheckpointStore, MAX_MANIFEST_LEN, PartInfo, check_key, check_manifest, part_info, verify_part,
+    CheckpointStore, MAX_MANIFEST_LEN, ManifestFromParts, PartInfo, check_key, check_manifest,
+    part_info, verify_part,
 };
 use crate::parallel::Permits;
 use lamina_core::io::{Error as _, ObjectOp, ObjectStorage, Publish};
 use lamina_file::{FileError, FileObjects, StagedObject, WholeObject};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Mutex, PoisonError, mpsc};
 
 /// The subdirectory that holds the parts.
 const PARTS_DIR: &str = "parts";
@@ -140,11 +141,46 @@ impl CheckpointStore for FileSystemCheckpointStore {
         for key in keys {
             check_key(key)?;
         }
-        let staged = stage_parts(&self.parts, keys, encode)?;
+        let (staged, _) = stage_parts(&self.parts, keys, encode, None)?;
         let (staged, infos): (Vec<_>, Vec<_>) = staged.into_iter().unzip();
         self.parts
             .commit_staged(staged)
             .map_err(|e| storage(StoreOp::PutPart, self.parts.dir(), e))?;
+        Ok(infos)
+    }
+
+    /// As [`Self::put_parts`], and the manifest is built as soon as the last part is encoded,
+    /// then written and synced to a temporary file while the parts are still being written:
+    /// once the parts are in place, publishing it is only its `link` and a directory sync.
+    fn put_checkpoint(
+        &self,
+        id: u64,
+        keys: &[String],
+        encode: &(dyn Fn(usize, &mut Vec<u8>) + Sync),
+        manifest: &ManifestFromParts<'_>,
+    ) -> Result<Vec<PartInfo>, CheckpointError> {
+        for key in keys {
+            check_key(key)?;
+        }
+        if keys.is_empty() {
+            self.publish_manifest(id, &manifest(&[])?)?;
+            return Ok(Vec::new());
+        }
+        let job = ManifestJob {
+            id,
+            objects: &self.manifests,
+            build: manifest,
+        };
+        let (staged, staged_manifest) = stage_parts(&self.parts, keys, encode, Some(&job))?;
+        let staged_manifest = staged_manifest
+            .ok_or_else(|| writer_panicked(StoreOp::PublishManifest, &self.manifest_path(id)))?;
+        let (staged, infos): (Vec<_>, Vec<_>) = staged.into_iter().unzip();
+        self.parts
+            .commit_staged(staged)
+            .map_err(|e| storage(StoreOp::PutPart, self.parts.dir(), e))?;
+        self.manifests
+            .publish_staged(staged_manifest, Publish::IfAbsent)
+            .map_err(|e| publish_error(id, &self.manifest_path(id), e))?;
         Ok(infos)
     }
 
@@ -204,16 +240,7 @@ impl CheckpointStore for FileSystemCheckpointStore {
             data: bytes,
             mode: Publish::IfAbsent,
         };
-        Self::run(self.manifests.dir(), op).map_err(|e| {
-            if e.failure() == lamina_core::io::Failure::AlreadyExists {
-                CheckpointError::ManifestExists {
-                    id,
-                    location: path.display().to_string(),
-                }
-            } else {
-                storage(StoreOp::PublishManifest, &path, e)
-            }
-        })
+        Self::run(self.manifests.dir(), op).map_err(|e| publish_error(id, &path, e))
     }
 
     fn read_manifest(&self, id: u64) -> Result<Vec<u8>, CheckpointError> {
@@ -253,26 +280,55 @@ impl CheckpointStore for FileSystemCheckpointStore {
     }
 }
 
+/// A manifest [`stage_parts`] stages once every part is encoded, built from what they are.
+struct ManifestJob<'a> {
+    id: u64,
+    objects: &'a FileObjects,
+    build: &'a ManifestFromParts<'a>,
+}
+
+impl ManifestJob<'_> {
+    /// Builds the manifest from `infos`, checks it, and writes and syncs it to a temporary file.
+    fn stage(&self, infos: &[PartInfo]) -> Result<StagedObject, CheckpointError> {
+        let bytes = (self.build)(infos)?;
+        check_manifest(self.id, &bytes).map_err(|damage| CheckpointError::ManifestInvalid {
+            id: self.id,
+            damage,
+        })?;
+        let name = manifest_file_name(self.id);
+        self.objects
+            .stage(&name, &bytes)
+            .and_then(StagedObject::sync)
+            .map_err(|e| storage(StoreOp::PublishManifest, &self.objects.dir().join(&name), e))
+    }
+}
+
 /// Encodes, writes and syncs parts `keys` as temporary files of `parts`: [`ENCODERS`] threads
 /// encode (each into a buffer of its own, reused; no more at once than there are CPUs) and write, and hand each written file to
 /// [`SYNCERS`] threads that sync it; an encoder that has no part left to encode (and each, when
 /// there are no more parts than encoders) syncs its own, since a hand-over only adds a thread's
-/// wake-up to the tail. Returns each part, synced, with its size and CRC32C, in order; on error
-/// the temporary files written are removed.
+/// wake-up to the tail. With a `manifest`, a thread of its own stages it as soon as the last
+/// part is encoded. Returns each part, synced, with its size and CRC32C, in order, and the
+/// manifest staged (`None` without one, or if it was never built); on error the temporary files
+/// written are removed.
 fn stage_parts(
     parts: &FileObjects,
     keys: &[String],
     encode: &(dyn Fn(usize, &mut Vec<u8>) + Sync),
-) -> Result<Vec<(StagedObject, PartInfo)>, CheckpointError> {
+    manifest: Option<&ManifestJob<'_>>,
+) -> Result<StagedParts, CheckpointError> {
     let location = |i: usize| parts.dir().join(keys.get(i).map_or("", String::as_str));
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let cpus = Permits::per_cpu();
     let (tx, rx) = mpsc::channel::<(usize, StagedObject, PartInfo)>();
     let rx = Mutex::new(rx);
+    // What each part is, and how many are encoded: the manifest is built from all of them.
+    let encoded = Mutex::new((vec![None; keys.len()], 0usize));
     // As many encoders as parts: each syncs its own, no syncer is needed.
     let inline = keys.len() <= ENCODERS;
-    let encoder = |tx: mpsc::Sender<(usize, StagedObject, PartInfo)>| {
+    let encoder = |tx: mpsc::Sender<(usize, StagedObject, PartInfo)>,
+                   to_manifest: mpsc::Sender<Vec<PartInfo>>| {
         let mut buf: Vec<u8> = Vec::new();
         // Parts this encoder synced itself (their temporary files removed if it fails).
         let mut done = Vec::new();
@@ -297,14 +353,27 @@ fn stage_parts(
             let at = realign(&mut buf, at);
             drop(permit);
             let part = buf.get(at..).unwrap_or_default();
+            let info = part_info(part);
+            if manifest.is_some() {
+                // The encoder of the last part hands every part's info to the manifest's thread.
+                let mut encoded = encoded.lock().unwrap_or_else(PoisonError::into_inner);
+                let (infos, count) = &mut *encoded;
+                if let Some(slot) = infos.get_mut(i) {
+                    *slot = Some(info);
+                    *count += 1;
+                }
+                if *count == keys.len() {
+                    let _ = to_manifest.send(infos.iter().flatten().copied().collect());
+                }
+            }
             let staged = parts.stage(key, part).map_err(|e| (i, e))?;
             // With no part left to encode, handing this one to a syncer only adds a thread's
             // wake-up to the checkpoint's tail: sync it here.
             if inline || next.load(Ordering::Relaxed) >= keys.len() {
-                done.push((i, staged.sync().map_err(|e| (i, e))?, part_info(part)));
+                done.push((i, staged.sync().map_err(|e| (i, e))?, info));
             } else {
                 // The syncers outlive every sender, so a send cannot fail while one runs.
-                let _ = tx.send((i, staged, part_info(part)));
+                let _ = tx.send((i, staged, info));
             }
         }
     };
@@ -327,12 +396,26 @@ fn stage_parts(
         }
         (done, error)
     };
-    let (encoded, synced) = std::thread::scope(|scope| {
+    let (to_manifest, infos) = mpsc::channel::<Vec<PartInfo>>();
+    let (encoded, synced, staged_manifest) = std::thread::scope(|scope| {
+        // It waits for the last part's encoder, or for every encoder to have gone (a failure).
+        let failed = &failed;
+        let manifest = manifest.map(|job| {
+            scope.spawn(move || {
+                let infos = infos.recv().ok()?;
+                let staged = job.stage(&infos);
+                if staged.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                Some(staged)
+            })
+        });
         let encoders: Vec<_> = (0..ENCODERS.min(keys.len()))
             .map(|_| {
                 let tx = tx.clone();
+                let to_manifest = to_manifest.clone();
                 scope.spawn(|| {
-                    let result = encoder(tx);
+                    let result = encoder(tx, to_manifest);
                     if result.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -341,20 +424,29 @@ fn stage_parts(
             })
             .collect();
         drop(tx);
+        drop(to_manifest);
         let syncers: Vec<_> = (0..if inline { 0 } else { SYNCERS.min(keys.len()) })
             .map(|_| scope.spawn(syncer))
             .collect();
         let encoded: Vec<_> = encoders.into_iter().map(|h| h.join().ok()).collect();
         let synced: Vec<_> = syncers.into_iter().map(|h| h.join().ok()).collect();
-        (encoded, synced)
+        let staged_manifest = manifest.map(|h| h.join().ok());
+        (encoded, synced, staged_manifest)
     });
-    let panicked = || CheckpointError::Storage {
-        op: StoreOp::PutPart,
-        location: parts.dir().display().to_string(),
-        failure: lamina_core::io::Failure::Other,
-        source: Box::new(std::io::Error::other("a part writer panicked")),
-    };
+    let panicked = || writer_panicked(StoreOp::PutPart, parts.dir());
     let mut errors = Vec::new();
+    let staged_manifest = match staged_manifest {
+        None | Some(Some(None)) => None,
+        Some(Some(Some(Ok(staged)))) => Some(staged),
+        Some(Some(Some(Err(e)))) => {
+            errors.push(e);
+            None
+        }
+        Some(None) => {
+            errors.push(panicked());
+            None
+        }
+    };
     let mut staged = Vec::with_capacity(keys.len());
     for result in encoded {
         match result {
@@ -384,10 +476,37 @@ fn stage_parts(
         return Err(e);
     }
     staged.sort_unstable_by_key(|(i, _, _)| *i);
-    Ok(staged
+    let staged = staged
         .into_iter()
         .map(|(_, object, info)| (object, info))
-        .collect())
+        .collect();
+    Ok((staged, staged_manifest))
+}
+
+/// What [`stage_parts`] staged: each part with its size and CRC32C, and the manifest.
+type StagedParts = (Vec<(StagedObject, PartInfo)>, Option<StagedObject>);
+
+/// The error of a writer thread that panicked while doing `op` in `location`.
+fn writer_panicked(op: StoreOp, location: &Path) -> CheckpointError {
+    CheckpointError::Storage {
+        op,
+        location: location.display().to_string(),
+        failure: lamina_core::io::Failure::Other,
+        source: Box::new(std::io::Error::other("a checkpoint writer thread panicked")),
+    }
+}
+
+/// The error of publishing manifest `id` at `path`: [`CheckpointError::ManifestExists`] when
+/// another writer published it first.
+fn publish_error(id: u64, path: &Path, e: FileError) -> CheckpointError {
+    if e.failure() == lamina_core::io::Failure::AlreadyExists {
+        CheckpointError::ManifestExists {
+            id,
+            location: path.display().to_string(),
+        }
+    } else {
+        storage(StoreOp::PublishManifest, path, e)
+    }
 }
 
 /// Moves the part at `buf[at..]` to where `buf`'s memory is aligned for direct I/O, if encoding

@@ -35,6 +35,11 @@ pub struct PartInfo {
     pub crc: u32,
 }
 
+/// Builds a checkpoint's encoded manifest from what its parts are, as stored (in the order of
+/// their keys), for [`CheckpointStore::put_checkpoint`].
+pub type ManifestFromParts<'a> =
+    dyn Fn(&[PartInfo]) -> Result<Vec<u8>, CheckpointError> + Sync + 'a;
+
 /// A manifest as read from the store: its id and its encoded bytes, which decode, validate and
 /// carry that id.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,6 +120,27 @@ pub trait CheckpointStore: Send + Sync {
                 self.put_part(key, &buf)
             })
             .collect()
+    }
+
+    /// A whole checkpoint in one call: stores parts `keys` as [`Self::put_parts`] does, then
+    /// publishes manifest `id`, whose bytes `manifest(infos)` builds from what the parts are, as
+    /// [`Self::publish_manifest`] does (checked first, create-only). By default exactly that, in
+    /// turn; a store may write the manifest while the parts are still being written, and
+    /// publish it only once they are durable.
+    ///
+    /// # Errors
+    /// As [`Self::put_parts`] and [`Self::publish_manifest`]; `manifest`'s own error. Parts may
+    /// be left stored (garbage collection removes them); the manifest is published or absent.
+    fn put_checkpoint(
+        &self,
+        id: u64,
+        keys: &[String],
+        encode: &(dyn Fn(usize, &mut Vec<u8>) + Sync),
+        manifest: &ManifestFromParts<'_>,
+    ) -> Result<Vec<PartInfo>, CheckpointError> {
+        let infos = self.put_parts(keys, encode)?;
+        self.publish_manifest(id, &manifest(&infos)?)?;
+        Ok(infos)
     }
 
     /// Reads part `key` whole and checks it against the size and CRC32C a manifest recorded.

@@ -12,7 +12,7 @@ use lamina_core::io::Failure;
 use lamina_core::manifest::{List, Manifest, SourceOffset, WalPosition};
 
 use super::incremental::{GcReport, IncrementalCheckpointManager, Leftover, Plan, Staged};
-use super::layout::manifest_parts;
+use super::layout::{CoreLayout, manifest_parts};
 use super::recovery::ResumePoint;
 use crate::{BarrierCapture, CheckpointStore, Error, Lsn, SegmentId};
 
@@ -136,26 +136,17 @@ impl CheckpointJob {
         self.due.id
     }
 
-    /// Writes the parts (on up to the manager's threads), then publishes the manifest
-    /// create-only. Blocking.
+    /// Writes the parts, then publishes the manifest create-only, in one call to the store
+    /// ([`Plan::write_and_publish`]). Blocking.
     #[must_use]
     pub fn run(self) -> JobOutcome {
         let started = Instant::now();
         let id = self.due.id;
-        let staged = match self.plan.write(&*self.store) {
-            Ok(staged) => staged,
-            Err((e, plan)) => {
-                return JobOutcome {
-                    id,
-                    took: started.elapsed(),
-                    result: Err((e, Leftover::Plan(plan))),
-                };
-            }
-        };
-        let result = match publish(&*self.store, &self.due, &staged) {
-            Ok(len) => Ok((staged, len)),
-            Err(e) => Err((e, Leftover::Staged(staged))),
-        };
+        let due = &self.due;
+        let result = self
+            .plan
+            .write_and_publish(&*self.store, &|layouts| manifest_bytes(due, layouts))
+            .map_err(|(e, plan)| (e, Leftover::Plan(plan)));
         JobOutcome {
             id,
             took: started.elapsed(),
@@ -164,9 +155,9 @@ impl CheckpointJob {
     }
 }
 
-/// Encodes and publishes the manifest of `staged`; returns its length.
-fn publish(store: &dyn CheckpointStore, due: &DueManifest, staged: &Staged) -> Result<u64, Error> {
-    let parts = manifest_parts(staged.layouts())?;
+/// Encodes the manifest `due` describes, with the parts of `layouts`.
+fn manifest_bytes(due: &DueManifest, layouts: &[CoreLayout]) -> Result<Vec<u8>, Error> {
+    let parts = manifest_parts(layouts)?;
     let parts: Vec<_> = parts.iter().map(|p| p.as_part()).collect();
     let mut sources = due.sources.offsets.clone();
     sources.sort_by(|a, b| a.0.cmp(&b.0));
@@ -193,8 +184,7 @@ fn publish(store: &dyn CheckpointStore, due: &DueManifest, staged: &Staged) -> R
         detail: format!("the manifest cannot be encoded: {e}"),
     })?;
     bytes.truncate(len);
-    store.publish_manifest(due.id, &bytes)?;
-    Ok(len as u64)
+    Ok(bytes)
 }
 
 impl<const CORES: usize> CheckpointCoordinator<CORES> {

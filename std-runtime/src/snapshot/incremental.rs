@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use lamina_core::manifest::Manifest;
@@ -10,7 +11,7 @@ use lamina_core::manifest::Manifest;
 use super::layout::{CoreLayout, DeltaRef, MAX_BUCKETS, PartRef};
 use super::part::{HEADER_LEN, Kind as PartKind, PartWriter, bucket_of};
 use super::shadow::{Capture, ChangeStats, Changes};
-use crate::{CheckpointError, CheckpointStore, Error, Lsn};
+use crate::{CheckpointError, CheckpointStore, Error, Lsn, PartInfo};
 
 /// Changed keys from which a committed checkpoint's changed sets are freed on a thread of
 /// their own (below it, a thread costs more than it saves).
@@ -152,6 +153,10 @@ impl Staged {
             .collect()
     }
 }
+
+/// Builds a checkpoint's encoded manifest from the layout its parts make, for
+/// [`Plan::write_and_publish`].
+pub type ManifestBuilder<'a> = dyn Fn(&[CoreLayout]) -> Result<Vec<u8>, Error> + Sync + 'a;
 
 /// What [`IncrementalCheckpointManager::collect_garbage`] did.
 #[derive(Debug, Default)]
@@ -526,6 +531,30 @@ impl Plan {
     /// The first part write that failed, with the plan back for
     /// [`IncrementalCheckpointManager::abort`].
     pub fn write(self, store: &dyn CheckpointStore) -> Result<Staged, (Error, Plan)> {
+        self.write_with(store, None).map(|(staged, _)| staged)
+    }
+
+    /// Writes the planned parts and publishes the checkpoint's manifest, whose bytes
+    /// `manifest` builds from the layout the parts make, in one call
+    /// ([`CheckpointStore::put_checkpoint`]: a store may write the manifest while the parts
+    /// are being written). Returns the checkpoint's layout and the manifest's length.
+    ///
+    /// # Errors
+    /// The first part write that failed, `manifest`'s error, or the publish's, with the plan
+    /// back for [`IncrementalCheckpointManager::abort`].
+    pub fn write_and_publish(
+        self,
+        store: &dyn CheckpointStore,
+        manifest: &ManifestBuilder<'_>,
+    ) -> Result<(Staged, u64), (Error, Plan)> {
+        self.write_with(store, Some(manifest))
+    }
+
+    fn write_with(
+        self,
+        store: &dyn CheckpointStore,
+        manifest: Option<&ManifestBuilder<'_>>,
+    ) -> Result<(Staged, u64), (Error, Plan)> {
         let mut jobs = Vec::new();
         for (core, plan) in self.cores.iter().enumerate() {
             for &bucket in &plan.compact {
@@ -560,7 +589,35 @@ impl Plan {
                 *slot = bucket_bytes;
             }
         };
-        let infos = match store.put_parts(&keys, &encode) {
+        // The builder's own error, returned as it is rather than as the store's.
+        let build_error: Mutex<Option<Error>> = Mutex::new(None);
+        let manifest_len = AtomicU64::new(0);
+        let stored = match manifest {
+            None => store.put_parts(&keys, &encode),
+            Some(manifest) => {
+                let build = |infos: &[PartInfo]| {
+                    let (layouts, ..) = self.layouts_of(&jobs, &keys, infos, &delta_bytes);
+                    match manifest(&layouts) {
+                        Ok(bytes) => {
+                            manifest_len.store(bytes.len() as u64, Ordering::Relaxed);
+                            Ok(bytes)
+                        }
+                        Err(e) => {
+                            let reason = e.to_string();
+                            if let Ok(mut slot) = build_error.lock() {
+                                *slot = Some(e);
+                            }
+                            Err(CheckpointError::ManifestNotBuilt {
+                                id: self.id,
+                                reason,
+                            })
+                        }
+                    }
+                };
+                store.put_checkpoint(self.id, &keys, &encode, &build)
+            }
+        };
+        let infos = match stored {
             Ok(infos) if infos.len() == keys.len() => infos,
             Ok(infos) => {
                 let e = Error::Refused(format!(
@@ -570,59 +627,19 @@ impl Plan {
                 ));
                 return Err((e, self));
             }
-            Err(e) => return Err((e.into(), self)),
-        };
-        let written: Vec<(usize, Written)> = jobs
-            .iter()
-            .zip(keys)
-            .zip(infos)
-            .zip(delta_bytes)
-            .enumerate()
-            .map(|(i, (((job, key), info), bucket_bytes))| {
-                let (core, bucket) = match *job {
-                    Job::Base { core, bucket } => (core, bucket),
-                    Job::Delta { core, .. } => (core, 0),
-                };
-                let bucket_bytes = bucket_bytes.into_inner().ok().flatten();
-                (
-                    i,
-                    Written {
-                        core,
-                        bucket,
-                        bucket_bytes,
-                        part: PartRef {
-                            key,
-                            size: info.size,
-                            crc: info.crc,
-                            written_by: self.id,
-                        },
-                    },
-                )
-            })
-            .collect();
-        let mut layouts: Vec<CoreLayout> = self.cores.iter().map(|c| c.layout.clone()).collect();
-        let (mut parts_written, mut bytes_written) = (0, 0);
-        for (_, w) in written {
-            parts_written += 1;
-            bytes_written += w.part.size;
-            let layout = &mut layouts[w.core];
-            match w.bucket_bytes {
-                None => {
-                    if let Some(slot) = layout.bases.get_mut(w.bucket as usize) {
-                        *slot = Some(w.part);
-                    }
-                }
-                Some(bucket_bytes) => layout.deltas.push(DeltaRef {
-                    part: w.part,
-                    bucket_bytes,
-                }),
+            Err(e) => {
+                let e = build_error
+                    .into_inner()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| e.into());
+                return Err((e, self));
             }
-        }
-        for layout in &mut layouts {
-            layout.prune();
-        }
+        };
+        let (layouts, parts_written, bytes_written) =
+            self.layouts_of(&jobs, &keys, &infos, &delta_bytes);
         let keys = self.cores.iter().map(|c| c.capture.len() as u64).sum();
-        Ok(Staged {
+        let staged = Staged {
             id: self.id,
             layouts,
             changed: self
@@ -633,7 +650,51 @@ impl Plan {
             parts_written,
             bytes_written,
             keys,
-        })
+        };
+        Ok((staged, manifest_len.into_inner()))
+    }
+
+    /// The checkpoint's layout once `jobs` are stored under `keys` as `infos`, with the parts
+    /// written and their bytes.
+    fn layouts_of(
+        &self,
+        jobs: &[Job<'_>],
+        keys: &[String],
+        infos: &[PartInfo],
+        delta_bytes: &[Mutex<Option<Vec<u64>>>],
+    ) -> (Vec<CoreLayout>, usize, u64) {
+        let mut layouts: Vec<CoreLayout> = self.cores.iter().map(|c| c.layout.clone()).collect();
+        let (mut parts_written, mut bytes_written) = (0, 0);
+        for (((job, key), info), bucket_bytes) in jobs.iter().zip(keys).zip(infos).zip(delta_bytes)
+        {
+            let (core, bucket) = match *job {
+                Job::Base { core, bucket } => (core, bucket),
+                Job::Delta { core, .. } => (core, 0),
+            };
+            let part = PartRef {
+                key: key.clone(),
+                size: info.size,
+                crc: info.crc,
+                written_by: self.id,
+            };
+            parts_written += 1;
+            bytes_written += part.size;
+            let Some(layout) = layouts.get_mut(core) else {
+                continue;
+            };
+            match bucket_bytes.lock().ok().and_then(|b| b.clone()) {
+                None => {
+                    if let Some(slot) = layout.bases.get_mut(bucket as usize) {
+                        *slot = Some(part);
+                    }
+                }
+                Some(bucket_bytes) => layout.deltas.push(DeltaRef { part, bucket_bytes }),
+            }
+        }
+        for layout in &mut layouts {
+            layout.prune();
+        }
+        (layouts, parts_written, bytes_written)
     }
 
     fn job_key(&self, job: &Job<'_>) -> String {
@@ -720,13 +781,4 @@ impl CorePlan {
             .map(Vec::as_slice)
             .collect()
     }
-}
-
-/// A part written by a job.
-struct Written {
-    core: usize,
-    bucket: u32,
-    /// `None` for a base; per-bucket entry bytes for a delta.
-    bucket_bytes: Option<Vec<u64>>,
-    part: PartRef,
 }

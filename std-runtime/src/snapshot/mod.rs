@@ -17,7 +17,8 @@ pub use coordinator::{
     SourceState,
 };
 pub use incremental::{
-    GcReport, IncrementalCheckpointManager, IncrementalConfig, Leftover, Plan, Staged,
+    GcReport, IncrementalCheckpointManager, IncrementalConfig, Leftover, ManifestBuilder, Plan,
+    Staged,
 };
 pub(crate) use recovery::LoadedCheckpoint;
 pub use recovery::{CheckpointRecoveryReport, CoreReplay, Recovered, RecoveryManager, ResumePoint};

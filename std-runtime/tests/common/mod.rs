@@ -2,6 +2,8 @@
 //! dependency of these tests, cannot name them): the options their logs open with.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod put_checkpoint;
+
 use lamina::{Config, Mode, Options, SyncPolicy};
 
 /// Batches of 8 records or 2 KiB cut by the appends themselves, up to 8 writes in flight, a
