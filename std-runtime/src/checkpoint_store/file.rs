@@ -350,10 +350,11 @@ fn stage_parts(
             let at = buf.as_ptr().align_offset(PART_ALIGN).min(PART_ALIGN);
             buf.resize(at, 0);
             encode(i, &mut buf);
+            // Room past the part to pad its last block, so it is written in one request.
+            buf.reserve(2 * PART_ALIGN);
             let at = realign(&mut buf, at);
             drop(permit);
-            let part = buf.get(at..).unwrap_or_default();
-            let info = part_info(part);
+            let info = part_info(buf.get(at..).unwrap_or_default());
             if manifest.is_some() {
                 // The encoder of the last part hands every part's info to the manifest's thread.
                 let mut encoded = encoded.lock().unwrap_or_else(PoisonError::into_inner);
@@ -366,7 +367,7 @@ fn stage_parts(
                     let _ = to_manifest.send(infos.iter().flatten().copied().collect());
                 }
             }
-            let staged = parts.stage(key, part).map_err(|e| (i, e))?;
+            let staged = parts.stage_in(key, &mut buf, at).map_err(|e| (i, e))?;
             // With no part left to encode, handing this one to a syncer only adds a thread's
             // wake-up to the checkpoint's tail: sync it here.
             if inline || next.load(Ordering::Relaxed) >= keys.len() {
