@@ -5,7 +5,14 @@
 use std::num::NonZeroUsize;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
+
+/// How many threads the machine runs at once, asked once: the answer reads files (the cgroup's
+/// CPU quota) each time, a tenth of a millisecond at a checkpoint's start.
+pub(crate) fn cpus() -> usize {
+    static CPUS: OnceLock<usize> = OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, NonZeroUsize::get))
+}
 
 /// Drops `value` on a thread of its own, or here if no thread can be started.
 ///
@@ -50,9 +57,7 @@ pub(crate) fn map_each<I: Send, T: Send>(
             }
         }
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, NonZeroUsize::get)
-        .min(count);
+    let threads = cpus().min(count);
     std::thread::scope(|scope| {
         let helpers: Vec<_> = (1..threads)
             .map_while(|_| std::thread::Builder::new().spawn_scoped(scope, work).ok())
@@ -92,7 +97,7 @@ impl Permits {
 
     /// As many permits as the machine runs threads at once.
     pub(crate) fn per_cpu() -> Self {
-        Self::new(std::thread::available_parallelism().map_or(1, NonZeroUsize::get))
+        Self::new(cpus())
     }
 
     /// Waits for a permit and takes it.

@@ -353,8 +353,10 @@ fn stage_parts(
             // Room past the part to pad its last block, so it is written in one request.
             buf.reserve(2 * PART_ALIGN);
             let at = realign(&mut buf, at);
-            drop(permit);
             let info = part_info(buf.get(at..).unwrap_or_default());
+            // Only now: checksumming with no CPU of its own, behind the next parts' encoding,
+            // held this part's write back by a millisecond and more.
+            drop(permit);
             if manifest.is_some() {
                 // The encoder of the last part hands every part's info to the manifest's thread.
                 let mut encoded = encoded.lock().unwrap_or_else(PoisonError::into_inner);
@@ -399,18 +401,6 @@ fn stage_parts(
     };
     let (to_manifest, infos) = mpsc::channel::<Vec<PartInfo>>();
     let (encoded, synced, staged_manifest) = std::thread::scope(|scope| {
-        // It waits for the last part's encoder, or for every encoder to have gone (a failure).
-        let failed = &failed;
-        let manifest = manifest.map(|job| {
-            scope.spawn(move || {
-                let infos = infos.recv().ok()?;
-                let staged = job.stage(&infos);
-                if staged.is_err() {
-                    failed.store(true, Ordering::Relaxed);
-                }
-                Some(staged)
-            })
-        });
         let encoders: Vec<_> = (0..ENCODERS.min(keys.len()))
             .map(|_| {
                 let tx = tx.clone();
@@ -424,6 +414,19 @@ fn stage_parts(
                 })
             })
             .collect();
+        // Spawned after the encoders, which have the work to start. It waits for the last
+        // part's encoder, or for every encoder to have gone (a failure).
+        let failed = &failed;
+        let manifest = manifest.map(|job| {
+            scope.spawn(move || {
+                let infos = infos.recv().ok()?;
+                let staged = job.stage(&infos);
+                if staged.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                Some(staged)
+            })
+        });
         drop(tx);
         drop(to_manifest);
         let syncers: Vec<_> = (0..if inline { 0 } else { SYNCERS.min(keys.len()) })
