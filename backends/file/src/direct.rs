@@ -71,70 +71,17 @@ thread_local! {
 /// # Errors
 /// A write, flag or truncate error; the file's contents are then unspecified.
 pub(crate) fn write_new(file: &File, data: &[u8], align: Alignment) -> io::Result<bool> {
-    with_direct(file, data.len(), || {
-        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-            Ok(mut scratch) => write_chunks(file, data, align, &mut scratch),
-            Err(e) => Err(io::Error::other(e)),
-        })
-    })
-}
-
-/// As [`write_new`], the data being `buf[start..]`. When that starts aligned in memory and
-/// `buf`'s capacity has room for the last block's padding, the whole is written in one write
-/// from `buf` (zeros appended for the padding and taken off again: `buf` is as it was on
-/// return), so the device gets one request, not the body and then the last block in turn.
-/// Otherwise as [`write_new`].
-///
-/// # Errors
-/// As [`write_new`].
-pub(crate) fn write_new_in(
-    file: &File,
-    buf: &mut Vec<u8>,
-    start: usize,
-    align: Alignment,
-) -> io::Result<bool> {
-    let len = buf.len().saturating_sub(start);
-    let padded = len.next_multiple_of(align.offset);
-    let aligned = buf
-        .get(start..)
-        .is_some_and(|data| (data.as_ptr() as usize).is_multiple_of(align.mem));
-    if !aligned || len == 0 || buf.capacity() < start + padded {
-        return write_new(file, buf.get(start..).unwrap_or_default(), align);
-    }
-    with_direct(file, len, || {
-        // Within the capacity: the memory does not move, so it stays aligned.
-        buf.resize(start + padded, 0);
-        let mut written = Ok(true);
-        let mut offset = 0;
-        for piece in buf.get(start..).unwrap_or_default().chunks(DIRECT_MAX) {
-            match write_at(file, piece, offset) {
-                Ok(true) => offset += piece.len(),
-                other => {
-                    written = other;
-                    break;
-                }
-            }
-        }
-        buf.truncate(start + len);
-        written
-    })
-}
-
-/// Runs `write` on `file` opened for direct I/O, then gives the file its flags back and, if
-/// `write` wrote (`Ok(true)`), cuts it to `len` (the last block was padded).
-fn with_direct(
-    file: &File,
-    len: usize,
-    write: impl FnOnce() -> io::Result<bool>,
-) -> io::Result<bool> {
     let flags = rustix::fs::fcntl_getfl(file)?;
     rustix::fs::fcntl_setfl(file, flags | OFlags::DIRECT)?;
-    let written = write();
+    let written = SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => write_chunks(file, data, align, &mut scratch),
+        Err(e) => Err(io::Error::other(e)),
+    });
     // Later operations (the sync, a rewrite through the page cache) see the file as opened.
     rustix::fs::fcntl_setfl(file, flags)?;
     match written {
         Ok(true) => {
-            file.set_len(len as u64)?;
+            file.set_len(data.len() as u64)?;
             Ok(true)
         }
         Ok(false) => Ok(false),
@@ -283,53 +230,6 @@ mod tests {
                 continue;
             }
             assert!(back == data, "bytes of length {len}");
-        }
-    }
-
-    #[test]
-    fn a_write_from_a_buffer_with_room_pads_in_place_and_gives_the_buffer_back_as_it_was() {
-        let dir = tempfile::tempdir().unwrap();
-        let probe = File::create(dir.path().join("probe")).unwrap();
-        let align = alignment(&probe).unwrap_or(Alignment {
-            mem: 4096,
-            offset: 4096,
-        });
-        // The object at an aligned offset of the buffer, after bytes that are not its, with and
-        // without room past it for the padding (without: written through the bounce buffer).
-        for len in [
-            1,
-            align.offset - 1,
-            align.offset,
-            align.offset + 1,
-            CHUNK + 3,
-        ] {
-            for room in [0, align.offset] {
-                let mut buf: Vec<u8> = Vec::with_capacity(len + room + 2 * MAX_ALIGN as usize);
-                let start = buf.as_ptr().align_offset(MAX_ALIGN as usize);
-                buf.resize(start, 0xee);
-                buf.extend((0..len).map(|i| (i * 13 % 241) as u8));
-                if room == 0 {
-                    buf.shrink_to_fit();
-                }
-                let before = buf.clone();
-                let path = dir.path().join(format!("f{len}-{room}"));
-                let file = File::create_new(&path).unwrap();
-                let direct = write_new_in(&file, &mut buf, start, align).unwrap();
-                drop(file);
-                assert!(
-                    buf == before,
-                    "the buffer changed (length {len}, room {room})"
-                );
-                let back = std::fs::read(&path).unwrap();
-                if !direct {
-                    assert!(back.is_empty());
-                    continue;
-                }
-                assert!(
-                    back[..] == before[start..],
-                    "bytes of length {len}, room {room}"
-                );
-            }
         }
     }
 

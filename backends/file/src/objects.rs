@@ -158,27 +158,6 @@ impl FileObjects {
     /// [`FileError::InvalidName`], or the write error naming the temporary file (which is
     /// removed).
     pub fn stage(&self, name: &str, data: &[u8]) -> Result<StagedObject, FileError> {
-        self.stage_from(name, Source::Slice(data))
-    }
-
-    /// As [`Self::stage`], the object being `buf[start..]`. With direct I/O, when that starts
-    /// where `buf`'s memory is aligned for it (4 KiB is enough for common devices) and `buf`
-    /// has a block's room to spare past its end, the object is written in one request, its last
-    /// block padded in `buf` (zeros appended and taken off again: `buf` is as it was on
-    /// return) rather than copied through a bounce buffer and written after the rest.
-    ///
-    /// # Errors
-    /// As [`Self::stage`].
-    pub fn stage_in(
-        &self,
-        name: &str,
-        buf: &mut Vec<u8>,
-        start: usize,
-    ) -> Result<StagedObject, FileError> {
-        self.stage_from(name, Source::InBuffer(buf, start))
-    }
-
-    fn stage_from(&self, name: &str, mut source: Source<'_>) -> Result<StagedObject, FileError> {
         let path = self.object_path(name)?;
         let (temp, file) = self.create_temp()?;
         let mut staged = StagedObject {
@@ -188,11 +167,11 @@ impl FileObjects {
             placed: false,
         };
         // On error `staged` is dropped, which removes the temporary file.
-        let written = self.write_direct(&file, &mut source).and_then(|direct| {
+        let written = self.write_direct(&file, data).and_then(|direct| {
             if direct {
                 Ok(())
             } else {
-                write_buffered(&file, source.data())
+                write_buffered(&file, data)
             }
         });
         if let Err(e) = written {
@@ -202,19 +181,16 @@ impl FileObjects {
         Ok(staged)
     }
 
-    /// Writes `source` into the new, empty `file` with direct I/O if this directory allows it;
+    /// Writes `data` into the new, empty `file` with direct I/O if this directory allows it;
     /// `Ok(false)` (nothing written) if not.
-    fn write_direct(&self, file: &File, source: &mut Source<'_>) -> std::io::Result<bool> {
-        if source.data().is_empty() || self.direct_refused.load(Ordering::Relaxed) {
+    fn write_direct(&self, file: &File, data: &[u8]) -> std::io::Result<bool> {
+        if data.is_empty() || self.direct_refused.load(Ordering::Relaxed) {
             return Ok(false);
         }
         let Some(align) = *self.direct.get_or_init(|| direct::alignment(file)) else {
             return Ok(false);
         };
-        let direct = match source {
-            Source::Slice(data) => direct::write_new(file, data, align)?,
-            Source::InBuffer(buf, start) => direct::write_new_in(file, buf, *start, align)?,
-        };
+        let direct = direct::write_new(file, data, align)?;
         if !direct {
             self.direct_refused.store(true, Ordering::Relaxed);
         }
@@ -384,21 +360,6 @@ impl FileObjects {
                 Err(FileError::io(Op::Delete, path, None, e))
             }
             _ => self.sync_dir(),
-        }
-    }
-}
-
-/// The bytes of an object to stage: a slice, or the end of a buffer that may be padded in place.
-enum Source<'a> {
-    Slice(&'a [u8]),
-    InBuffer(&'a mut Vec<u8>, usize),
-}
-
-impl Source<'_> {
-    fn data(&self) -> &[u8] {
-        match self {
-            Source::Slice(data) => data,
-            Source::InBuffer(buf, start) => buf.get(*start..).unwrap_or_default(),
         }
     }
 }

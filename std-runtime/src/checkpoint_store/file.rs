@@ -350,10 +350,9 @@ fn stage_parts(
             let at = buf.as_ptr().align_offset(PART_ALIGN).min(PART_ALIGN);
             buf.resize(at, 0);
             encode(i, &mut buf);
-            // Room past the part to pad its last block, so it is written in one request.
-            buf.reserve(2 * PART_ALIGN);
             let at = realign(&mut buf, at);
-            let info = part_info(buf.get(at..).unwrap_or_default());
+            let part = buf.get(at..).unwrap_or_default();
+            let info = part_info(part);
             // Only now: checksumming with no CPU of its own, behind the next parts' encoding,
             // held this part's write back by a millisecond and more.
             drop(permit);
@@ -369,7 +368,7 @@ fn stage_parts(
                     let _ = to_manifest.send(infos.iter().flatten().copied().collect());
                 }
             }
-            let staged = parts.stage_in(key, &mut buf, at).map_err(|e| (i, e))?;
+            let staged = parts.stage(key, part).map_err(|e| (i, e))?;
             // With no part left to encode, handing this one to a syncer only adds a thread's
             // wake-up to the checkpoint's tail: sync it here.
             if inline || next.load(Ordering::Relaxed) >= keys.len() {
