@@ -4,11 +4,10 @@
 mod common;
 
 use lamina::{
-    CheckpointError, CheckpointStore, Failure, FileSystemCheckpointStore, ManifestDamage, StoreOp,
-    manifest_file_name,
+    CheckpointError, CheckpointStore, Failure, FileSystemCheckpointStore, ManifestDamage, PartInfo,
+    StoreOp, manifest_file_name,
 };
-use lamina_core::manifest::{DecodeError, KeyError, List, MAX_KEY_LEN, Manifest, Part};
-use lamina_core::{Lsn, SegmentId};
+use lamina_core::manifest::{DecodeError, KeyError, MAX_KEY_LEN};
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
@@ -24,33 +23,7 @@ fn open(dir: &Path) -> FileSystemCheckpointStore {
 
 /// An encoded manifest of checkpoint `id` naming one part.
 fn manifest(id: u64, key: &str, size: u64, crc: u32) -> Vec<u8> {
-    let parts = [Part {
-        operator: "op",
-        partition: 0,
-        key,
-        size,
-        crc,
-        written_by: id,
-    }];
-    let wal = [lamina_core::manifest::WalPosition {
-        core: 0,
-        lsn: Lsn(id * 10),
-        segment: SegmentId(1),
-    }];
-    let m = Manifest {
-        id,
-        epoch: id,
-        parent: id.checked_sub(1),
-        timestamp: 1_700_000_000_000 + id,
-        watermark: i64::MIN,
-        wal: List::new(&wal),
-        parts: List::new(&parts),
-        offsets: List::empty(),
-    };
-    let mut buf = vec![0; m.encoded_len()];
-    let n = m.encode(&mut buf).expect("encode");
-    buf.truncate(n);
-    buf
+    common::put_checkpoint::manifest_naming(id, &[key.to_owned()], &[PartInfo { size, crc }])
 }
 
 /// Every path under `root`, relative, files and directories.
@@ -869,43 +842,4 @@ fn store_is_shareable_between_threads() {
 
 // ---- a whole checkpoint in one call ----
 
-#[test]
-fn put_checkpoint_publishes_the_manifest_of_the_parts_as_stored() {
-    // No more parts than the store's writers, and more.
-    for count in [1, 3, 40] {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        common::put_checkpoint::publishes_the_manifest_of_the_parts_as_stored(
-            &store,
-            dir.path(),
-            count,
-        );
-    }
-}
-
-#[test]
-fn put_checkpoint_of_a_taken_id_loses_and_the_winner_stays() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    common::put_checkpoint::a_taken_id_loses_and_the_winner_stays(&store, dir.path());
-}
-
-#[test]
-fn put_checkpoint_whose_manifest_is_not_built_or_invalid_publishes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    common::put_checkpoint::a_manifest_not_built_or_invalid_publishes_nothing(&store, dir.path());
-}
-
-#[test]
-fn put_checkpoint_whose_part_fails_publishes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    common::put_checkpoint::a_part_that_fails_publishes_nothing(&store, dir.path());
-}
-
-#[test]
-fn put_checkpoint_with_no_parts_still_publishes() {
-    let dir = tempfile::tempdir().unwrap();
-    common::put_checkpoint::no_parts_still_publishes(&open(dir.path()));
-}
+common::put_checkpoint::contract!(open);

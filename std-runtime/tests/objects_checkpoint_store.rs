@@ -7,12 +7,11 @@ mod common;
 
 use lamina::file_backend::FileObjects;
 use lamina::{
-    CheckpointError, CheckpointStore, Failure, ManifestDamage, ObjectsCheckpointStore, StoreOp,
-    manifest_file_name,
+    CheckpointError, CheckpointStore, Failure, ManifestDamage, ObjectsCheckpointStore, PartInfo,
+    StoreOp, manifest_file_name,
 };
 use lamina_core::crc::crc32c;
-use lamina_core::manifest::{DecodeError, List, Manifest, Part};
-use lamina_core::{Lsn, SegmentId};
+use lamina_core::manifest::DecodeError;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -35,33 +34,7 @@ fn manifest_path(dir: &Path, id: u64) -> PathBuf {
 
 /// An encoded manifest of checkpoint `id` naming one part.
 fn manifest(id: u64, key: &str, size: u64, crc: u32) -> Vec<u8> {
-    let parts = [Part {
-        operator: "op",
-        partition: 0,
-        key,
-        size,
-        crc,
-        written_by: id,
-    }];
-    let wal = [lamina_core::manifest::WalPosition {
-        core: 0,
-        lsn: Lsn(id * 10),
-        segment: SegmentId(1),
-    }];
-    let m = Manifest {
-        id,
-        epoch: id,
-        parent: id.checked_sub(1),
-        timestamp: 1_700_000_000_000 + id,
-        watermark: i64::MIN,
-        wal: List::new(&wal),
-        parts: List::new(&parts),
-        offsets: List::empty(),
-    };
-    let mut buf = vec![0; m.encoded_len()];
-    let n = m.encode(&mut buf).expect("encode");
-    buf.truncate(n);
-    buf
+    common::put_checkpoint::manifest_naming(id, &[key.to_owned()], &[PartInfo { size, crc }])
 }
 
 fn flip_bit(path: &Path, offset: u64) {
@@ -395,43 +368,4 @@ fn the_file_system_store_and_this_one_read_each_others_directory() {
 
 // ---- a whole checkpoint in one call ----
 
-#[test]
-fn put_checkpoint_publishes_the_manifest_of_the_parts_as_stored() {
-    // No more parts than the store's writers, and more.
-    for count in [1, 3, 40] {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        common::put_checkpoint::publishes_the_manifest_of_the_parts_as_stored(
-            &store,
-            dir.path(),
-            count,
-        );
-    }
-}
-
-#[test]
-fn put_checkpoint_of_a_taken_id_loses_and_the_winner_stays() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    common::put_checkpoint::a_taken_id_loses_and_the_winner_stays(&store, dir.path());
-}
-
-#[test]
-fn put_checkpoint_whose_manifest_is_not_built_or_invalid_publishes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    common::put_checkpoint::a_manifest_not_built_or_invalid_publishes_nothing(&store, dir.path());
-}
-
-#[test]
-fn put_checkpoint_whose_part_fails_publishes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    common::put_checkpoint::a_part_that_fails_publishes_nothing(&store, dir.path());
-}
-
-#[test]
-fn put_checkpoint_with_no_parts_still_publishes() {
-    let dir = tempfile::tempdir().unwrap();
-    common::put_checkpoint::no_parts_still_publishes(&open(dir.path()));
-}
+common::put_checkpoint::contract!(open);

@@ -225,3 +225,56 @@ pub fn no_parts_still_publishes(store: &dyn CheckpointStore) {
         manifest_naming(2, &[], &[])
     );
 }
+
+/// The tests of this contract, each on a fresh store in a temporary directory that `$open`
+/// (a `fn(&Path) -> impl CheckpointStore`) opens.
+macro_rules! contract {
+    ($open:ident) => {
+        #[test]
+        fn put_checkpoint_publishes_the_manifest_of_the_parts_as_stored() {
+            // No more parts than the store's writers, and more.
+            for count in [1, 3, 40] {
+                let dir = tempfile::tempdir().unwrap();
+                common::put_checkpoint::publishes_the_manifest_of_the_parts_as_stored(
+                    &$open(dir.path()),
+                    dir.path(),
+                    count,
+                );
+            }
+        }
+
+        #[test]
+        fn put_checkpoint_of_a_taken_id_loses_and_the_winner_stays() {
+            let dir = tempfile::tempdir().unwrap();
+            common::put_checkpoint::a_taken_id_loses_and_the_winner_stays(
+                &$open(dir.path()),
+                dir.path(),
+            );
+        }
+
+        #[test]
+        fn put_checkpoint_whose_manifest_is_not_built_or_invalid_publishes_nothing() {
+            let dir = tempfile::tempdir().unwrap();
+            common::put_checkpoint::a_manifest_not_built_or_invalid_publishes_nothing(
+                &$open(dir.path()),
+                dir.path(),
+            );
+        }
+
+        #[test]
+        fn put_checkpoint_whose_part_fails_publishes_nothing() {
+            let dir = tempfile::tempdir().unwrap();
+            common::put_checkpoint::a_part_that_fails_publishes_nothing(
+                &$open(dir.path()),
+                dir.path(),
+            );
+        }
+
+        #[test]
+        fn put_checkpoint_with_no_parts_still_publishes() {
+            let dir = tempfile::tempdir().unwrap();
+            common::put_checkpoint::no_parts_still_publishes(&$open(dir.path()));
+        }
+    };
+}
+pub(crate) use contract;
