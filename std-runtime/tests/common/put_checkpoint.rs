@@ -228,6 +228,7 @@ pub fn no_parts_still_publishes(store: &dyn CheckpointStore) {
 
 /// The tests of this contract, each on a fresh store in a temporary directory that `$open`
 /// (a `fn(&Path) -> impl CheckpointStore`) opens.
+#[allow(unused_macros)] // Only the checkpoint store tests among those sharing `common` use it.
 macro_rules! contract {
     ($open:ident) => {
         #[test]
@@ -277,4 +278,5 @@ macro_rules! contract {
         }
     };
 }
+#[allow(unused_imports)]
 pub(crate) use contract;
