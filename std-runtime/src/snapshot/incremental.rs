@@ -771,6 +771,10 @@ impl CorePlan {
             .map(|(&b, _)| b)
             .sum();
         let parts = bytes.div_ceil(part_bytes.max(1)).max(1) as usize;
+        if parts == 1 {
+            // Not a walk over every changed key (cache misses all) to find no bound.
+            return Vec::new();
+        }
         // Cut by count over every changed key (those of compacted buckets are skipped when
         // encoding), which keeps the parts about even when changes spread over the buckets.
         let step = self.changed.len().div_ceil(parts).max(1);
