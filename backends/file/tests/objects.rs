@@ -279,6 +279,15 @@ fn staged_objects_are_invisible_until_committed_and_then_all_there() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// How many temporary files are in `dir`.
+fn temporaries(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".tmp-"))
+        .count()
+}
+
 #[test]
 fn staged_objects_synced_early_commit_and_dropped_ones_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -286,13 +295,6 @@ fn staged_objects_synced_early_commit_and_dropped_ones_leave_nothing() {
     let kept = o.stage("kept", b"kept").unwrap().sync().unwrap();
     let dropped = o.stage("dropped", b"dropped").unwrap();
     let discarded = o.stage("discarded", b"discarded").unwrap().sync().unwrap();
-    let temporaries = |dir: &std::path::Path| {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.starts_with(".tmp-"))
-            .count()
-    };
     assert_eq!(temporaries(dir.path()), 3);
     drop(dropped);
     discarded.discard();
@@ -307,13 +309,6 @@ fn staged_objects_synced_early_commit_and_dropped_ones_leave_nothing() {
 fn a_staged_object_published_on_its_own_is_create_only_and_leaves_no_temporary() {
     let dir = tempfile::tempdir().unwrap();
     let mut o = FileObjects::open(dir.path()).unwrap();
-    let temporaries = |dir: &std::path::Path| {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.starts_with(".tmp-"))
-            .count()
-    };
     // Unsynced and synced early, each published.
     let first = o.stage("m1", b"first").unwrap();
     o.publish_staged(first, Publish::IfAbsent).unwrap();

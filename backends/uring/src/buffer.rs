@@ -6,6 +6,9 @@ use std::ptr::NonNull;
 
 /// Unregistered buffers kept for reuse at most (more are freed when they come back).
 const LOOSE_KEPT: usize = 64;
+/// Unregistered buffers made alongside one that had to be made: twice the writes a log keeps in
+/// flight by default.
+const SPARES: usize = 7;
 
 /// A zero-initialised heap buffer with a fixed address and alignment.
 #[derive(Debug)]
@@ -86,7 +89,7 @@ impl Pool {
             align,
             fixed,
             fixed_size,
-            loose: Vec::new(),
+            loose: Vec::with_capacity(LOOSE_KEPT),
         })
     }
 
@@ -128,6 +131,15 @@ impl Pool {
         }
         // Round up so that buffers are reused across writes of slightly different sizes.
         let size = len.max(4096).checked_next_power_of_two()?;
+        // With spares of the size: a log keeps several writes in flight, and without them the
+        // first time more are in flight than ever before (any time, on a loaded machine) would
+        // allocate again, long after the log has settled.
+        for _ in 0..SPARES {
+            match AlignedBuf::new(size, self.align) {
+                Some(spare) if self.loose.len() < LOOSE_KEPT => self.loose.push(spare),
+                _ => break,
+            }
+        }
         AlignedBuf::new(size, self.align).map(|buf| Buffer { buf, fixed: None })
     }
 
@@ -178,5 +190,31 @@ mod tests {
         // An unregistered buffer is reused when it is large enough.
         let again = pool.take(9_000).unwrap();
         assert!(again.buf.len() >= 10_000);
+    }
+
+    #[test]
+    fn the_first_buffer_of_a_size_comes_with_spares_and_the_kept_list_never_grows() {
+        let mut pool = Pool::new(4096, 0, 0).unwrap();
+        let capacity = pool.loose.capacity();
+        assert!(capacity >= LOOSE_KEPT);
+        let first = pool.take(5000).unwrap();
+        assert_eq!(pool.loose.len(), SPARES);
+        // As many more writes in flight as there are spares: none is made anew.
+        let more: Vec<_> = (0..SPARES).map(|_| pool.take(6000).unwrap()).collect();
+        assert!(pool.loose.is_empty());
+        for b in more.into_iter().chain([first]) {
+            assert!(b.buf.len() >= 6000);
+            pool.give(b);
+        }
+        assert_eq!(pool.loose.len(), SPARES + 1);
+        // Buffers beyond those kept are freed, and the list keeps its memory.
+        let many: Vec<_> = (0..LOOSE_KEPT + 20)
+            .map(|_| pool.take(4096).unwrap())
+            .collect();
+        for b in many {
+            pool.give(b);
+        }
+        assert_eq!(pool.loose.len(), LOOSE_KEPT);
+        assert_eq!(pool.loose.capacity(), capacity);
     }
 }
