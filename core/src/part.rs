@@ -7,12 +7,13 @@
 //!  0     8    magic    89 4C 4B 56 0D 0A 1A 0A ("\x89LKV\r\n\x1a\n")
 //!  8     2    version  u16 LE, 1
 //! 10     1    kind     0 base, 1 delta
-//! 11     1    flags    0
+//! 11     1    flags    bit 0: padded; the other bits 0
 //! 12     4    core     u32 LE
 //! 16     4    bucket   u32 LE (a base's bucket; 0xffffffff in a delta)
 //! 20     4    buckets  u32 LE, how many buckets the core's state is split into (at least 1)
 //! 24     8    count    u64 LE, entries that follow
 //! 32     ...  count × | len (u32 LE) | changelog entry (len bytes) |
+//!        ...  padded: zeros to the next multiple of 4096 bytes (0 to 4095 of them)
 //! ```
 //!
 //! Entries are changelog entries ([`crate::changelog::Entry`]): puts, and in a delta also
@@ -34,6 +35,17 @@ pub const HEADER_LEN: usize = 32;
 pub const LEN_PREFIX: usize = 4;
 /// The `bucket` field of a delta, which spans every bucket.
 pub const ALL_BUCKETS: u32 = u32::MAX;
+/// The `flags` bit of a padded part.
+pub const FLAG_PADDED: u8 = 1;
+/// A padded part's length is a multiple of this: the block a store writing with direct I/O
+/// writes whole, with no tail to cut back.
+pub const PAD_BLOCK: usize = 4096;
+
+/// The zero bytes a padded part has after `len` bytes of header and entries.
+#[must_use]
+pub const fn padding(len: usize) -> usize {
+    (PAD_BLOCK - len % PAD_BLOCK) % PAD_BLOCK
+}
 
 /// The bucket of `buckets` that `key` belongs to: CRC32C of the key modulo `buckets` (a
 /// `buckets` of 0 counts as 1).
@@ -64,6 +76,8 @@ pub struct Header {
     pub buckets: u32,
     /// How many entries follow.
     pub count: u64,
+    /// Zeros follow the last entry, up to a multiple of [`PAD_BLOCK`] bytes.
+    pub padded: bool,
 }
 
 impl Header {
@@ -78,7 +92,7 @@ impl Header {
                 Kind::Base => 0,
                 Kind::Delta => 1,
             }],
-            &[0],
+            &[if self.padded { FLAG_PADDED } else { 0 }],
             &self.core.to_le_bytes(),
             &self.bucket.to_le_bytes(),
             &self.buckets.to_le_bytes(),
@@ -94,7 +108,8 @@ impl Header {
         out
     }
 
-    /// Parses and checks a header: magic, version, kind and flags, and a bucket that fits the
+    /// Parses and checks a header: magic, version, kind and flags (only [`FLAG_PADDED`] may be
+    /// set), and a bucket that fits the
     /// kind (a base's below `buckets`, a delta's [`ALL_BUCKETS`]).
     ///
     /// # Errors
@@ -118,10 +133,10 @@ impl Header {
         if version != VERSION {
             return Err(PartError::UnsupportedVersion { version });
         }
-        let kind = match (kind, flags) {
+        let kind = match (kind, flags & !FLAG_PADDED) {
             (0, 0) => Kind::Base,
             (1, 0) => Kind::Delta,
-            (kind, flags) => return Err(PartError::BadKind { kind, flags }),
+            _ => return Err(PartError::BadKind { kind, flags }),
         };
         let u32_at = |at: usize| u32::from_le_bytes(field(at));
         let (core, bucket, buckets) = (u32_at(12), u32_at(16), u32_at(20));
@@ -139,6 +154,7 @@ impl Header {
             bucket,
             buckets,
             count,
+            padded: flags & FLAG_PADDED != 0,
         })
     }
 }
@@ -215,6 +231,14 @@ pub enum PartError {
         /// Bytes left.
         left: usize,
     },
+    /// A padded part's bytes after its last entry are not zeros to the next multiple of
+    /// [`PAD_BLOCK`].
+    BadPadding {
+        /// Bytes after the last entry.
+        left: usize,
+        /// Bytes of padding due there.
+        due: usize,
+    },
     /// The part ends before the entries the header counts.
     TooFew {
         /// The header's count.
@@ -270,6 +294,10 @@ impl fmt::Display for PartError {
                     "{left} bytes follow the {count} entries the header counts"
                 )
             }
+            PartError::BadPadding { left, due } => write!(
+                f,
+                "the {left} bytes after the last entry are not {due} zero bytes of padding"
+            ),
             PartError::TooFew { count, found } => {
                 write!(
                     f,
@@ -284,7 +312,8 @@ impl core::error::Error for PartError {}
 
 /// Parses a whole part and hands each entry to `each`, in order, checking everything the
 /// format promises: the header, each entry's framing and shape, strictly increasing keys, a
-/// base's keys in its bucket and puts only, the count, nothing after the last entry. `each`
+/// base's keys in its bucket and puts only, the count, nothing after the last entry but a
+/// padded part's zeros to the next multiple of [`PAD_BLOCK`]. `each`
 /// may have seen the entries before a damaged one: apply a part to a scratch state, or
 /// discard it on error.
 ///
@@ -295,12 +324,12 @@ pub fn read<'a>(bytes: &'a [u8], mut each: impl FnMut(Entry<'a>)) -> Result<Head
     let mut rest = bytes.get(HEADER_LEN..).unwrap_or_default();
     let mut previous: Option<&[u8]> = None;
     let mut index = 0u64;
-    while !rest.is_empty() {
+    while index < header.count {
         let bad = |fault| PartError::Entry { index, fault };
-        if index >= header.count {
-            return Err(PartError::Trailing {
+        if rest.is_empty() {
+            return Err(PartError::TooFew {
                 count: header.count,
-                left: rest.len(),
+                found: index,
             });
         }
         let Some((len, tail)) = rest.split_first_chunk::<LEN_PREFIX>() else {
@@ -336,10 +365,18 @@ pub fn read<'a>(bytes: &'a [u8], mut each: impl FnMut(Entry<'a>)) -> Result<Head
         rest = tail;
         index += 1;
     }
-    if index != header.count {
-        return Err(PartError::TooFew {
+    if header.padded {
+        let due = padding(bytes.len() - rest.len());
+        if rest.len() != due || rest.iter().any(|&b| b != 0) {
+            return Err(PartError::BadPadding {
+                left: rest.len(),
+                due,
+            });
+        }
+    } else if !rest.is_empty() {
+        return Err(PartError::Trailing {
             count: header.count,
-            found: index,
+            left: rest.len(),
         });
     }
     Ok(header)

@@ -19,6 +19,9 @@ fn encode(header: Header, entries: &[Entry<'_>]) -> Vec<u8> {
         out.extend_from_slice(&len.to_le_bytes());
         e.emit_pieces(|p| out.extend_from_slice(p));
     }
+    if header.padded {
+        out.resize(out.len() + part::padding(out.len()), 0);
+    }
     out
 }
 
@@ -44,6 +47,7 @@ pub fn seed_files() -> Vec<(&'static str, Vec<u8>)> {
         bucket: ALL_BUCKETS,
         buckets: 4,
         count: 0,
+        padded: false,
     };
     let base = Header {
         kind: Kind::Base,
@@ -51,6 +55,7 @@ pub fn seed_files() -> Vec<(&'static str, Vec<u8>)> {
         bucket: 0,
         buckets: 1,
         count: 0,
+        padded: false,
     };
     vec![
         (
@@ -83,6 +88,16 @@ pub fn seed_files() -> Vec<(&'static str, Vec<u8>)> {
             ),
         ),
         ("empty-base", encode(base, &[])),
+        (
+            "padded-delta",
+            encode(
+                Header {
+                    padded: true,
+                    ..delta
+                },
+                &[Entry::Delete { key: b"cd" }],
+            ),
+        ),
     ]
 }
 

@@ -7,6 +7,8 @@
 //! directory (feature `file`); [`ObjectsCheckpointStore`] keeps them in any
 //! [`lamina_core::io::ObjectStorage`].
 
+#[cfg(feature = "file")]
+mod buffers;
 mod error;
 #[cfg(feature = "file")]
 mod file;
@@ -95,6 +97,14 @@ pub trait CheckpointStore: Send + Sync {
     /// [`CheckpointError::InvalidKey`] or [`CheckpointError::ReservedKey`] before anything is
     /// written; a storage error naming the part.
     fn put_part(&self, key: &str, bytes: &[u8]) -> Result<PartInfo, CheckpointError>;
+
+    /// Whether parts whose length is a multiple of 4 KiB are written faster here (a store
+    /// writing with direct I/O writes them whole, with no last block to cut back), so that an
+    /// encoder whose format can pad should (a key-value part's `padded` flag, `core/FORMAT.md`).
+    /// `false` by default.
+    fn prefers_block_padding(&self) -> bool {
+        false
+    }
 
     /// Stores parts `keys`, all durable on return, and returns what a manifest records for
     /// each, in order. `encode(i, buf)` appends part `i`'s bytes to `buf` and leaves the bytes

@@ -9,13 +9,30 @@ use std::sync::{Arc, Mutex};
 use lamina_core::manifest::Manifest;
 
 use super::layout::{CoreLayout, DeltaRef, MAX_BUCKETS, PartRef};
-use super::part::{HEADER_LEN, Kind as PartKind, PartWriter, bucket_of};
+use super::part::{HEADER_LEN, Kind as PartKind, PAD_BLOCK, PartWriter, bucket_of};
 use super::shadow::{Capture, ChangeStats, Changes};
 use crate::{CheckpointError, CheckpointStore, Error, Lsn, PartInfo};
 
 /// Changed keys from which a committed checkpoint's changed sets are freed on a thread of
 /// their own (below it, a thread costs more than it saves).
 const DROP_OFF_THREAD_KEYS: usize = 4096;
+
+/// The smallest part padded to whole blocks when the store asks for it
+/// ([`CheckpointStore::prefers_block_padding`]). A smaller part gains little from it, and the
+/// padding of a base hides its entry bytes from whoever reads only the manifest (the limit of
+/// [`IncrementalConfig::delta_percent`] then assumes up to a block of it: under 7 % here).
+const MIN_PADDED: usize = 64 << 10;
+
+/// A base's entry bytes, from its size in the manifest: its size less the header, less a
+/// block when it may be padded (whole blocks, at least [`MIN_PADDED`]).
+fn base_entry_bytes(size: u64) -> u64 {
+    let padding = if size >= MIN_PADDED as u64 && size.is_multiple_of(PAD_BLOCK as u64) {
+        PAD_BLOCK as u64 - 1
+    } else {
+        0
+    };
+    size.saturating_sub(HEADER_LEN as u64 + padding)
+}
 
 /// How checkpoints are split into parts, and how many are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,9 +45,11 @@ pub struct IncrementalConfig {
     /// first. This keeps the delta chain at most about `buckets / compactions` long.
     pub compactions: u32,
     /// A bucket is rewritten whole when the delta bytes it would need (kept deltas + this one)
-    /// reach its base's entry bytes (its size less the header) times this (in percent), so a
-    /// bucket changed whole is rewritten at 100: replay then reads at most about
-    /// `1 + delta_percent / 100` times the state.
+    /// reach its base's entry bytes times this (in percent), so a bucket changed whole is
+    /// rewritten at 100: replay then reads at most about `1 + delta_percent / 100` times the
+    /// state. A base's entry bytes are its size less the header, and less a block when it
+    /// may be padded (whole 4 KiB blocks, at least 64 KiB; the manifest does not say by how
+    /// much).
     pub delta_percent: u32,
     /// Manifests kept by [`IncrementalCheckpointManager::collect_garbage`] (at least 1).
     pub retain: usize,
@@ -297,11 +316,10 @@ impl IncrementalCheckpointManager {
             match base {
                 None => compact.push(b as u32),
                 Some(base) => {
-                    // Measured against the base's entries (its header aside), so that a
-                    // bucket changed whole is rewritten rather than put whole in a delta.
-                    let limit = base
-                        .size
-                        .saturating_sub(HEADER_LEN as u64)
+                    // Measured against the base's entries (its header and any padding aside),
+                    // so that a bucket changed whole is rewritten rather than put whole in a
+                    // delta.
+                    let limit = base_entry_bytes(base.size)
                         .saturating_mul(u64::from(self.config.delta_percent))
                         / 100;
                     if pending > 0 && pending >= limit.max(1) {
@@ -578,11 +596,12 @@ impl Plan {
         let keys: Vec<String> = jobs.iter().map(|job| self.job_key(job)).collect();
         let delta_bytes: Vec<Mutex<Option<Vec<u64>>>> =
             jobs.iter().map(|_| Mutex::new(None)).collect();
+        let padded = store.prefers_block_padding();
         let encode = |i: usize, buf: &mut Vec<u8>| {
             let Some(job) = jobs.get(i) else {
                 return;
             };
-            let bucket_bytes = self.encode_job(job, buf);
+            let bucket_bytes = self.encode_job(job, padded, buf);
             if let Some(slot) = delta_bytes.get(i)
                 && let Ok(mut slot) = slot.lock()
             {
@@ -709,9 +728,16 @@ impl Plan {
         }
     }
 
-    /// Encodes `job`'s part into `buf` (handed over empty, its memory reused); returns a
-    /// delta's entry bytes per bucket (`None` for a base).
-    fn encode_job(&self, job: &Job<'_>, buf: &mut Vec<u8>) -> Option<Vec<u64>> {
+    /// Encodes `job`'s part into `buf` (handed over empty, its memory reused), `padded` to
+    /// whole blocks or not; returns a delta's entry bytes per bucket (`None` for a base).
+    fn encode_job(&self, job: &Job<'_>, padded: bool, buf: &mut Vec<u8>) -> Option<Vec<u64>> {
+        let finish = |part: PartWriter| {
+            if padded && part.encoded_len() >= MIN_PADDED {
+                part.finish_padded()
+            } else {
+                part.finish()
+            }
+        };
         let bytes = std::mem::take(buf);
         match *job {
             Job::Base { core, bucket } => {
@@ -729,7 +755,7 @@ impl Plan {
                         part.put(k, v);
                     }
                 }
-                *buf = part.finish();
+                *buf = finish(part);
                 None
             }
             Job::Delta { plan, from, to, .. } => {
@@ -750,7 +776,7 @@ impl Plan {
                     }
                     per_bucket[b] += entry_bytes(k, value.as_deref());
                 }
-                *buf = part.finish();
+                *buf = finish(part);
                 Some(per_bucket)
             }
         }

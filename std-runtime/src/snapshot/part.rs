@@ -2,7 +2,8 @@
 //! "Key-value snapshot part"); this adds [`PartWriter`], which builds one in memory.
 
 pub use lamina_core::part::{
-    ALL_BUCKETS, EntryFault, HEADER_LEN, Header, Kind, PartError, bucket_of, read,
+    ALL_BUCKETS, EntryFault, HEADER_LEN, Header, Kind, PAD_BLOCK, PartError, bucket_of, padding,
+    read,
 };
 
 use lamina_core::changelog::Entry;
@@ -38,6 +39,7 @@ impl PartWriter {
             bucket,
             buckets,
             count: 0,
+            padded: false,
         };
         let start = bytes.len();
         bytes.extend_from_slice(&header.emit());
@@ -75,6 +77,12 @@ impl PartWriter {
         self.header.count += 1;
     }
 
+    /// Bytes of the part so far (header and entries).
+    #[must_use]
+    pub fn encoded_len(&self) -> usize {
+        self.bytes.len() - self.start
+    }
+
     /// Entries appended so far.
     #[must_use]
     pub fn count(&self) -> u64 {
@@ -89,6 +97,16 @@ impl PartWriter {
         }
         self.bytes
     }
+
+    /// As [`Self::finish`], the part padded with zeros to a multiple of [`PAD_BLOCK`] bytes
+    /// (its `padded` flag set): what a store writing with direct I/O writes whole.
+    #[must_use]
+    pub fn finish_padded(mut self) -> Vec<u8> {
+        self.header.padded = true;
+        let len = self.bytes.len() - self.start;
+        self.bytes.resize(self.bytes.len() + padding(len), 0);
+        self.finish()
+    }
 }
 
 #[cfg(test)]
@@ -97,8 +115,8 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
-    /// A delta of `entries` (value `None`: a delete), as bytes.
-    fn delta(entries: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Vec<u8> {
+    /// A delta of `entries` (value `None`: a delete), as bytes, padded or not.
+    fn delta(entries: &BTreeMap<Vec<u8>, Option<Vec<u8>>>, padded: bool) -> Vec<u8> {
         let mut w = PartWriter::new(Kind::Delta, 3, 0, 8);
         for (k, v) in entries {
             match v {
@@ -106,7 +124,11 @@ mod tests {
                 None => w.delete(k),
             }
         }
-        w.finish()
+        if padded {
+            w.finish_padded()
+        } else {
+            w.finish()
+        }
     }
 
     #[test]
@@ -148,9 +170,17 @@ mod tests {
 
     proptest! {
         #[test]
-        fn a_delta_round_trips(entries in arb_entries()) {
-            let bytes = delta(&entries);
+        fn a_delta_round_trips(entries in arb_entries(), padded in any::<bool>()) {
+            let bytes = delta(&entries, padded);
             let (header, back) = read_all(&bytes).unwrap();
+            prop_assert_eq!(header.padded, padded);
+            if padded {
+                // The unpadded part's bytes (but the flags), then zeros to the next block.
+                let plain = delta(&entries, false);
+                prop_assert_eq!(bytes.len(), plain.len().next_multiple_of(PAD_BLOCK));
+                prop_assert_eq!(&bytes[12..plain.len()], &plain[12..]);
+                prop_assert!(bytes[plain.len()..].iter().all(|&b| b == 0));
+            }
             prop_assert_eq!(header.kind, Kind::Delta);
             prop_assert_eq!(header.core, 3);
             prop_assert_eq!(header.count, entries.len() as u64);
@@ -177,8 +207,8 @@ mod tests {
         /// byte, the core field), never a panic and never the same part: the CRC32C the
         /// manifest keeps catches those, and recovery checks the header against the manifest.
         #[test]
-        fn damage_is_an_error_or_other_content(entries in arb_entries(), at in any::<usize>(), bit in 0u8..8) {
-            let bytes = delta(&entries);
+        fn damage_is_an_error_or_other_content(entries in arb_entries(), padded in any::<bool>(), at in any::<usize>(), bit in 0u8..8) {
+            let bytes = delta(&entries, padded);
             let mut damaged = bytes.clone();
             let at = at % damaged.len();
             damaged[at] ^= 1 << bit;
@@ -189,9 +219,9 @@ mod tests {
         }
 
         #[test]
-        fn any_prefix_of_a_part_is_refused(entries in arb_entries(), cut in any::<usize>()) {
+        fn any_prefix_of_a_part_is_refused(entries in arb_entries(), padded in any::<bool>(), cut in any::<usize>()) {
             prop_assume!(!entries.is_empty());
-            let bytes = delta(&entries);
+            let bytes = delta(&entries, padded);
             let cut = cut % bytes.len();
             prop_assert!(read_all(&bytes[..cut]).is_err());
         }
@@ -218,6 +248,67 @@ mod tests {
                 fault: EntryFault::KeyOrder
             })
         ));
+    }
+
+    #[test]
+    fn padding_must_be_zeros_to_the_next_block_and_only_where_flagged() {
+        let mut w = PartWriter::new(Kind::Delta, 0, 0, 1);
+        w.put(b"k", b"v");
+        let padded = w.finish_padded();
+        assert_eq!(padded.len(), PAD_BLOCK);
+        assert!(read_all(&padded).is_ok());
+        let entries = HEADER_LEN + 4 + 5 + 2;
+        let due = PAD_BLOCK - entries;
+        // A byte of the padding that is not zero.
+        let mut dirty = padded.clone();
+        dirty[PAD_BLOCK - 1] = 1;
+        assert_eq!(
+            read_all(&dirty),
+            Err(PartError::BadPadding { left: due, due })
+        );
+        // A block of zeros more, or the padding cut short.
+        let mut long = padded.clone();
+        long.resize(2 * PAD_BLOCK, 0);
+        assert!(matches!(read_all(&long), Err(PartError::BadPadding { .. })));
+        assert!(matches!(
+            read_all(&padded[..PAD_BLOCK - 1]),
+            Err(PartError::BadPadding { .. })
+        ));
+        // The zeros without the flag are trailing bytes; the flag without them is short.
+        let mut unflagged = padded.clone();
+        unflagged[11] = 0;
+        assert_eq!(
+            read_all(&unflagged),
+            Err(PartError::Trailing {
+                count: 1,
+                left: due
+            })
+        );
+        assert!(matches!(
+            read_all(&padded[..entries]),
+            Err(PartError::BadPadding { left: 0, .. })
+        ));
+        // Any other flag is unknown.
+        let mut other = padded;
+        other[11] = 3;
+        assert_eq!(
+            read_all(&other),
+            Err(PartError::BadKind { kind: 1, flags: 3 })
+        );
+    }
+
+    #[test]
+    fn a_part_ending_on_a_block_needs_no_padding() {
+        // Header (32) + one entry of 4 (length) + 5 (op, key length) + key + value = 4096.
+        let value = vec![7u8; PAD_BLOCK - HEADER_LEN - 4 - 5 - 1];
+        let mut w = PartWriter::new(Kind::Delta, 0, 0, 1);
+        w.put(b"k", &value);
+        let mut plain = PartWriter::new(Kind::Delta, 0, 0, 1);
+        plain.put(b"k", &value);
+        let (padded, plain) = (w.finish_padded(), plain.finish());
+        assert_eq!(padded.len(), PAD_BLOCK);
+        assert_eq!(padded[HEADER_LEN..], plain[HEADER_LEN..]);
+        assert!(read_all(&padded).is_ok_and(|(h, _)| h.padded));
     }
 
     #[test]
