@@ -11,6 +11,7 @@ use super::{
 use crate::parallel::Permits;
 use lamina_core::io::{Error as _, ObjectOp, ObjectStorage, Publish};
 use lamina_file::{FileError, FileObjects, StagedObject, WholeObject};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError, mpsc};
@@ -322,8 +323,8 @@ impl ManifestJob<'_> {
 }
 
 /// Encodes, writes and syncs parts `keys` as temporary files of `parts`: [`ENCODERS`] threads
-/// encode (each into a buffer of its own from `buffers`, reused; no more at once than there
-/// are CPUs) and write, and hand each written file to
+/// (the calling thread one of them) encode (each into a buffer of its own from `buffers`,
+/// reused; no more at once than there are CPUs) and write, and hand each written file to
 /// [`SYNCERS`] threads that sync it; an encoder that has no part left to encode (and each, when
 /// there are no more parts than encoders) syncs its own, since a hand-over only adds a thread's
 /// wake-up to the tail. With a `manifest`, a thread of its own stages it as soon as the last
@@ -419,18 +420,21 @@ fn stage_parts(
         (done, error)
     };
     let (to_manifest, infos) = mpsc::channel::<Vec<PartInfo>>();
+    let encode_parts = |tx, to_manifest| {
+        let result = encoder(tx, to_manifest);
+        if result.is_err() {
+            failed.store(true, Ordering::Relaxed);
+        }
+        result
+    };
     let (encoded, synced, staged_manifest) = std::thread::scope(|scope| {
-        let encoders: Vec<_> = (0..ENCODERS.min(keys.len()))
+        // The calling thread is one of the encoders: the first part is encoded without
+        // waiting for a thread to start (~0.1 ms in a large process).
+        let own = (tx.clone(), to_manifest.clone());
+        let encoders: Vec<_> = (1..ENCODERS.min(keys.len()))
             .map(|_| {
-                let tx = tx.clone();
-                let to_manifest = to_manifest.clone();
-                scope.spawn(|| {
-                    let result = encoder(tx, to_manifest);
-                    if result.is_err() {
-                        failed.store(true, Ordering::Relaxed);
-                    }
-                    result
-                })
+                let (tx, to_manifest) = (tx.clone(), to_manifest.clone());
+                scope.spawn(|| encode_parts(tx, to_manifest))
             })
             .collect();
         // Spawned after the encoders, which have the work to start. It waits for the last
@@ -451,7 +455,12 @@ fn stage_parts(
         let syncers: Vec<_> = (0..if inline { 0 } else { SYNCERS.min(keys.len()) })
             .map(|_| scope.spawn(syncer))
             .collect();
-        let encoded: Vec<_> = encoders.into_iter().map(|h| h.join().ok()).collect();
+        // A panic of the caller's `encode` here is what it is on a spawned encoder: a
+        // writer that died, reported as an error once the others are done.
+        let mine = catch_unwind(AssertUnwindSafe(|| encode_parts(own.0, own.1))).ok();
+        let encoded: Vec<_> = std::iter::once(mine)
+            .chain(encoders.into_iter().map(|h| h.join().ok()))
+            .collect();
         let synced: Vec<_> = syncers.into_iter().map(|h| h.join().ok()).collect();
         let staged_manifest = manifest.map(|h| h.join().ok());
         (encoded, synced, staged_manifest)
