@@ -611,14 +611,21 @@ impl Plan {
         // The builder's own error, returned as it is rather than as the store's.
         let build_error: Mutex<Option<Error>> = Mutex::new(None);
         let manifest_len = AtomicU64::new(0);
+        // The layout the manifest was built from: the same once the store returns the infos
+        // it built it from, and not worked out twice (it clones every core's layout).
+        type Layout = (Vec<CoreLayout>, usize, u64);
+        let built: Mutex<Option<(Layout, Vec<PartInfo>)>> = Mutex::new(None);
         let stored = match manifest {
             None => store.put_parts(&keys, &encode),
             Some(manifest) => {
                 let build = |infos: &[PartInfo]| {
-                    let (layouts, ..) = self.layouts_of(&jobs, &keys, infos, &delta_bytes);
-                    match manifest(&layouts) {
+                    let layout = self.layouts_of(&jobs, &keys, infos, &delta_bytes);
+                    match manifest(&layout.0) {
                         Ok(bytes) => {
                             manifest_len.store(bytes.len() as u64, Ordering::Relaxed);
+                            if let Ok(mut slot) = built.lock() {
+                                *slot = Some((layout, infos.to_vec()));
+                            }
                             Ok(bytes)
                         }
                         Err(e) => {
@@ -655,8 +662,10 @@ impl Plan {
                 return Err((e, self));
             }
         };
-        let (layouts, parts_written, bytes_written) =
-            self.layouts_of(&jobs, &keys, &infos, &delta_bytes);
+        let (layouts, parts_written, bytes_written) = match built.into_inner().ok().flatten() {
+            Some((layout, built_from)) if built_from == infos => layout,
+            _ => self.layouts_of(&jobs, &keys, &infos, &delta_bytes),
+        };
         let keys = self.cores.iter().map(|c| c.capture.len() as u64).sum();
         let staged = Staged {
             id: self.id,
