@@ -109,8 +109,8 @@ impl Header {
     }
 
     /// Parses and checks a header: magic, version, kind and flags (only [`FLAG_PADDED`] may be
-    /// set), and a bucket that fits the
-    /// kind (a base's below `buckets`, a delta's [`ALL_BUCKETS`]).
+    /// set), and a bucket that fits the kind (a base's below `buckets`, a delta's
+    /// [`ALL_BUCKETS`]).
     ///
     /// # Errors
     /// The first check that fails.
@@ -313,9 +313,8 @@ impl core::error::Error for PartError {}
 /// Parses a whole part and hands each entry to `each`, in order, checking everything the
 /// format promises: the header, each entry's framing and shape, strictly increasing keys, a
 /// base's keys in its bucket and puts only, the count, nothing after the last entry but a
-/// padded part's zeros to the next multiple of [`PAD_BLOCK`]. `each`
-/// may have seen the entries before a damaged one: apply a part to a scratch state, or
-/// discard it on error.
+/// padded part's zeros to the next multiple of [`PAD_BLOCK`]. `each` may have seen the entries
+/// before a damaged one: apply a part to a scratch state, or discard it on error.
 ///
 /// # Errors
 /// The first thing that is wrong.

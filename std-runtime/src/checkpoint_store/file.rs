@@ -27,8 +27,8 @@ const ENCODERS: usize = 16;
 /// Where a part starts in its writer's buffer: the largest memory alignment direct I/O asks
 /// of common devices (4 KiB sectors).
 const PART_ALIGN: usize = 4096;
-/// Bytes of encoding buffers kept between checkpoints ([`Buffers`]): enough for the 16
-/// writers' buffers of 2 MiB parts.
+/// Bytes of encoding buffers kept between checkpoints ([`Buffers`]): a dozen writers'
+/// buffers of 2 MiB parts, each grown by doubling to 4 MiB.
 const KEPT_BUFFER_BYTES: usize = 48 << 20;
 /// Threads syncing written parts: syncs mostly wait on the device, and the file system merges
 /// the flushes of those in flight together.
