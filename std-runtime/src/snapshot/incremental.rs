@@ -96,8 +96,9 @@ impl IncrementalConfig {
 /// compacts, and references every other part of its parent (see [`super::layout`]).
 ///
 /// A checkpoint goes [`Self::plan`] → [`Plan::write`] (on any thread) → publish the manifest
-/// ([`Staged::parts`]) → [`Self::commit`], or [`Self::abort`] on any failure, after which the
-/// parent stays the base of the next checkpoint and no changed key is forgotten.
+/// ([`Staged::layouts`]; or both at once, [`Plan::write_and_publish`]) → [`Self::commit`], or
+/// [`Self::abort`] on any failure, after which the parent stays the base of the next
+/// checkpoint and no changed key is forgotten.
 #[derive(Debug)]
 pub struct IncrementalCheckpointManager {
     config: IncrementalConfig,

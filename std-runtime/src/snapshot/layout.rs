@@ -1,6 +1,6 @@
 //! How a core's snapshot is laid out in parts, and how a manifest names those parts.
 //!
-//! Each core's state is split into buckets by key hash ([`super::bucket_of`]). A bucket has a
+//! Each core's state is split into buckets by key hash ([`super::part::bucket_of`]). A bucket has a
 //! *base* part (every key of the bucket, written by some checkpoint), and the core has a chain
 //! of *delta* parts (the keys changed between two checkpoints, of any bucket). A bucket's state
 //! is its base plus, in checkpoint order, the entries of the deltas written after the base that
